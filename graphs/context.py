@@ -1,0 +1,44 @@
+"""The run context: JSON-serialisable knobs for one graph run, set by the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphs import prompts
+from graphs.settings import LLMSettings
+
+
+def _default_model() -> str:
+    return LLMSettings().llm_model
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Who the run is for and how to think; the worker fills it from the database."""
+
+    model: str = field(default_factory=_default_model)
+    """Chat model name on the OpenAI-compatible endpoint."""
+
+    system_prompt: str = prompts.SYSTEM_PROMPT
+    """The general assistant's instructions; tenants may override it."""
+
+    tenant_id: str = ""
+    """The tenant this run belongs to. Tools scope every read and write by it."""
+
+    tenant_name: str = "Conversa"
+    """The business the assistant speaks for."""
+
+    persona: str = ""
+    """Extra persona text from the tenant, appended to the system prompt."""
+
+    user_id: str = ""
+    """The WhatsApp user this run answers. Tools scope every read and write by it."""
+
+    user_name: str = ""
+    """The user's WhatsApp profile name, when known."""
+
+    locale: str = "pt-BR"
+    """The user's (or tenant's default) locale, used when the language is unclear."""
+
+    timezone: str = "America/Sao_Paulo"
+    """The user's IANA timezone."""

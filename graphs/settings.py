@@ -1,0 +1,19 @@
+"""How the graph reaches its language model, read from the environment."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LLMSettings(BaseSettings):
+    """The OpenAI-compatible model the graph talks to; see `.env.example`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_temperature: float = 0.3
+    llm_timeout_seconds: float = 60.0
+    llm_max_retries: int = 2

@@ -1,0 +1,41 @@
+"""The state the assistant graph keeps per conversation thread."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+Language = Literal["pt", "en"]
+
+
+@dataclass
+class InputState:
+    """What a turn brings in."""
+
+    messages: Annotated[list[AnyMessage], add_messages] = field(default_factory=list)
+    """The conversation so far; new user messages are appended (same id replaces)."""
+
+
+@dataclass
+class State(InputState):
+    """Everything the nodes share within a thread."""
+
+    language: Language = "pt"
+    """The language the user writes in; replies use it."""
+
+    local_time: str = ""
+    """The user's local date and time when the turn started (ISO 8601)."""
+
+    reply: str = ""
+    """The text to send back to the user for this turn."""
+
+
+@dataclass
+class OutputState:
+    """What a turn hands back to its caller."""
+
+    reply: str = ""
+    """The text to send back to the user for this turn."""

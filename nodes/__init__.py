@@ -1,0 +1,1 @@
+"""The assistant graph's nodes, one module per node."""

@@ -1,0 +1,74 @@
+"""The FastAPI application: webhook, health, and (later) the management and support APIs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from redis import RedisError
+
+from server.errors import install_error_handlers
+from server.services import Services
+from server.settings import Settings
+from server.sweeper import Sweeper
+from server.webhooks import router as webhooks_router
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings, *, sweeper: bool = True) -> FastAPI:
+    """Build the API for resolved `settings` (DATABASE_URL and REDIS_URL set)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.build(settings)
+        app.state.services = services
+        background = Sweeper(services) if sweeper else None
+        if background:
+            background.start()
+        log.info("api started", public_base_url=settings.public_base_url)
+        try:
+            yield
+        finally:
+            if background:
+                background.stop()
+            services.close()
+
+    app = FastAPI(
+        title="Conversa",
+        summary="A multi-tenant WhatsApp AI assistant service built on LangGraph.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(webhooks_router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(request: Request) -> JSONResponse:
+        """Report whether PostgreSQL and Redis answer."""
+        services: Services = request.app.state.services
+        checks = await run_in_threadpool(_check, services)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
+
+    return app
+
+
+def _check(services: Services) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        with services.pool.connection(timeout=2) as conn:
+            conn.execute("select 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"error: {type(exc).__name__}"
+    try:
+        services.redis.ping()
+        checks["redis"] = "ok"
+    except RedisError as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    return checks

@@ -1,0 +1,170 @@
+"""A terminal chat that plays a WhatsApp user: it posts webhooks signed exactly as Twilio signs
+them and reads the assistant's replies back from the Twilio API (the local sandbox in the demo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import httpx
+
+from channels.inbound import sign
+from channels.twilio_client import make_twilio_client
+from server.settings import Settings
+
+
+def whatsapp_form(
+    *, account_sid: str, sender: str, user: str, body: str, profile_name: str = "Demo User"
+) -> dict[str, str]:
+    """Return the form fields Twilio posts to the webhook for a WhatsApp text message."""
+    sid = "SM" + secrets.token_hex(16)
+    return {
+        "SmsMessageSid": sid,
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": account_sid,
+        "From": user,
+        "To": sender,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "ProfileName": profile_name,
+        "WaId": user.removeprefix("whatsapp:").lstrip("+"),
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
+        "MessageType": "text",
+    }
+
+
+class ChatError(RuntimeError):
+    """The chat could not deliver a message or get a reply; the text says what to check."""
+
+
+@dataclass
+class ChatClient:
+    """Send messages as one WhatsApp user and wait for the assistant's replies."""
+
+    api_url: str
+    public_base_url: str
+    account_sid: str
+    auth_token: str
+    sender: str
+    user: str
+    profile_name: str = "Demo User"
+    twilio_api_base_url: str | None = None
+    _seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._twilio = make_twilio_client(
+            self.account_sid, self.auth_token, api_base_url=self.twilio_api_base_url
+        )
+        self._http = httpx.Client(base_url=self.api_url, timeout=30)
+        self._seen.update(m.sid for m in self._twilio.messages.list(to=self.user, limit=200))
+
+    def send(self, body: str) -> None:
+        """Post `body` to the webhook as Twilio would."""
+        form = whatsapp_form(
+            account_sid=self.account_sid,
+            sender=self.sender,
+            user=self.user,
+            body=body,
+            profile_name=self.profile_name,
+        )
+        signature = sign(
+            self.auth_token, self.public_base_url.rstrip("/") + "/webhooks/inbound", form
+        )
+        response = self._http.post(
+            "/webhooks/inbound", data=form, headers={"X-Twilio-Signature": signature}
+        )
+        if response.status_code != 200:
+            raise ChatError(f"the webhook answered {response.status_code}: {response.text}")
+
+    def replies(self, *, wait: float, settle: float = 1.0) -> list[str]:
+        """Return new replies to this user, waiting up to `wait` s for the first one."""
+        deadline = time.monotonic() + wait
+        found: list[str] = []
+        quiet_since = time.monotonic()
+        while True:
+            fresh = [
+                m
+                for m in reversed(self._twilio.messages.list(to=self.user, limit=50))
+                if m.sid not in self._seen
+            ]
+            for message in fresh:
+                self._seen.add(str(message.sid))
+                found.append(str(message.body))
+                quiet_since = time.monotonic()
+            now = time.monotonic()
+            if found and now - quiet_since >= settle:
+                return found
+            if not found and now > deadline:
+                raise ChatError(f"no reply within {wait:.0f} s")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        """Close the HTTP clients."""
+        self._http.close()
+
+
+def converse(
+    client: ChatClient,
+    says: list[str],
+    *,
+    timeout: float,
+    out: Callable[[str], None] = print,
+) -> int:
+    """Say each line (or read them from the terminal), printing every reply; return an exit code."""
+    interactive = not says
+    lines = _prompt_lines() if interactive else iter(says)
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if not interactive:
+            out(f"you> {text}")
+        try:
+            client.send(text)
+            for reply in client.replies(wait=timeout):
+                out(f"assistant> {reply}")
+        except (ChatError, httpx.HTTPError) as exc:
+            out(f"error: {exc}")
+            if not interactive:
+                return 1
+    return 0
+
+
+def _prompt_lines() -> Iterable[str]:
+    print("Type a message and press Enter (Ctrl-D to quit).")
+    while True:
+        try:
+            yield input("you> ")
+        except EOFError:
+            print()
+            return
+
+
+def run_chat_from_settings(settings: Settings, args: argparse.Namespace) -> int:
+    """Run `conversa chat` against the service described by `settings`."""
+    client = ChatClient(
+        api_url=f"http://{settings.api_host}:{settings.api_port}",
+        public_base_url=settings.public_base_url,
+        account_sid=args.account_sid,
+        auth_token=args.auth_token,
+        sender=args.sender,
+        user=args.user,
+        profile_name=args.name,
+        twilio_api_base_url=settings.twilio_api_base_url,
+    )
+    try:
+        return converse(client, args.say or [], timeout=args.timeout)
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `conversa chat`")

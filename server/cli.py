@@ -1,0 +1,171 @@
+"""`conversa`: the one console script of the service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from server.settings import QUEUES, Settings, get_settings
+
+
+def _settings() -> Settings:
+    from server.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.app_env, settings.log_level)
+    return settings
+
+
+def _resolved() -> Settings:
+    from server.services import resolve_backends
+
+    return resolve_backends(_settings())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the API with uvicorn."""
+    import uvicorn
+
+    from server.app import create_app
+    from store.migrate import check_at_head
+
+    settings = _resolved()
+    assert settings.database_url
+    check_at_head(settings.database_url)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run an RQ worker."""
+    from server.worker import run_worker
+    from store.migrate import check_at_head
+
+    settings = _resolved()
+    assert settings.database_url
+    check_at_head(settings.database_url)
+    run_worker(settings, args.queues or QUEUES, burst=args.burst)
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    """Apply pending database migrations."""
+    from store.migrate import migrate
+
+    settings = _resolved()
+    assert settings.database_url
+    done = migrate(settings.database_url)
+    print("applied: " + ", ".join(done) if done else "database already at head")
+    return 0
+
+
+def cmd_sweep(_: argparse.Namespace) -> int:
+    """Enqueue stored messages that never got a job."""
+    from server.services import Services
+    from server.sweeper import sweep_once
+
+    services = Services.build(_resolved())
+    try:
+        print(f"enqueued {sweep_once(services)} message(s)")
+    finally:
+        services.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the whole service on embedded components with a terminal chat."""
+    from server.demo import run_demo
+
+    return run_demo(says=args.say or [], timeout=args.timeout)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Chat with a running service as a WhatsApp user."""
+    from server.chat import run_chat_from_settings
+
+    return run_chat_from_settings(_settings(), args)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """Serve the local Twilio API sandbox."""
+    from channels.twilio_sandbox import main
+
+    return main(args.rest)
+
+
+def cmd_offline_llm(args: argparse.Namespace) -> int:
+    """Serve the offline model over the OpenAI protocol."""
+    from graphs.offline_model import main
+
+    return main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Describe the subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="conversa", description="WhatsApp AI assistant service built on LangGraph."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help=cmd_serve.__doc__)
+    serve.add_argument("--host", help="bind address (default API_HOST)")
+    serve.add_argument("--port", type=int, help="port (default API_PORT)")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help=cmd_worker.__doc__)
+    worker.add_argument("queues", nargs="*", help=f"queues (default: {' '.join(QUEUES)})")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.set_defaults(func=cmd_worker)
+
+    sub.add_parser("migrate", help=cmd_migrate.__doc__).set_defaults(func=cmd_migrate)
+    sub.add_parser("sweep", help=cmd_sweep.__doc__).set_defaults(func=cmd_sweep)
+
+    demo = sub.add_parser("demo", help=cmd_demo.__doc__)
+    demo.add_argument(
+        "--say", action="append", metavar="TEXT", help="send TEXT, print the reply, exit"
+    )
+    demo.add_argument("--timeout", type=float, default=90.0, help="seconds to wait per reply")
+    demo.set_defaults(func=cmd_demo)
+
+    chat = sub.add_parser("chat", help=cmd_chat.__doc__)
+    chat.add_argument("--sender", default="whatsapp:+14155238886", help="the tenant's sender")
+    chat.add_argument("--user", default="whatsapp:+5511999990000", help="who you are")
+    chat.add_argument("--name", default="Demo User", help="your WhatsApp profile name")
+    chat.add_argument("--account-sid", required=True, help="the tenant's Twilio account SID")
+    chat.add_argument("--auth-token", required=True, help="the tenant's Twilio auth token")
+    chat.add_argument("--say", action="append", metavar="TEXT", help="send TEXT and exit")
+    chat.add_argument("--timeout", type=float, default=90.0, help="seconds to wait per reply")
+    chat.set_defaults(func=cmd_chat)
+
+    for name, func in (("sandbox", cmd_sandbox), ("offline-llm", cmd_offline_llm)):
+        tool = sub.add_parser(name, help=func.__doc__, add_help=False)
+        tool.add_argument("rest", nargs=argparse.REMAINDER)
+        tool.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `conversa` command line."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from store.migrate import MigrationsPendingError
+
+        if isinstance(exc, MigrationsPendingError):
+            print(f"conversa: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

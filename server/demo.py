@@ -1,0 +1,214 @@
+"""`conversa demo`: the whole service on embedded components, with a terminal chat.
+
+It starts (or reuses) embedded PostgreSQL and Redis, applies migrations, creates a demo tenant
+and user, starts the local Twilio sandbox, the offline model when no OPENAI_API_KEY is set, the
+API and a worker as separate processes, then chats as a WhatsApp user through signed webhooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from server.chat import ChatClient, converse
+from server.settings import Settings, get_settings
+from store.embedded import free_port
+
+T = TypeVar("T")
+
+DEMO_SENDER = "whatsapp:+14155238886"
+DEMO_USER = "whatsapp:+5511999990000"
+DEMO_ACCOUNT_SID = "AC" + "d3m0" * 8
+DEMO_AUTH_TOKEN = "demo-auth-token-not-a-secret"
+
+
+def _step(title: str, action: Callable[[], T]) -> T:
+    print(f"• {title}...", end="", flush=True)
+    started = time.monotonic()
+    try:
+        result = action()
+    except Exception:
+        print(" failed")
+        raise
+    print(f" done ({time.monotonic() - started:.1f} s)", flush=True)
+    return result
+
+
+@contextlib.contextmanager
+def _process(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / f"{name}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_healthy(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited with code {process.returncode}; see {log}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not become healthy in {timeout:.0f} s; see {log}")
+
+
+def _wait_worker(
+    redis_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60
+) -> None:
+    from rq import Worker
+
+    from server.services import redis_client
+
+    redis = redis_client(redis_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {process.returncode}; see {log}")
+        if any(w.pid == process.pid for w in Worker.all(connection=redis)):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the worker did not register in {timeout:.0f} s; see {log}")
+
+
+def run_demo(says: list[str], timeout: float = 90.0) -> int:
+    """Start everything, chat (interactively, or once per `says` line), stop everything."""
+    from server.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.app_env, "WARNING")
+    try:
+        with _demo_stack(settings) as client:
+            print(f"Chatting as {DEMO_USER} with the demo tenant on {DEMO_SENDER}.")
+            return converse(client, says, timeout=timeout)
+    except Exception as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+
+
+@contextlib.contextmanager
+def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
+    from channels.twilio_sandbox import TwilioSandbox
+    from server.services import resolve_backends
+    from store.embedded import start_postgres, start_redis
+
+    data_dir = settings.data_dir
+    log_dir = data_dir / "logs"
+    with contextlib.ExitStack() as stack:
+        if not settings.database_url:
+            _step("Starting PostgreSQL (embedded, pgvector)", lambda: start_postgres(data_dir))
+        redis_server = None
+        if not settings.redis_url:
+            redis_server = _step(
+                "Starting Redis (embedded)", lambda: start_redis(data_dir / "redis")
+            )
+            stack.callback(redis_server.stop)
+        settings = resolve_backends(settings)
+        assert settings.database_url and settings.redis_url
+        _step("Applying migrations", lambda: _migrate(settings.database_url or ""))
+        _step("Creating the demo tenant and user", lambda: _seed(settings.database_url or ""))
+        sandbox = _step(
+            "Starting the local Twilio API sandbox",
+            lambda: TwilioSandbox(accounts={DEMO_ACCOUNT_SID: DEMO_AUTH_TOKEN}).start(),
+        )
+        stack.callback(sandbox.stop)
+
+        port = free_port()
+        api_url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "REDIS_URL": settings.redis_url,
+            "PUBLIC_BASE_URL": api_url,
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(port),
+            "TWILIO_API_BASE_URL": sandbox.url,
+        }
+        if not settings.llm_configured:
+            from graphs.offline_model import serve
+
+            offline = _step("Starting the offline model (no OPENAI_API_KEY set)", serve)
+            stack.callback(offline.stop)
+            env |= {"OPENAI_BASE_URL": offline.base_url, "OPENAI_API_KEY": "offline",
+                    "LLM_MODEL": "offline"}  # fmt: skip
+
+        api = stack.enter_context(_process("api", ["serve"], env, log_dir))
+        _step(
+            "Starting the API",
+            lambda: _wait_healthy(f"{api_url}/healthz", api, log_dir / "api.log"),
+        )
+        worker = stack.enter_context(_process("worker", ["worker"], env, log_dir))
+        _step(
+            "Starting the worker",
+            lambda: _wait_worker(settings.redis_url or "", worker, log_dir / "worker.log"),
+        )
+        print(f"Logs: {log_dir}/api.log, {log_dir}/worker.log")
+
+        client = ChatClient(
+            api_url=api_url,
+            public_base_url=api_url,
+            account_sid=DEMO_ACCOUNT_SID,
+            auth_token=DEMO_AUTH_TOKEN,
+            sender=DEMO_SENDER,
+            user=DEMO_USER,
+            twilio_api_base_url=sandbox.url,
+        )
+        stack.callback(client.close)
+        yield client
+
+
+def _migrate(database_url: str) -> None:
+    from store.migrate import migrate
+
+    migrate(database_url)
+
+
+def _seed(database_url: str) -> None:
+    import psycopg
+
+    from store import repository as repo
+
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        tenant = repo.upsert_tenant(
+            conn,
+            slug="demo",
+            name="Conversa Demo",
+            whatsapp_sender=DEMO_SENDER,
+            twilio_account_sid=DEMO_ACCOUNT_SID,
+            twilio_auth_token=DEMO_AUTH_TOKEN,
+        )
+        repo.upsert_user(
+            conn,
+            tenant.id,
+            wa_id=DEMO_USER.removeprefix("whatsapp:+"),
+            address=DEMO_USER,
+            profile_name="Demo User",
+        )

@@ -1,0 +1,66 @@
+"""Structured logging: console lines in development, JSON in production.
+
+One correlation id per inbound message is bound with `bind_correlation_id` and rides on
+every log line of that message's life: webhook, jobs, graph run and outbound send.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+
+import structlog
+from structlog.typing import Processor
+
+_SHARED: list[Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.stdlib.ExtraAdder(),
+    lambda _, __, event: {k: v for k, v in event.items() if k != "color_message"},
+]
+
+
+def configure_logging(app_env: str = "development", level: str = "INFO") -> None:
+    """Route structlog and stdlib logging (uvicorn, rq, httpx) through one set of processors."""
+    renderer: Processor
+    if app_env == "production":
+        renderer = structlog.processors.JSONRenderer()
+        final: list[Processor] = [structlog.processors.dict_tracebacks, renderer]
+    else:
+        final = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "rq.worker", "rq"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    for noisy in ("httpx", "httpx2", "httpcore", "twilio.http_client", "openai", "pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def new_correlation_id() -> str:
+    """Return a fresh correlation id for one inbound message."""
+    return uuid.uuid4().hex
+
+
+def bind_correlation_id(correlation_id: str, **extra: object) -> None:
+    """Bind the correlation id (and extra keys) to every log line of this context."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id, **extra)

@@ -1,0 +1,60 @@
+"""Settings of the service, read from the environment (and `.env`) by pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QUEUE_PROCESS = "process_ai_response"
+QUEUE_SEND = "send_whatsapp_message"
+QUEUE_TRANSCRIBE = "transcribe_audio"
+QUEUES = (QUEUE_SEND, QUEUE_TRANSCRIBE, QUEUE_PROCESS)
+"""Every queue the workers listen on, in priority order: replies first."""
+
+
+class Settings(BaseSettings):
+    """Configuration of the API, the workers and the local tools; see `.env.example`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    app_env: Literal["development", "production", "test"] = "development"
+    log_level: str = "INFO"
+
+    data_dir: Path = Path(".data")
+    database_url: str | None = None
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+    redis_url: str | None = None
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    twilio_api_base_url: str | None = None
+
+    job_timeout: int = Field(default=180, ge=10)
+    job_retries: int = Field(default=2, ge=0)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    sweep_min_age_seconds: float = Field(default=10.0, ge=0)
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+
+    @property
+    def llm_configured(self) -> bool:
+        """Whether a real (or explicitly chosen) OpenAI-compatible model is configured."""
+        return bool(self.openai_api_key or self.openai_base_url)
+
+    def public_url(self, path: str) -> str:
+        """Return the URL Twilio uses to reach `path` on this service."""
+        return self.public_base_url.rstrip("/") + path
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once."""
+    return Settings()

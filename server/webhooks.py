@@ -1,0 +1,154 @@
+"""Twilio's inbound WhatsApp webhook: validate, store, enqueue, acknowledge in milliseconds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import psycopg
+import structlog
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from psycopg_pool import PoolTimeout
+from redis import RedisError
+from twilio.twiml.messaging_response import MessagingResponse
+
+from channels.inbound import InboundMessage, InvalidInboundError, is_valid_signature, parse_inbound
+from server.errors import ApiError
+from server.logs import bind_correlation_id, new_correlation_id
+from server.queueing import enqueue_turn
+from server.services import Services
+from store import repository as repo
+from store.records import Message, Tenant
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["webhooks"])
+
+EMPTY_TWIML = str(MessagingResponse())
+
+
+def get_services(request: Request) -> Services:
+    """Hand the app's shared services to a route."""
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _twiml() -> Response:
+    return Response(content=EMPTY_TWIML, media_type="text/xml")
+
+
+def _find_tenant(services: Services, sender: str) -> Tenant | None:
+    with services.pool.connection() as conn:
+        return repo.tenant_by_sender(conn, sender)
+
+
+def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str) -> Message | None:
+    """Store the message with its user and conversation in one transaction."""
+    with services.pool.connection() as conn, conn.transaction():
+        user = repo.upsert_user(
+            conn,
+            tenant.id,
+            wa_id=inbound.wa_id,
+            address=inbound.from_address,
+            profile_name=inbound.profile_name,
+        )
+        conversation = repo.open_conversation(conn, tenant.id, user.id)
+        message = repo.insert_inbound(
+            conn,
+            tenant_id=tenant.id,
+            conversation_id=conversation.id,
+            provider_sid=inbound.message_sid,
+            kind=inbound.kind,
+            body=inbound.body,
+            from_address=inbound.from_address,
+            to_address=inbound.to_address,
+            media=[asdict(m) for m in inbound.media],
+            payload=inbound.raw,
+            correlation_id=cid,
+        )
+        if message is None:
+            # A redelivery: undo the user/conversation touch too, nothing changes.
+            raise _Duplicate
+        return message
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _enqueue(services: Services, message: Message) -> bool:
+    try:
+        enqueue_turn(services.redis, services.settings, message.id, message.correlation_id)
+    except RedisError as exc:
+        log.warning("enqueue failed; the sweeper will retry", error=str(exc))
+        return False
+    with services.pool.connection() as conn:
+        repo.mark_enqueued(conn, [message.id])
+    return True
+
+
+@router.post(
+    "/webhooks/inbound",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/xml": {}}, "description": "Accepted (or a replay, dropped)"},
+        400: {"description": "Not a WhatsApp message form"},
+        403: {"description": "Missing or wrong X-Twilio-Signature"},
+        404: {"description": "No tenant owns the `To` sender"},
+        503: {"description": "The database is unavailable; Twilio may retry"},
+    },
+)
+async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
+    """Accept one WhatsApp message from Twilio."""
+    cid = new_correlation_id()
+    bind_correlation_id(cid)
+    try:
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    except Exception as exc:  # a body that is not a form at all
+        raise ApiError(400, "invalid_form", "The body must be a URL-encoded form.") from exc
+    sender = (form.get("To") or "").strip()
+    if not sender:
+        raise ApiError(400, "invalid_message", "The form has no To; Twilio always sends one.")
+    try:
+        tenant = await run_in_threadpool(_find_tenant, services, sender)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise _unavailable(exc) from exc
+    if tenant is None:
+        raise ApiError(404, "unknown_sender", f"No tenant uses the WhatsApp sender {sender}.")
+    structlog.contextvars.bind_contextvars(tenant=tenant.slug)
+
+    url = services.settings.public_url(request.url.path)
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get("X-Twilio-Signature")
+    if not is_valid_signature(tenant.twilio_auth_token, url, form, signature):
+        log.warning("rejected webhook: bad signature", has_signature=bool(signature), url=url)
+        raise ApiError(403, "invalid_signature", "X-Twilio-Signature is missing or wrong.")
+
+    try:
+        inbound = parse_inbound(form)
+    except InvalidInboundError as exc:
+        raise ApiError(400, "invalid_message", str(exc)) from exc
+    structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid)
+
+    try:
+        message = await run_in_threadpool(_store, services, tenant, inbound, cid)
+    except _Duplicate:
+        log.info("duplicate MessageSid acknowledged and dropped")
+        return _twiml()
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise _unavailable(exc) from exc
+    assert message is not None
+    structlog.contextvars.bind_contextvars(message_id=message.id)
+    enqueued = await run_in_threadpool(_enqueue, services, message)
+    log.info("inbound stored", kind=inbound.kind, enqueued=enqueued)
+    return _twiml()
+
+
+def _unavailable(exc: Exception) -> ApiError:
+    log.error("database unavailable", error=str(exc))
+    return ApiError(
+        503, "database_unavailable", "The database is unavailable; try again shortly.", retry=5
+    )

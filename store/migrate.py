@@ -1,0 +1,102 @@
+"""Versioned SQL migrations, plus the LangGraph checkpointer's and store's own tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.store.postgres import PostgresStore
+from psycopg.rows import dict_row
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_LOCK_KEY = 7_316_224_001  # advisory lock: one migrator at a time
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One SQL file under `store/migrations/`, applied once, in name order."""
+
+    version: str
+    path: Path
+
+
+class MigrationsPendingError(RuntimeError):
+    """The database is behind the code; run `conversa migrate`."""
+
+
+def available() -> list[Migration]:
+    """Return the migrations shipped with this code, in order."""
+    return [Migration(p.stem, p) for p in sorted(MIGRATIONS_DIR.glob("*.sql"))]
+
+
+def _ensure_table(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "create table if not exists schema_migrations ("
+        " version text primary key, applied_at timestamptz not null default now())"
+    )
+
+
+def applied(conn: psycopg.Connection) -> set[str]:
+    """Return the versions already applied (empty when none ever were)."""
+    exists = conn.execute("select to_regclass('schema_migrations') is not null").fetchone()
+    if not exists or not exists[0]:
+        return set()
+    return {row[0] for row in conn.execute("select version from schema_migrations")}
+
+
+def _checkpointer_at_head(conn: psycopg.Connection) -> bool:
+    exists = conn.execute("select to_regclass('checkpoint_migrations') is not null").fetchone()
+    if not exists or not exists[0]:
+        return False
+    row = conn.execute("select max(v) from checkpoint_migrations").fetchone()
+    return row is not None and row[0] == len(PostgresSaver.MIGRATIONS) - 1
+
+
+def pending(database_url: str) -> list[str]:
+    """Return what `migrate` would still apply to this database."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        todo = [m.version for m in available() if m.version not in applied(conn)]
+        if not _checkpointer_at_head(conn):
+            todo.append("langgraph-checkpointer")
+        return todo
+
+
+def check_at_head(database_url: str) -> None:
+    """Raise `MigrationsPendingError` unless every migration has been applied."""
+    todo = pending(database_url)
+    if todo:
+        raise MigrationsPendingError(
+            f"The database is missing migrations {', '.join(todo)}: run `conversa migrate`."
+        )
+
+
+def migrate(database_url: str) -> list[str]:
+    """Apply every pending migration, each in its own transaction; return what was applied."""
+    done: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            _ensure_table(conn)
+            have = applied(conn)
+            for migration in available():
+                if migration.version in have:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.path.read_text())  # type: ignore[arg-type]
+                    conn.execute(
+                        "insert into schema_migrations (version) values (%s)",
+                        (migration.version,),
+                    )
+                done.append(migration.version)
+            if not _checkpointer_at_head(conn):
+                done.append("langgraph-checkpointer")
+        finally:
+            conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    with psycopg.connect(
+        database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    ) as conn:
+        PostgresSaver(conn).setup()  # type: ignore[arg-type]
+        PostgresStore(conn).setup()  # type: ignore[arg-type]
+    return done

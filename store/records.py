@@ -1,0 +1,69 @@
+"""Row types read from and written to PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A business that runs an assistant on its own WhatsApp sender."""
+
+    id: UUID
+    slug: str
+    name: str
+    whatsapp_sender: str
+    twilio_account_sid: str
+    twilio_auth_token: str = field(repr=False)
+    default_locale: str
+    timezone: str
+    persona: str
+
+
+@dataclass(frozen=True)
+class User:
+    """A WhatsApp user of one tenant, identified by the WhatsApp id Twilio gives."""
+
+    id: UUID
+    tenant_id: UUID
+    wa_id: str
+    address: str
+    profile_name: str | None
+    locale: str | None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The open conversation between a user and a tenant's assistant."""
+
+    id: UUID
+    tenant_id: UUID
+    user_id: UUID
+    state: str
+    thread_id: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """One WhatsApp message, inbound or outbound."""
+
+    id: int
+    tenant_id: UUID
+    conversation_id: UUID
+    direction: str
+    provider_sid: str | None
+    idempotency_key: str | None
+    kind: str
+    body: str
+    from_address: str
+    to_address: str
+    media: list[dict[str, Any]]
+    status: str
+    error: str | None
+    correlation_id: str
+    created_at: datetime
+    enqueued_at: datetime | None
+    processed_at: datetime | None

@@ -1,0 +1,314 @@
+"""Reads and writes of tenants, users, conversations and messages.
+
+Every function takes an open `psycopg.Connection`; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, TypeVar
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from store.records import Conversation, Message, Tenant, User
+
+T = TypeVar("T")
+
+
+def _columns(record: type[Any]) -> str:
+    return ", ".join(f.name for f in fields(record))
+
+
+_TENANT, _USER, _CONV, _MSG = (_columns(r) for r in (Tenant, User, Conversation, Message))
+
+
+def _one(conn: psycopg.Connection, record: type[T], sql: str, params: Sequence[Any]) -> T | None:
+    with conn.cursor(row_factory=class_row(record)) as cur:
+        cur.execute(sql, params)  # type: ignore[arg-type]
+        return cur.fetchone()
+
+
+def _all(conn: psycopg.Connection, record: type[T], sql: str, params: Sequence[Any]) -> list[T]:
+    with conn.cursor(row_factory=class_row(record)) as cur:
+        cur.execute(sql, params)  # type: ignore[arg-type]
+        return cur.fetchall()
+
+
+# -- tenants ---------------------------------------------------------------------------------
+
+
+def upsert_tenant(
+    conn: psycopg.Connection,
+    *,
+    slug: str,
+    name: str,
+    whatsapp_sender: str,
+    twilio_account_sid: str,
+    twilio_auth_token: str,
+    default_locale: str = "pt-BR",
+    timezone: str = "America/Sao_Paulo",
+    persona: str = "",
+) -> Tenant:
+    """Create the tenant `slug`, or update it in place."""
+    tenant = _one(
+        conn,
+        Tenant,
+        f"""insert into tenants (slug, name, whatsapp_sender, twilio_account_sid,
+                twilio_auth_token, default_locale, timezone, persona)
+            values (%s, %s, %s, %s, %s, %s, %s, %s)
+            on conflict (slug) do update set name = excluded.name,
+                whatsapp_sender = excluded.whatsapp_sender,
+                twilio_account_sid = excluded.twilio_account_sid,
+                twilio_auth_token = excluded.twilio_auth_token,
+                default_locale = excluded.default_locale, timezone = excluded.timezone,
+                persona = excluded.persona, updated_at = now()
+            returning {_TENANT}""",
+        (slug, name, whatsapp_sender, twilio_account_sid, twilio_auth_token,
+         default_locale, timezone, persona),
+    )  # fmt: skip
+    assert tenant is not None
+    return tenant
+
+
+def tenant_by_sender(conn: psycopg.Connection, sender: str) -> Tenant | None:
+    """Return the tenant whose WhatsApp sender is `sender` (Twilio's `To`)."""
+    return _one(
+        conn, Tenant, f"select {_TENANT} from tenants where whatsapp_sender = %s", (sender,)
+    )
+
+
+def tenant_by_id(conn: psycopg.Connection, tenant_id: UUID) -> Tenant | None:
+    """Return one tenant by id."""
+    return _one(conn, Tenant, f"select {_TENANT} from tenants where id = %s", (tenant_id,))
+
+
+# -- users and conversations -----------------------------------------------------------------
+
+
+def upsert_user(
+    conn: psycopg.Connection, tenant_id: UUID, *, wa_id: str, address: str, profile_name: str | None
+) -> User:
+    """Find the tenant's user with this WhatsApp id, creating it on first contact."""
+    user = _one(
+        conn,
+        User,
+        f"""insert into users (tenant_id, wa_id, address, profile_name) values (%s, %s, %s, %s)
+            on conflict (tenant_id, wa_id) do update
+               set profile_name = coalesce(excluded.profile_name, users.profile_name),
+                   address = excluded.address,
+                   updated_at = case when users.profile_name is distinct from
+                       coalesce(excluded.profile_name, users.profile_name)
+                       or users.address <> excluded.address then now() else users.updated_at end
+            returning {_USER}""",
+        (tenant_id, wa_id, address, profile_name),
+    )
+    assert user is not None
+    return user
+
+
+def user_by_id(conn: psycopg.Connection, user_id: UUID) -> User | None:
+    """Return one user by id."""
+    return _one(conn, User, f"select {_USER} from users where id = %s", (user_id,))
+
+
+def open_conversation(conn: psycopg.Connection, tenant_id: UUID, user_id: UUID) -> Conversation:
+    """Return the user's open conversation, starting one when there is none."""
+    new_id = uuid.uuid4()
+    conversation = _one(
+        conn,
+        Conversation,
+        f"""insert into conversations (id, tenant_id, user_id, thread_id, last_inbound_at)
+            values (%s, %s, %s, %s, now())
+            on conflict (tenant_id, user_id) where state <> 'CLOSED'
+            do update set last_inbound_at = now(), updated_at = now()
+            returning {_CONV}""",
+        (new_id, tenant_id, user_id, thread_id_for(tenant_id, new_id)),
+    )
+    assert conversation is not None
+    return conversation
+
+
+def thread_id_for(tenant_id: UUID, conversation_id: UUID) -> str:
+    """Return the LangGraph thread id of a conversation; it carries the tenant."""
+    return f"{tenant_id}:{conversation_id}"
+
+
+def conversation_by_id(conn: psycopg.Connection, conversation_id: UUID) -> Conversation | None:
+    """Return one conversation by id."""
+    return _one(
+        conn, Conversation, f"select {_CONV} from conversations where id = %s", (conversation_id,)
+    )
+
+
+# -- messages --------------------------------------------------------------------------------
+
+
+def insert_inbound(
+    conn: psycopg.Connection,
+    *,
+    tenant_id: UUID,
+    conversation_id: UUID,
+    provider_sid: str,
+    kind: str,
+    body: str,
+    from_address: str,
+    to_address: str,
+    media: list[dict[str, Any]],
+    payload: dict[str, Any],
+    correlation_id: str,
+) -> Message | None:
+    """Store an inbound message; return None when this `MessageSid` was already stored."""
+    return _one(
+        conn,
+        Message,
+        f"""insert into messages (tenant_id, conversation_id, direction, provider_sid, kind,
+                body, from_address, to_address, media, payload, status, correlation_id)
+            values (%s, %s, 'inbound', %s, %s, %s, %s, %s, %s, %s, 'received', %s)
+            on conflict (tenant_id, provider_sid) do nothing
+            returning {_MSG}""",
+        (tenant_id, conversation_id, provider_sid, kind, body, from_address, to_address,
+         Jsonb(media), Jsonb(payload), correlation_id),
+    )  # fmt: skip
+
+
+def insert_outbound(
+    conn: psycopg.Connection,
+    *,
+    tenant_id: UUID,
+    conversation_id: UUID,
+    idempotency_key: str,
+    body: str,
+    from_address: str,
+    to_address: str,
+    correlation_id: str,
+) -> Message:
+    """Queue a reply in the outbox; a second call with the same key returns the first row."""
+    inserted = _one(
+        conn,
+        Message,
+        f"""insert into messages (tenant_id, conversation_id, direction, idempotency_key,
+                body, from_address, to_address, status, correlation_id)
+            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s)
+            on conflict (tenant_id, idempotency_key) do nothing
+            returning {_MSG}""",
+        (tenant_id, conversation_id, idempotency_key, body, from_address, to_address,
+         correlation_id),
+    )  # fmt: skip
+    if inserted is not None:
+        return inserted
+    existing = _one(
+        conn,
+        Message,
+        f"select {_MSG} from messages where tenant_id = %s and idempotency_key = %s",
+        (tenant_id, idempotency_key),
+    )
+    assert existing is not None
+    return existing
+
+
+def message_by_id(
+    conn: psycopg.Connection, message_id: int, *, lock: bool = False
+) -> Message | None:
+    """Return one message, optionally locking its row until the transaction ends."""
+    suffix = " for update" if lock else ""
+    return _one(conn, Message, f"select {_MSG} from messages where id = %s{suffix}", (message_id,))
+
+
+def unanswered_inbound(conn: psycopg.Connection, conversation_id: UUID) -> list[Message]:
+    """Return the conversation's inbound messages not yet answered, in arrival order."""
+    return _all(
+        conn,
+        Message,
+        f"""select {_MSG} from messages
+            where conversation_id = %s and direction = 'inbound' and processed_at is null
+              and status in ('received', 'pending')
+            order by id""",
+        (conversation_id,),
+    )
+
+
+def conversation_messages(conn: psycopg.Connection, conversation_id: UUID) -> list[Message]:
+    """Return every message of a conversation, oldest first."""
+    return _all(
+        conn,
+        Message,
+        f"select {_MSG} from messages where conversation_id = %s order by id",
+        (conversation_id,),
+    )
+
+
+def mark_enqueued(conn: psycopg.Connection, message_ids: Sequence[int]) -> None:
+    """Record that jobs exist for these messages."""
+    conn.execute(
+        "update messages set enqueued_at = now() where id = any(%s) and enqueued_at is null",
+        (list(message_ids),),
+    )
+
+
+def mark_processed(
+    conn: psycopg.Connection, message_ids: Sequence[int], status: str, error: str | None = None
+) -> None:
+    """Close the given inbound messages with a final status (answered, failed...)."""
+    conn.execute(
+        "update messages set status = %s, error = %s, processed_at = now() where id = any(%s)",
+        (status, error, list(message_ids)),
+    )
+
+
+def mark_sent(conn: psycopg.Connection, message_id: int, provider_sid: str, status: str) -> None:
+    """Record that Twilio accepted an outbound message."""
+    conn.execute(
+        """update messages set provider_sid = %s, status = %s, error = null, processed_at = now()
+           where id = %s""",
+        (provider_sid, status, message_id),
+    )
+
+
+def mark_failed(conn: psycopg.Connection, message_id: int, error: str) -> None:
+    """Record that a message could not be handled, with a reason a person can read."""
+    conn.execute(
+        "update messages set status = 'failed', error = %s, processed_at = now() where id = %s",
+        (error, message_id),
+    )
+
+
+def claim_unenqueued(
+    conn: psycopg.Connection, *, min_age_seconds: float, limit: int = 100
+) -> list[Message]:
+    """Lock stored messages that never got a job (Redis was down, a process died)."""
+    return _all(
+        conn,
+        Message,
+        f"""select {_MSG} from messages
+            where enqueued_at is null and status in ('received', 'pending')
+              and created_at < now() - make_interval(secs => %s)
+            order by id limit %s
+            for update skip locked""",
+        (min_age_seconds, limit),
+    )
+
+
+def record_ai_result(
+    conn: psycopg.Connection,
+    *,
+    conversation: Conversation,
+    correlation_id: str,
+    inbound_ids: Sequence[int],
+    reply: str | None,
+    model: str | None,
+    error: str | None,
+    duration_ms: int,
+) -> None:
+    """Keep what one graph run produced (or why it failed), for people to audit."""
+    conn.execute(
+        """insert into ai_results (tenant_id, conversation_id, thread_id, correlation_id,
+               inbound_message_ids, reply, model, error, duration_ms)
+           values (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (conversation.tenant_id, conversation.id, conversation.thread_id, correlation_id,
+         list(inbound_ids), reply, model, error, duration_ms),
+    )  # fmt: skip

@@ -1,0 +1,209 @@
+"""The inbound webhook's bad inputs: each gets a clear 4xx (or 503), and nothing half-written."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import RedisError
+
+from channels.inbound import sign
+from server.app import create_app
+from server.services import Services
+from server.settings import QUEUE_PROCESS, Settings
+from server.sweeper import sweep
+from store.embedded import free_port
+from store.records import Tenant
+from tests.conftest import inbound_form, post_inbound, queued_jobs, rows, run_jobs
+from tests.fakes import ScriptedModel
+
+
+def _nothing_stored(settings: Settings) -> None:
+    assert rows(settings, "select count(*) from messages") == [(0,)]
+    assert rows(settings, "select count(*) from users") == [(0,)]
+    assert rows(settings, "select count(*) from conversations") == [(0,)]
+    assert queued_jobs(settings, QUEUE_PROCESS) == 0
+
+
+def test_missing_signature_is_403(client: TestClient, settings: Settings, tenant: Tenant) -> None:
+    response = client.post("/webhooks/inbound", data=inbound_form(tenant, "Oi"))
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "invalid_signature"
+    _nothing_stored(settings)
+
+
+@pytest.mark.parametrize(
+    "how", ["other token", "other url", "tampered body", "garbage", "another tenant's token"]
+)
+def test_wrong_signature_is_403(
+    client: TestClient, settings: Settings, tenant: Tenant, how: str
+) -> None:
+    form = inbound_form(tenant, "Oi")
+    url = settings.public_url("/webhooks/inbound")
+    signature = {
+        "other token": sign("not-the-token", url, form),
+        "other url": sign(tenant.twilio_auth_token, "https://evil.example.com/webhooks/in", form),
+        "tampered body": sign(tenant.twilio_auth_token, url, {**form, "Body": "Tchau"}),
+        "garbage": "not base64 at all!",
+        "another tenant's token": sign("f" * 32, url, form),
+    }[how]
+
+    response = post_inbound(client, settings, tenant, form, signature=signature)
+
+    assert response.status_code == 403
+    _nothing_stored(settings)
+
+
+def test_signature_uses_public_base_url_behind_a_proxy(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    """The test client talks to http://testserver, but Twilio signed the public https URL."""
+    form = inbound_form(tenant, "Oi")
+    as_seen_locally = sign(tenant.twilio_auth_token, "http://testserver/webhooks/inbound", form)
+
+    local = post_inbound(client, settings, tenant, form, signature=as_seen_locally)
+    assert local.status_code == 403
+    assert post_inbound(client, settings, tenant, form).status_code == 200
+
+
+@pytest.mark.parametrize("field", ["MessageSid", "From"])
+def test_form_missing_a_required_field_is_400(
+    client: TestClient, settings: Settings, tenant: Tenant, field: str
+) -> None:
+    form = inbound_form(tenant, "Oi")
+    del form[field]
+
+    response = post_inbound(client, settings, tenant, form)
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["message"]
+    _nothing_stored(settings)
+
+
+def test_form_missing_to_is_400(client: TestClient, settings: Settings, tenant: Tenant) -> None:
+    form = inbound_form(tenant, "Oi")
+    del form["To"]
+
+    response = post_inbound(client, settings, tenant, form)
+
+    assert response.status_code == 400
+    assert "To" in response.json()["error"]["message"]
+    _nothing_stored(settings)
+
+
+def test_unknown_sender_is_404(client: TestClient, settings: Settings, tenant: Tenant) -> None:
+    form = inbound_form(tenant, "Oi", To="whatsapp:+19999999999")
+
+    response = post_inbound(client, settings, tenant, form)
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_sender"
+    _nothing_stored(settings)
+
+
+@pytest.mark.parametrize(
+    ("extra", "word"),
+    [
+        ({"From": "+5511988887777"}, "WhatsApp"),
+        ({"NumMedia": "two"}, "NumMedia"),
+        ({"NumMedia": "-1"}, "NumMedia"),
+        ({"NumMedia": "1"}, "MediaUrl0"),
+    ],
+)
+def test_malformed_fields_are_400(
+    client: TestClient, settings: Settings, tenant: Tenant, extra: dict[str, str], word: str
+) -> None:
+    response = post_inbound(client, settings, tenant, inbound_form(tenant, "Oi", **extra))
+
+    assert response.status_code == 400
+    assert word in response.json()["error"]["message"]
+    _nothing_stored(settings)
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"", "application/x-www-form-urlencoded"),
+        (b'{"Body": "Oi"}', "application/json"),
+        (b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded"),
+        (b"--x\r\nbroken multipart", "multipart/form-data; boundary=x"),
+    ],
+)
+def test_non_form_bodies_are_4xx(
+    client: TestClient, settings: Settings, tenant: Tenant, content: bytes, content_type: str
+) -> None:
+    response = client.post(
+        "/webhooks/inbound", content=content, headers={"Content-Type": content_type}
+    )
+
+    assert 400 <= response.status_code < 500
+    _nothing_stored(settings)
+
+
+def test_postgres_down_is_503_and_nothing_is_enqueued(settings: Settings, tenant: Tenant) -> None:
+    dead = settings.model_copy(
+        update={
+            "database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+            "db_pool_timeout": 0.5,
+        }
+    )
+    with TestClient(create_app(dead, sweeper=False)) as client:
+        response = post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))
+        health = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "5"
+    assert health.status_code == 503 and health.json()["redis"] == "ok"
+    _nothing_stored(settings)
+
+
+def test_redis_down_stores_answers_200_and_the_sweeper_enqueues_later(
+    settings: Settings, tenant: Tenant, sandbox, llm: ScriptedModel
+) -> None:
+    llm.say("Cheguei atrasado, mas cheguei.")
+    no_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(no_redis, sweeper=False)) as client:
+        response = post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))
+        health = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert health.status_code == 503 and health.json()["postgres"] == "ok"
+    assert rows(settings, "select status, enqueued_at is null from messages") == [
+        ("received", True)
+    ]
+    assert queued_jobs(settings, QUEUE_PROCESS) == 0
+
+    # Redis is back: the sweeper finds the stored message and enqueues it, once.
+    services = Services.build(settings)
+    try:
+        assert sweep(services.pool, services.redis, settings) == 1
+        assert sweep(services.pool, services.redis, settings) == 0
+    finally:
+        services.close()
+    run_jobs(settings)
+
+    assert [m["body"] for m in sandbox.wait_for_messages(1)] == ["Cheguei atrasado, mas cheguei."]
+    assert rows(settings, "select status from messages where direction = 'inbound'") == [
+        ("answered",)
+    ]
+
+
+def test_sweeper_leaves_everything_marked_unenqueued_while_redis_is_down(
+    settings: Settings, tenant: Tenant, client: TestClient
+) -> None:
+    no_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(no_redis, sweeper=False)) as down:
+        post_inbound(down, settings, tenant, inbound_form(tenant, "Oi"))
+        services: Services = down.app.state.services  # type: ignore[attr-defined]
+        with pytest.raises(RedisError):
+            sweep(services.pool, services.redis, no_redis)
+
+    assert rows(settings, "select enqueued_at is null from messages") == [(True,)]
+
+
+def test_healthz_ok(client: TestClient) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
