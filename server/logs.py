@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from typing import TextIO
 
 import structlog
 from structlog.typing import Processor
@@ -23,14 +24,17 @@ _SHARED: list[Processor] = [
 ]
 
 
-def configure_logging(app_env: str = "development", level: str = "INFO") -> None:
+def configure_logging(
+    app_env: str = "development", level: str = "INFO", stream: TextIO | None = None
+) -> None:
     """Route structlog and stdlib logging (uvicorn, rq, httpx) through one set of processors."""
+    stream = stream or sys.stderr
     renderer: Processor
     if app_env == "production":
         renderer = structlog.processors.JSONRenderer()
         final: list[Processor] = [structlog.processors.dict_tracebacks, renderer]
     else:
-        final = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        final = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
 
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -42,7 +46,7 @@ def configure_logging(app_env: str = "development", level: str = "INFO") -> None
         foreign_pre_chain=_SHARED,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

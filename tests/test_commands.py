@@ -1,0 +1,154 @@
+"""The commands a newcomer runs: `conversa demo`, `langgraph dev`, and start-up checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from store.embedded import free_port
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def _clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "LLM_", "LANGSMITH_", "LANGCHAIN_"))
+        and k not in {"DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE_URL", "PUBLIC_BASE_URL"}
+    }
+    return {**env, "DATA_DIR": str(tmp_path / "data"), **extra}
+
+
+def test_demo_says_and_prints_each_reply(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [BIN / "conversa", "demo", "--say", "Oi, tudo bem?", "--say", "Who are you?"],
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for step in ("PostgreSQL", "Redis", "migrations", "Twilio", "offline model", "API", "worker"):
+        assert step in out, f"the demo did not report starting {step}:\n{out}"
+    assert out.count(" done (") >= 7, "each step says how long it took"
+    replies = [line for line in out.splitlines() if line.startswith("assistant> ")]
+    assert len(replies) == 2, out
+    assert "offline" in replies[0] and "Oi, tudo bem?" in replies[0]
+    assert "offline model" in replies[1] and "Who are you?" in replies[1]
+
+    # A second run reuses the database the first one created.
+    again = subprocess.run(
+        [BIN / "conversa", "demo", "--say", "De novo"],
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "assistant> " in again.stdout
+    log = (tmp_path / "data" / "logs" / "worker.log").read_text()
+    assert "turn answered" in log
+
+
+def test_demo_reports_what_went_wrong_and_exits_non_zero(tmp_path: Path) -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    result = subprocess.run(
+        [BIN / "conversa", "demo", "--say", "Oi"],
+        env=_clean_env(tmp_path, DATABASE_URL=dead),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 1
+    assert "demo failed" in result.stderr
+    assert "Connection refused" in result.stderr or "connection" in result.stderr.lower()
+
+
+def test_serve_refuses_to_start_before_migrations(pg_url: str, tmp_path: Path) -> None:
+    info = psycopg.conninfo.conninfo_to_dict(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("drop database if exists conversa_unmigrated with (force)")
+        conn.execute("create database conversa_unmigrated")
+    url = psycopg.conninfo.make_conninfo(**{**info, "dbname": "conversa_unmigrated"})
+
+    result = subprocess.run(
+        [BIN / "conversa", "serve", "--port", str(free_port())],
+        env=_clean_env(tmp_path, DATABASE_URL=url, REDIS_URL="redis://127.0.0.1:1/0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert "conversa migrate" in result.stderr
+
+
+@pytest.fixture
+def langgraph_dev(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path / "langgraph.log").open("w")
+    process = subprocess.Popen(
+        [BIN / "langgraph", "dev", "--no-browser", "--no-reload", "--port", str(port)],
+        cwd=ROOT,
+        env=_clean_env(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError((tmp_path / "langgraph.log").read_text()[-3000:])
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_langgraph_dev_serves_the_assistant_graph(langgraph_dev: str) -> None:
+    assistants = httpx.post(f"{langgraph_dev}/assistants/search", json={}, timeout=30).json()
+    assert "assistant" in {a["graph_id"] for a in assistants}
+
+    thread = httpx.post(f"{langgraph_dev}/threads", json={}, timeout=30).json()
+    response = httpx.post(
+        f"{langgraph_dev}/threads/{thread['thread_id']}/runs/wait",
+        json={
+            "assistant_id": "assistant",
+            "input": {"messages": [{"role": "user", "content": "Oi, tudo bem?"}]},
+            "context": {"tenant_name": "Studio", "user_name": "Prompt Engineer"},
+        },
+        timeout=60,
+    )
+
+    assert response.status_code == 200, response.text
+    reply = response.json()["reply"]
+    assert "offline" in reply and "Oi, tudo bem?" in reply
+    state = httpx.get(f"{langgraph_dev}/threads/{thread['thread_id']}/state", timeout=30).json()
+    assert [m["type"] for m in state["values"]["messages"]] == ["human", "ai"]

@@ -1,0 +1,70 @@
+"""Migrations: applied once, in order, checked at start; pgvector and LangGraph's tables present."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from store.migrate import MigrationsPendingError, available, check_at_head, migrate, pending
+
+
+@pytest.fixture
+def empty_db(pg_url: str) -> Iterator[str]:
+    info = psycopg.conninfo.conninfo_to_dict(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("drop database if exists conversa_migrate with (force)")
+        conn.execute("create database conversa_migrate")
+    yield psycopg.conninfo.make_conninfo(**{**info, "dbname": "conversa_migrate"})
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("drop database if exists conversa_migrate with (force)")
+
+
+def test_fresh_database_is_behind_and_migrate_brings_it_to_head(empty_db: str) -> None:
+    versions = [m.version for m in available()]
+    assert pending(empty_db) == [*versions, "langgraph-checkpointer"]
+    with pytest.raises(MigrationsPendingError, match="conversa migrate"):
+        check_at_head(empty_db)
+
+    assert migrate(empty_db) == [*versions, "langgraph-checkpointer"]
+    assert migrate(empty_db) == []
+    check_at_head(empty_db)
+
+    with psycopg.connect(empty_db) as conn:
+        extensions = {r[0] for r in conn.execute("select extname from pg_extension")}
+        tables = {
+            r[0]
+            for r in conn.execute("select tablename from pg_tables where schemaname = 'public'")
+        }
+    assert "vector" in extensions
+    assert {"tenants", "users", "conversations", "messages", "ai_results"} <= tables
+    assert {"checkpoints", "checkpoint_writes", "checkpoint_blobs", "store"} <= tables
+
+
+def test_a_failing_migration_leaves_nothing_half_applied(
+    empty_db: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import store.migrate as module
+
+    (tmp_path / "0001_ok.sql").write_text("create table first_one (id int);")
+    (tmp_path / "0002_bad.sql").write_text("create table second_one (id int); select 1/0;")
+    monkeypatch.setattr(module, "MIGRATIONS_DIR", tmp_path)
+
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate(empty_db)
+
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("select version from schema_migrations").fetchall() == [("0001_ok",)]
+        assert conn.execute("select to_regclass('second_one')").fetchone() == (None,)
+    assert pending(empty_db)[0] == "0002_bad"
+
+
+def test_unique_message_sid_per_tenant_is_enforced_by_the_database(pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        (definition,) = conn.execute(
+            "select pg_get_constraintdef(oid) from pg_constraint "
+            "where conrelid = 'messages'::regclass and contype = 'u' "
+            "and pg_get_constraintdef(oid) like '%%provider_sid%%'"
+        ).fetchone()  # type: ignore[misc]
+    assert definition == "UNIQUE (tenant_id, provider_sid)"
