@@ -110,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "conversa-llm-server/1"
+    # Headers and body leave in separate writes; without this, Nagle's algorithm and delayed
+    # ACKs add ~40 ms to every keep-alive request.
+    disable_nagle_algorithm = True
     timeout = 300
     server: _HTTPServer
 

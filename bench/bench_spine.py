@@ -1,0 +1,151 @@
+"""Benchmark the spine: webhook acknowledgement and one answered turn, as ratios to baselines.
+
+Each measurement is printed with a baseline measured in the same run, on the same servers:
+- webhook ack (signature check, store, enqueue) vs `GET /healthz` (one select, one Redis ping);
+- a full `process_ai_response` job (lock, load, graph on the Postgres checkpointer, outbox,
+  enqueue) vs the same graph invoked with an in-memory checkpointer.
+Absolute times on shared machines are noise; the ratios are what to compare between commits.
+
+Run: `make bench` (or `.venv/bin/python bench/bench_spine.py [--messages N] [--turns N]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from redis import Redis  # noqa: E402
+
+from channels.inbound import sign  # noqa: E402
+from channels.twilio_sandbox import TwilioSandbox  # noqa: E402
+from graphs.assistant import build_graph  # noqa: E402
+from graphs.context import Context  # noqa: E402
+from graphs.offline_model import serve  # noqa: E402
+from server.chat import whatsapp_form  # noqa: E402
+from server.settings import get_settings  # noqa: E402
+from store import repository as repo  # noqa: E402
+from store.embedded import start_postgres, start_redis  # noqa: E402
+from store.migrate import migrate  # noqa: E402
+
+
+def _timed(action: Callable[[], object], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _report(name: str, samples: list[float], baseline: list[float]) -> None:
+    median, base = statistics.median(samples), statistics.median(baseline)
+    print(
+        f"{name:<34} median {median * 1000:7.2f} ms   baseline {base * 1000:7.2f} ms   "
+        f"ratio {median / base:6.2f}x"
+    )
+
+
+def main() -> int:
+    """Set up embedded servers, run both measurements, print the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=30)
+    args = parser.parse_args()
+
+    data = ROOT / ".data" / "bench"
+    admin = start_postgres(data)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("drop database if exists conversa_bench with (force)")
+        conn.execute("create database conversa_bench")
+    info = psycopg.conninfo.conninfo_to_dict(admin)
+    database_url = psycopg.conninfo.make_conninfo(**{**info, "dbname": "conversa_bench"})
+    migrate(database_url)
+    redis_server = start_redis(data / "redis", persist=False)
+    sandbox = TwilioSandbox().start()
+    model = serve()
+    account, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    sandbox.add_account(account, token)
+    os.environ.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_server.url, APP_ENV="test",
+        LOG_LEVEL="WARNING", PUBLIC_BASE_URL="https://bench.example.com",
+        TWILIO_API_BASE_URL=sandbox.url, OPENAI_BASE_URL=model.base_url,
+        OPENAI_API_KEY="offline", LLM_MODEL="offline", JOB_RETRIES="0",
+    )  # fmt: skip
+    get_settings.cache_clear()
+    settings = get_settings()
+
+    from server.app import create_app
+    from server.jobs import process_ai_response
+    from server.logs import configure_logging
+
+    configure_logging("test", "WARNING")
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        tenant = repo.upsert_tenant(
+            conn, slug="bench", name="Bench", whatsapp_sender="whatsapp:+14155550199",
+            twilio_account_sid=account, twilio_auth_token=token,
+        )  # fmt: skip
+
+    url = settings.public_url("/webhooks/inbound")
+    try:
+        with TestClient(create_app(settings, sweeper=False)) as client:
+
+            def post_one() -> None:
+                form = whatsapp_form(
+                    account_sid=account, sender=tenant.whatsapp_sender,
+                    user=f"whatsapp:+55119{secrets.randbelow(10**8):08d}", body="Oi, tudo bem?",
+                )  # fmt: skip
+                response = client.post(
+                    "/webhooks/inbound", data=form,
+                    headers={"X-Twilio-Signature": sign(token, url, form)},
+                )  # fmt: skip
+                assert response.status_code == 200, response.text
+
+            _timed(post_one, 10)  # warm up
+            _timed(lambda: client.get("/healthz"), 10)
+            healthz = _timed(lambda: client.get("/healthz"), args.messages)
+            webhook = _timed(post_one, args.messages)
+        _report("webhook ack (store + enqueue)", webhook, healthz)
+
+        with psycopg.connect(database_url) as conn:
+            pending = conn.execute(
+                "select id, correlation_id from messages where direction = 'inbound' "
+                "and status = 'received' order by id limit %s",
+                (args.turns,),
+            ).fetchall()
+        in_memory = build_graph().compile(checkpointer=InMemorySaver())
+        turn = iter(range(10**9))
+
+        def bare_graph() -> None:
+            in_memory.invoke(
+                {"messages": [{"role": "user", "content": "Oi, tudo bem?"}]},
+                {"configurable": {"thread_id": f"t{next(turn)}"}},
+                context=Context(model="offline"),
+            )
+
+        jobs = iter(pending)
+        _timed(bare_graph, 3)
+        baseline = _timed(bare_graph, len(pending))
+        full = _timed(lambda: process_ai_response(*next(jobs)), len(pending))
+        _report("turn job (Postgres, outbox, enqueue)", full, baseline)
+        Redis.from_url(redis_server.url).flushdb()
+    finally:
+        sandbox.stop()
+        model.stop()
+        redis_server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
