@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
+import requests
+from twilio.base.exceptions import TwilioException
 
 from channels.inbound import sign
 from channels.twilio_client import make_twilio_client
@@ -150,21 +152,29 @@ def _prompt_lines() -> Iterable[str]:
 
 def run_chat_from_settings(settings: Settings, args: argparse.Namespace) -> int:
     """Run `conversa chat` against the service described by `settings`."""
-    client = ChatClient(
-        api_url=f"http://{settings.api_host}:{settings.api_port}",
-        public_base_url=settings.public_base_url,
-        account_sid=args.account_sid,
-        auth_token=args.auth_token,
-        sender=args.sender,
-        user=args.user,
-        profile_name=args.name,
-        twilio_api_base_url=settings.twilio_api_base_url,
-    )
+    from server import demo  # the demo tenant is the default identity
+
+    try:
+        client = ChatClient(
+            api_url=f"http://{settings.api_host}:{settings.api_port}",
+            public_base_url=settings.public_base_url,
+            account_sid=args.account_sid or demo.DEMO_ACCOUNT_SID,
+            auth_token=args.auth_token or demo.DEMO_AUTH_TOKEN,
+            sender=args.sender or demo.DEMO_SENDER,
+            user=args.user or demo.DEMO_USER,
+            profile_name=args.name,
+            twilio_api_base_url=settings.twilio_api_base_url,
+        )
+    except (TwilioException, requests.RequestException) as exc:
+        where = settings.twilio_api_base_url or "Twilio"
+        print(
+            f"error: cannot read messages from the Twilio API at {where} "
+            f"({type(exc).__name__}). Is `conversa sandbox` running, and TWILIO_API_BASE_URL "
+            "set to it?",
+            file=sys.stderr,
+        )
+        return 1
     try:
         return converse(client, args.say or [], timeout=args.timeout)
     finally:
         client.close()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `conversa chat`")

@@ -86,6 +86,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(says=args.say or [], timeout=args.timeout)
 
 
+def cmd_seed_demo(_: argparse.Namespace) -> int:
+    """Create (or refresh) the demo tenant and user that `chat` talks as by default."""
+    from server.demo import DEMO_SENDER, DEMO_USER, seed_demo
+
+    settings = _resolved()
+    assert settings.database_url
+    seed_demo(settings.database_url)
+    print(f"demo tenant on {DEMO_SENDER}, demo user {DEMO_USER}")
+    return 0
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     """Chat with a running service as a WhatsApp user."""
     from server.chat import run_chat_from_settings
@@ -93,22 +104,27 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat_from_settings(_settings(), args)
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
+def cmd_sandbox(argv: list[str]) -> int:
     """Serve the local Twilio API sandbox."""
     from channels.twilio_sandbox import main
 
-    return main(args.rest)
+    return main(argv)
 
 
-def cmd_offline_llm(args: argparse.Namespace) -> int:
+def cmd_offline_llm(argv: list[str]) -> int:
     """Serve the offline model over the OpenAI protocol."""
     from graphs.offline_model import main
 
-    return main(args.rest)
+    return main(argv)
+
+
+_TOOLS = {"sandbox": cmd_sandbox, "offline-llm": cmd_offline_llm}
+"""Subcommands that parse their own arguments (see `conversa sandbox --help`)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Describe the subcommands."""
+
     parser = argparse.ArgumentParser(
         prog="conversa", description="WhatsApp AI assistant service built on LangGraph."
     )
@@ -126,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help=cmd_migrate.__doc__).set_defaults(func=cmd_migrate)
     sub.add_parser("sweep", help=cmd_sweep.__doc__).set_defaults(func=cmd_sweep)
+    sub.add_parser("seed-demo", help=cmd_seed_demo.__doc__).set_defaults(func=cmd_seed_demo)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     demo.add_argument(
@@ -135,24 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     chat = sub.add_parser("chat", help=cmd_chat.__doc__)
-    chat.add_argument("--sender", default="whatsapp:+14155238886", help="the tenant's sender")
-    chat.add_argument("--user", default="whatsapp:+5511999990000", help="who you are")
+    chat.add_argument("--sender", help="the tenant's WhatsApp sender (default: the demo's)")
+    chat.add_argument("--user", help="who you are (default: the demo user)")
     chat.add_argument("--name", default="Demo User", help="your WhatsApp profile name")
-    chat.add_argument("--account-sid", required=True, help="the tenant's Twilio account SID")
-    chat.add_argument("--auth-token", required=True, help="the tenant's Twilio auth token")
+    chat.add_argument("--account-sid", help="the tenant's Twilio account SID (default: the demo's)")
+    chat.add_argument("--auth-token", help="the tenant's Twilio auth token (default: the demo's)")
     chat.add_argument("--say", action="append", metavar="TEXT", help="send TEXT and exit")
     chat.add_argument("--timeout", type=float, default=90.0, help="seconds to wait per reply")
     chat.set_defaults(func=cmd_chat)
 
-    for name, func in (("sandbox", cmd_sandbox), ("offline-llm", cmd_offline_llm)):
-        tool = sub.add_parser(name, help=func.__doc__, add_help=False)
-        tool.add_argument("rest", nargs=argparse.REMAINDER)
-        tool.set_defaults(func=func)
+    for name, tool in _TOOLS.items():
+        sub.add_parser(name, help=tool.__doc__, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `conversa` command line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _TOOLS:
+        return _TOOLS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -134,7 +134,7 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         settings = resolve_backends(settings)
         assert settings.database_url and settings.redis_url
         _step("Applying migrations", lambda: _migrate(settings.database_url or ""))
-        _step("Creating the demo tenant and user", lambda: _seed(settings.database_url or ""))
+        _step("Creating the demo tenant and user", lambda: seed_demo(settings.database_url or ""))
         sandbox = _step(
             "Starting the local Twilio API sandbox",
             lambda: TwilioSandbox(accounts={DEMO_ACCOUNT_SID: DEMO_AUTH_TOKEN}).start(),
@@ -191,7 +191,8 @@ def _migrate(database_url: str) -> None:
     migrate(database_url)
 
 
-def _seed(database_url: str) -> None:
+def seed_demo(database_url: str) -> None:
+    """Create (or refresh) the demo tenant and its demo user."""
     import psycopg
 
     from store import repository as repo
