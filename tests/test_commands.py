@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,15 +30,18 @@ def _clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, "DATA_DIR": str(tmp_path / "data"), **extra}
 
 
-def test_demo_says_and_prints_each_reply(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [BIN / "conversa", "demo", "--say", "Oi, tudo bem?", "--say", "Who are you?"],
-        env=_clean_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=240,
+def _demo(tmp_path: Path, *says: str, **env: str) -> subprocess.CompletedProcess[str]:
+    args = [str(BIN / "conversa"), "demo"]
+    for text in says:
+        args += ["--say", text]
+    return subprocess.run(
+        args, env=_clean_env(tmp_path, **env), capture_output=True, text=True, timeout=240,
         cwd=tmp_path,
-    )
+    )  # fmt: skip
+
+
+def test_demo_says_and_prints_each_reply(tmp_path: Path) -> None:
+    result = _demo(tmp_path, "Oi, tudo bem?", "Who are you?")
 
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -49,31 +53,19 @@ def test_demo_says_and_prints_each_reply(tmp_path: Path) -> None:
     assert "offline" in replies[0] and "Oi, tudo bem?" in replies[0]
     assert "offline model" in replies[1] and "Who are you?" in replies[1]
 
-    # A second run reuses the database the first one created.
-    again = subprocess.run(
-        [BIN / "conversa", "demo", "--say", "De novo"],
-        env=_clean_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=tmp_path,
-    )
+    # A second run reuses the database the first one created: the same conversation goes on.
+    again = _demo(tmp_path, "De novo")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "assistant> " in again.stdout
     log = (tmp_path / "data" / "logs" / "worker.log").read_text()
-    assert "turn answered" in log
+    turns = [line for line in log.splitlines() if "turn answered" in line]
+    threads = {re.search(r"thread_id=(\S+)", line).group(1) for line in turns}  # type: ignore[union-attr]
+    assert len(turns) == 3 and len(threads) == 1, turns
 
 
 def test_demo_reports_what_went_wrong_and_exits_non_zero(tmp_path: Path) -> None:
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    result = subprocess.run(
-        [BIN / "conversa", "demo", "--say", "Oi"],
-        env=_clean_env(tmp_path, DATABASE_URL=dead),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    result = _demo(tmp_path, "Oi", DATABASE_URL=dead)
 
     assert result.returncode == 1
     assert "demo failed" in result.stderr
