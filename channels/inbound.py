@@ -85,6 +85,9 @@ def parse_inbound(form: Mapping[str, str]) -> InboundMessage:
         kind = "media"
     elif form.get("Latitude") and form.get("Longitude"):
         kind = "location"
+        place = " — ".join(p for p in (form.get("Label"), form.get("Address")) if p)
+        coordinates = f"{form['Latitude']}, {form['Longitude']}"
+        body = f"{place} ({coordinates})" if place else coordinates
     elif form.get("ButtonPayload") or form.get("ButtonText"):
         kind = "button"
         body = body or form.get("ButtonText") or form.get("ButtonPayload") or ""

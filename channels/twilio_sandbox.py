@@ -1,9 +1,17 @@
 """Serve a local stand-in for the slice of Twilio's REST API that conversa uses.
 
-The sandbox answers ``/2010-04-01/Accounts/{AccountSid}/Messages`` requests with
-Twilio-shaped JSON, so the official ``twilio`` client (see
-:func:`channels.twilio_client.make_twilio_client`) works against it unchanged. Tests
-drive it in-process; other processes use the ``/sandbox/*`` control endpoints.
+The sandbox answers ``/2010-04-01/Accounts/{AccountSid}/Messages`` requests and WhatsApp
+typing indicators (``POST /v2/Indicators/Typing.json``) with Twilio-shaped JSON, so the
+official ``twilio`` client (see :func:`channels.twilio_client.make_twilio_client`) works
+against it unchanged. Messages created with a ``StatusCallback`` get status callbacks
+(``sent`` then ``delivered`` by default), signed like Twilio's, from a background thread.
+Tests drive it in-process; other processes use the ``/sandbox/*`` control endpoints:
+
+* ``GET /sandbox/messages`` (``?to=``, ``from``, ``account_sid``), ``POST /sandbox/reset``
+* ``POST /sandbox/errors`` ``{"code", "status"?, "message"?, "times"?, "to"?, "endpoint"?}``
+* ``POST /sandbox/status`` ``{"sid", "status", "error_code"?, "url"?}``;
+  ``GET /sandbox/status`` lists callback attempts (``?sid=``, ``status``)
+* ``GET /sandbox/typing`` lists typing indicators (``?message_id=``, ``account_sid``)
 
 Run it standalone with ``python -m channels.twilio_sandbox --port 5050``.
 """
@@ -11,132 +19,77 @@ Run it standalone with ``python -m channels.twilio_sandbox --port 5050``.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import hmac
-import json
 import logging
+import queue
 import re
-import secrets
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
-from email.utils import format_datetime, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from types import TracebackType
-from typing import Any, Self, cast
-from urllib.parse import parse_qs, urlencode, urlsplit
+from typing import Any, Self
+from urllib.parse import parse_qs
+
+from channels._sandbox_http import (
+    API_VERSION,
+    ERROR_MESSAGES,
+    FAILED_STATUSES,
+    MESSAGE_STATUSES,
+    ApiError,
+    Reply,
+    SandboxServer,
+    basic_credentials,
+    list_page,
+    new_message,
+    post_webhook,
+    resource,
+    status_form,
+    typing_fields,
+)
 
 __all__ = ["API_VERSION", "TwilioSandbox", "main"]
 
 logger = logging.getLogger(__name__)
 
-API_VERSION = "2010-04-01"
-MAX_BODY_CHARS = 1600
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
-
-_ERROR_MESSAGES: dict[int, str] = {
-    20003: "Authenticate",
-    20004: "Method not allowed",
-    20404: "The requested resource was not found",
-    20429: "Too Many Requests",
-    20500: "Internal Server Error",
-    21211: "Invalid 'To' Phone Number",
-    21602: "Message body is required.",
-    21603: "A 'From' phone number is required.",
-    21604: "A 'To' phone number is required.",
-    21610: "Attempt to send to unsubscribed recipient",
-    21617: "The concatenated message body exceeds the 1600 character limit.",
-    21656: "The ContentVariables Parameter is invalid.",
-    63016: (
-        "Failed to send freeform message because you are outside the allowed window. "
-        "If you are using WhatsApp, please use a Message Template."
-    ),
-}
-
-# Fields kept in the sandbox's records that Twilio's Message resource does not return.
-_SANDBOX_FIELDS = ("content_sid", "content_variables", "status_callback", "media_urls")
-
-_GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")
+DEFAULT_FAILURE_CODE = 30008  # "Unknown error"
+CALLBACK_TIMEOUT = 5.0
+_ENDPOINTS = ("messages", "typing")
 
 _MESSAGES_RE = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Messages\.json$")
 _MESSAGE_RE = re.compile(
     rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Messages/(?P<sid>[^/]+)\.json$"
 )
+_TYPING_PATH = "/v2/Indicators/Typing.json"
 
-
-def _error(code: int, status: int, message: str | None = None) -> dict[str, Any]:
-    """Build a Twilio error payload."""
-    return {
-        "code": code,
-        "message": message or _ERROR_MESSAGES.get(code, f"Twilio error {code}"),
-        "more_info": f"https://www.twilio.com/docs/errors/{code}",
-        "status": status,
-    }
-
-
-def _num_segments(body: str, to: str) -> int:
-    """Count SMS segments the way carriers do (WhatsApp messages are always one)."""
-    if not body or to.startswith("whatsapp:"):
-        return 1
-    if all(ch in _GSM7_BASIC or ch in _GSM7_EXTENDED for ch in body):
-        units = sum(2 if ch in _GSM7_EXTENDED else 1 for ch in body)
-        single, multi = 160, 153
-    else:
-        units = len(body.encode("utf-16-le")) // 2
-        single, multi = 70, 67
-    return 1 if units <= single else -(-units // multi)
-
-
-def _parse_filter_date(value: str) -> datetime | date:
-    """Parse a ``DateSent`` filter: ``YYYY-MM-DD`` or ISO 8601 with a trailing ``Z``."""
-    if len(value) == 10:
-        return date.fromisoformat(value)
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _date_matches(sent: datetime, value: str, op: str) -> bool:
-    """Compare a message's send time to a ``DateSent``/``DateSent<``/``DateSent>`` filter."""
-    bound = _parse_filter_date(value)
-    left: datetime | date = sent
-    if not isinstance(bound, datetime):
-        left = sent.date()
-    elif op == "=":
-        left, bound = sent.date(), bound.date()
-    if op == "<":
-        return left <= bound
-    if op == ">":
-        return left >= bound
-    return left == bound
+_Job = tuple[str, tuple[str, ...]]  # (message SID, statuses to post in order)
 
 
 @dataclass
 class _ErrorRule:
-    """An injected failure for upcoming create calls."""
+    """An injected failure for upcoming requests to one endpoint."""
 
     code: int
     status: int
     message: str | None
     times: int
     to: str | None
+    endpoint: str
 
 
-class _HTTPError(Exception):
-    """Abort request handling with a Twilio error response."""
+@dataclass(frozen=True)
+class _StatusUpdate:
+    """A status change applied to a stored message, with the callback to post for it."""
 
-    def __init__(self, code: int, status: int, message: str | None = None) -> None:
-        super().__init__(code, status, message)
-        self.status = status
-        self.payload = _error(code, status, message)
+    sid: str
+    status: str
+    url: str
+    form: dict[str, str]
+    token: str
 
 
 class TwilioSandbox:
@@ -147,24 +100,46 @@ class TwilioSandbox:
         host: str = "127.0.0.1",
         port: int = 0,
         accounts: dict[str, str] | None = None,
+        *,
+        auto_status: Sequence[str] = ("sent", "delivered"),
+        status_delay: float = 0.0,
+        callback_timeout: float = CALLBACK_TIMEOUT,
     ) -> None:
-        """Configure the sandbox; ``accounts`` maps SIDs to tokens (``None`` accepts any)."""
+        """Configure the sandbox.
+
+        ``accounts`` maps SIDs to auth tokens (``None`` accepts any credentials).
+        ``auto_status`` lists the statuses posted, in order, to the ``StatusCallback`` of
+        each created message (``()`` disables them); ``status_delay`` is the pause before
+        each one, ``callback_timeout`` bounds every callback request.
+        """
+        unknown = [s for s in auto_status if s not in MESSAGE_STATUSES]
+        if unknown:
+            raise ValueError(f"unknown message status(es) in auto_status: {unknown}")
         self.host = host
         self.port = port
+        self.auto_status = tuple(auto_status)
+        self.status_delay = status_delay
+        self.callback_timeout = callback_timeout
         self._accounts = dict(accounts) if accounts is not None else None
         self._cond = threading.Condition()
         self._messages: list[dict[str, Any]] = []
         self._errors: list[_ErrorRule] = []
-        self._server: _Server | None = None
+        self._typing: list[dict[str, Any]] = []
+        self._callbacks: list[dict[str, Any]] = []
+        self._tokens: dict[str, str] = {}  # message SID -> password its create call used
+        self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> Self:
-        """Bind the server and serve requests from a daemon thread."""
+        """Bind the server; serve requests and status callbacks from daemon threads."""
         if self._server is not None:
             raise RuntimeError("TwilioSandbox is already running")
-        server = _Server((self.host, self.port), self)
+        server = SandboxServer((self.host, self.port), self)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -173,19 +148,35 @@ class TwilioSandbox:
             daemon=True,
         )
         self._thread.start()
+        self._jobs, self._stopping = queue.SimpleQueue(), threading.Event()
+        self._worker = threading.Thread(
+            target=self._run_status_jobs,
+            args=(self._jobs, self._stopping),
+            name="twilio-sandbox-callbacks",
+            daemon=True,
+        )
+        self._worker.start()
         logger.debug("Twilio sandbox listening on %s", self.url)
         return self
 
     def stop(self) -> None:
-        """Shut the server down and wait for its thread to finish."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        """Shut the server down, dropping automatic status callbacks not yet posted.
+
+        A callback already in flight gets a second to finish; after that its daemon
+        thread is abandoned rather than waited for.
+        """
+        server, thread, worker = self._server, self._thread, self._worker
+        self._server = self._thread = self._worker = None
         if server is None:
             return
+        self._stopping.set()
+        self._jobs.put(None)
         server.shutdown()
         server.server_close()
         if thread is not None:
             thread.join()
+        if worker is not None:
+            worker.join(timeout=1.0)
 
     def __enter__(self) -> Self:
         """Start the sandbox unless it is already running."""
@@ -233,19 +224,56 @@ class TwilioSandbox:
         ``from_`` is accepted as an alias for the ``from`` field.
         """
         fields = {("from" if k == "from_" else k): v for k, v in filters.items()}
+        summary = ("to", "from", "body")
+        return self._wait_for(self._messages, "Twilio message", count, timeout, fields, summary)
+
+    @property
+    def typing_indicators(self) -> list[dict[str, Any]]:
+        """Return accepted typing indicators: account_sid, message_id, channel, at (epoch s)."""
         with self._cond:
-            matched = self._cond.wait_for(
-                lambda: len(self._filter(fields)) >= count, timeout=timeout
-            )
-            found = [self._copy(m) for m in self._filter(fields)]
-            if matched:
-                return found
-            recent = [{k: m.get(k) for k in ("to", "from", "body")} for m in self._messages[-5:]]
-        raise TimeoutError(
-            f"expected at least {count} Twilio message(s) matching {fields or 'anything'} "
-            f"within {timeout}s, but found {len(found)} "
-            f"({len(recent)} most recent of all messages: {recent})"
-        )
+            return [dict(t) for t in self._typing]
+
+    def wait_for_typing(
+        self, count: int, timeout: float = 10.0, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Block until ``count`` typing indicators match ``filters`` and return them."""
+        return self._wait_for(self._typing, "typing indicator", count, timeout, filters)
+
+    @property
+    def status_callbacks(self) -> list[dict[str, Any]]:
+        """Return every status callback attempt, oldest first.
+
+        Each has ``sid``, ``status``, ``url``, ``params`` (the posted form), ``at``, and
+        ``http_status`` (the receiver's answer) or ``error`` (why none came); the other
+        one is ``None``.
+        """
+        with self._cond:
+            return [self._copy(c) for c in self._callbacks]
+
+    def wait_for_status_callbacks(
+        self, count: int, timeout: float = 10.0, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Block until ``count`` callback attempts match ``filters`` (e.g. ``sid=``)."""
+        return self._wait_for(self._callbacks, "status callback", count, timeout, filters)
+
+    def send_status(
+        self, sid: str, status: str, error_code: int | None = None, url: str | None = None
+    ) -> int:
+        """Set message ``sid`` to ``status`` and post its status callback synchronously.
+
+        The callback goes to ``url``, else to the message's ``StatusCallback``. ``failed``
+        and ``undelivered`` carry ``error_code`` (default 30008, "Unknown error"). Returns
+        the HTTP status the receiver answered. Raises ``KeyError`` for an unknown message,
+        ``ValueError`` for a bad status or no URL, and the transport error (e.g.
+        :class:`httpx.ConnectError`) if the receiver didn't answer; the stored status
+        changes regardless, as it does at Twilio.
+        """
+        update = self._apply_status(sid, status, error_code, url)
+        assert update is not None  # only None when an expected status is given
+        result = self._post_status(update)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def inject_error(
         self,
@@ -254,316 +282,262 @@ class TwilioSandbox:
         message: str | None = None,
         times: int = 1,
         to: str | None = None,
+        endpoint: str = "messages",
     ) -> None:
-        """Fail the next ``times`` message creations (only those to ``to``, if given)."""
+        """Fail the next ``times`` requests to ``endpoint`` ("messages" or "typing").
+
+        For "messages", only creations addressed to ``to`` fail if it is given.
+        """
         if times < 1:
             raise ValueError("times must be >= 1")
         if not 400 <= status <= 599:
             raise ValueError("status must be an HTTP error status (400-599)")
+        if endpoint not in _ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {_ENDPOINTS}, got {endpoint!r}")
+        if to is not None and endpoint != "messages":
+            raise ValueError("to= only applies to the messages endpoint")
         with self._cond:
-            self._errors.append(_ErrorRule(code, status, message, times, to))
+            self._errors.append(_ErrorRule(code, status, message, times, to, endpoint))
 
     def reset(self) -> None:
-        """Forget all messages and pending injected errors (accounts are kept)."""
+        """Forget messages, typing indicators, callbacks and injected errors (not accounts).
+
+        Automatic status callbacks still pending for the forgotten messages are dropped.
+        """
         with self._cond:
             self._messages.clear()
             self._errors.clear()
+            self._typing.clear()
+            self._callbacks.clear()
+            self._tokens.clear()
             self._cond.notify_all()
 
     @staticmethod
-    def _copy(message: dict[str, Any]) -> dict[str, Any]:
-        """Return a deep-enough copy of a stored message."""
-        copied = dict(message)
-        copied["media_urls"] = list(message["media_urls"])
-        copied["subresource_uris"] = dict(message["subresource_uris"])
-        return copied
+    def _copy(record: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a deep-enough copy of a stored record (its lists and dicts are copied)."""
+        return {
+            k: list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v
+            for k, v in record.items()
+        }
 
-    def _filter(self, fields: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Return stored messages whose fields equal ``fields``; caller holds the lock."""
-        return [m for m in self._messages if all(m.get(k) == v for k, v in fields.items())]
+    def _wait_for(
+        self,
+        records: list[dict[str, Any]],
+        what: str,
+        count: int,
+        timeout: float,
+        fields: Mapping[str, Any],
+        summary: tuple[str, ...] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Wait until ``count`` of ``records`` (guarded by the lock) match ``fields``."""
 
-    # -- request handling (called from server threads) ---------------------------
+        def matching() -> list[dict[str, Any]]:
+            return [r for r in records if all(r.get(k) == v for k, v in fields.items())]
 
-    def _authenticate(self, authorization: str | None, account_sid: str) -> None:
-        """Check HTTP Basic credentials against the path's account."""
-        username = password = None
-        if authorization and authorization[:6].lower() == "basic ":
-            try:
-                decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                decoded = ""
-            if ":" in decoded:
-                username, password = decoded.split(":", 1)
-        if username is None or password is None or username != account_sid:
-            raise _HTTPError(20003, 401)
+        with self._cond:
+            matched = self._cond.wait_for(lambda: len(matching()) >= count, timeout=timeout)
+            found = [self._copy(r) for r in matching()]
+            if matched:
+                return found
+            recent = [{k: r.get(k) for k in summary or r} for r in records[-5:]]
+        raise TimeoutError(
+            f"expected at least {count} {what}(s) matching {dict(fields) or 'anything'} "
+            f"within {timeout}s, but found {len(found)} "
+            f"({len(recent)} most recent of all {what}s: {recent})"
+        )
+
+    # -- Twilio API requests (called from server threads) ------------------------
+
+    def _dispatch(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        authorization: str | None,
+        body: bytes,
+    ) -> Reply:
+        """Answer one Twilio REST API request (control endpoints are handled earlier)."""
+        if path == _TYPING_PATH:
+            account, _ = self._authenticate(authorization, None)
+            if method == "POST":
+                return Reply(200, self._create_typing(account, self._form(body)))
+            raise ApiError(20004, 405)
+        if match := _MESSAGES_RE.match(path):
+            account = match["account"]
+            _, token = self._authenticate(authorization, account)
+            if method == "POST":
+                return self._create_message(account, token, self._form(body))
+            if method == "GET":
+                with self._cond:
+                    resources = [
+                        resource(m) for m in reversed(self._messages) if m["account_sid"] == account
+                    ]
+                return Reply(200, list_page(resources, account, query))
+            raise ApiError(20004, 405)
+        if match := _MESSAGE_RE.match(path):
+            account = match["account"]
+            self._authenticate(authorization, account)
+            if method == "GET":
+                return Reply(200, self._fetch_message(account, match["sid"], path))
+            raise ApiError(20004, 405)
+        raise ApiError(20404, 404, f"The requested resource {path} was not found")
+
+    @staticmethod
+    def _form(body: bytes) -> dict[str, list[str]]:
+        """Parse a form-encoded request body."""
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True)
+
+    def _authenticate(self, authorization: str | None, account_sid: str | None) -> tuple[str, str]:
+        """Check HTTP Basic credentials and return them.
+
+        With ``account_sid`` (from the URL) the username must be that account; without,
+        any known account will do. Without ``accounts``, any credentials are accepted.
+        """
+        username, password = basic_credentials(authorization)
+        if account_sid is not None and username != account_sid:
+            raise ApiError(20003, 401)
         with self._cond:
             accounts = None if self._accounts is None else dict(self._accounts)
         if accounts is not None:
             expected = accounts.get(username)
             if expected is None or not hmac.compare_digest(expected, password):
-                raise _HTTPError(20003, 401)
+                raise ApiError(20003, 401)
+        return username, password
 
-    def _create_message(self, account_sid: str, form: dict[str, list[str]]) -> dict[str, Any]:
-        """Validate a create request, store the message and return its resource."""
-
-        def field(name: str) -> str | None:
-            values = [v for v in form.get(name, []) if v]
-            return values[0] if values else None
-
-        to = field("To")
+    def _take_error(self, endpoint: str, to: str | None = None) -> None:
+        """Raise the first injected error that applies to this request, if any."""
         with self._cond:
             for rule in self._errors:
-                if rule.to is None or rule.to == to:
+                if rule.endpoint == endpoint and (rule.to is None or rule.to == to):
                     rule.times -= 1
                     if rule.times <= 0:
                         self._errors.remove(rule)
-                    raise _HTTPError(rule.code, rule.status, rule.message)
+                    raise ApiError(rule.code, rule.status, rule.message)
 
-        from_ = field("From")
-        service_sid = field("MessagingServiceSid")
-        body = field("Body") or ""
-        media_urls = [v for v in form.get("MediaUrl", []) if v]
-        content_sid = field("ContentSid")
-        content_variables = field("ContentVariables")
-        if to is None:
-            raise _HTTPError(21604, 400)
-        if from_ is None and service_sid is None:
-            raise _HTTPError(21603, 400)
-        if not body and not media_urls and content_sid is None:
-            raise _HTTPError(21602, 400)
-        if len(body) > MAX_BODY_CHARS:
-            raise _HTTPError(21617, 400)
-        if content_variables is not None:
-            try:
-                if not isinstance(json.loads(content_variables), dict):
-                    raise ValueError("not an object")
-            except ValueError as exc:
-                raise _HTTPError(21656, 400) from exc
-
-        sid = "SM" + secrets.token_hex(16)
-        now = format_datetime(datetime.now(UTC).replace(microsecond=0))
-        uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}"
-        message: dict[str, Any] = {
-            "sid": sid,
-            "account_sid": account_sid,
-            "to": to,
-            "from": from_,
-            "body": body,
-            "status": "queued",
-            "direction": "outbound-api",
-            "num_segments": str(_num_segments(body, to)),
-            "num_media": str(len(media_urls)),
-            "date_created": now,
-            "date_updated": now,
-            "date_sent": now,
-            "api_version": API_VERSION,
-            "price": None,
-            "price_unit": "USD",
-            "error_code": None,
-            "error_message": None,
-            "messaging_service_sid": service_sid,
-            "uri": f"{uri}.json",
-            "subresource_uris": {
-                "media": f"{uri}/Media.json",
-                "feedback": f"{uri}/Feedback.json",
-            },
-            "content_sid": content_sid,
-            "content_variables": content_variables,
-            "status_callback": field("StatusCallback"),
-            "media_urls": media_urls,
-        }
+    def _create_message(self, account_sid: str, token: str, form: dict[str, list[str]]) -> Reply:
+        """Validate a create request, store the message and reply with its resource."""
+        to = next((v for v in form.get("To", []) if v), None)
+        self._take_error("messages", to)
+        message = new_message(account_sid, form)
+        sid = message["sid"]
         with self._cond:
             self._messages.append(message)
+            self._tokens[sid] = token
             self._cond.notify_all()
-        logger.debug("Twilio sandbox stored %s to %s", sid, to)
-        return self._resource(message)
+        logger.debug("Twilio sandbox stored %s to %s", sid, message["to"])
+        after: Callable[[], None] | None = None
+        if message["status_callback"] and self.auto_status:
+            # Queued once the response is out, so the client learns the SID first.
+            jobs, job = self._jobs, (sid, self.auto_status)
+            after = lambda: jobs.put(job)  # noqa: E731
+        return Reply(201, resource(message), after)
 
-    @staticmethod
-    def _resource(message: Mapping[str, Any]) -> dict[str, Any]:
-        """Return the Twilio API representation of a stored message."""
-        resource = {k: v for k, v in message.items() if k not in _SANDBOX_FIELDS}
-        resource["subresource_uris"] = dict(message["subresource_uris"])
-        return resource
+    def _create_typing(self, account_sid: str, form: dict[str, list[str]]) -> dict[str, Any]:
+        """Validate and record a WhatsApp typing indicator."""
+        self._take_error("typing")
+        message_id, channel = typing_fields(form)
+        indicator = {
+            "account_sid": account_sid,
+            "message_id": message_id,
+            "channel": channel,
+            "at": time.time(),
+        }
+        with self._cond:
+            self._typing.append(indicator)
+            self._cond.notify_all()
+        logger.debug("Twilio sandbox stored typing indicator for %s", message_id)
+        return {"success": True}
 
     def _fetch_message(self, account_sid: str, sid: str, path: str) -> dict[str, Any]:
         """Return one message resource or raise a 404."""
         with self._cond:
             for message in self._messages:
                 if message["sid"] == sid and message["account_sid"] == account_sid:
-                    return self._resource(message)
-        raise _HTTPError(20404, 404, f"The requested resource {path} was not found")
+                    return resource(message)
+        raise ApiError(20404, 404, f"The requested resource {path} was not found")
 
-    def _list_messages(self, account_sid: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        """Return one page of messages, newest first, in Twilio's list shape."""
-        params = {k: v[-1] for k, v in query.items() if v}
-        try:
-            page_size = int(params.get("PageSize", DEFAULT_PAGE_SIZE))
-            page = int(params.get("Page", 0))
-        except ValueError as exc:
-            raise _HTTPError(20001, 400, "Page and PageSize must be integers") from exc
-        if not 1 <= page_size <= MAX_PAGE_SIZE or page < 0:
-            raise _HTTPError(20001, 400, f"PageSize must be 1-{MAX_PAGE_SIZE}, Page >= 0")
+    # -- status callbacks --------------------------------------------------------
 
-        checks: list[Callable[[dict[str, Any]], bool]] = []
-        if "To" in params:
-            checks.append(lambda m: m["to"] == params["To"])
-        if "From" in params:
-            checks.append(lambda m: m["from"] == params["From"])
-        for key, op in (("DateSent", "="), ("DateSent<", "<"), ("DateSent>", ">")):
-            if key in params:
-                value = params[key]
-                try:
-                    _parse_filter_date(value)
-                except ValueError as exc:
-                    raise _HTTPError(20001, 400, f"Invalid {key}: {value}") from exc
-                checks.append(
-                    lambda m, v=value, o=op: _date_matches(
-                        parsedate_to_datetime(m["date_sent"]), v, o
-                    )
-                )
+    def _apply_status(
+        self,
+        sid: str,
+        status: str,
+        error_code: int | None = None,
+        url: str | None = None,
+        expected: str | None = None,
+    ) -> _StatusUpdate | None:
+        """Update the stored message's status and build the callback to post for it.
+
+        Returns ``None``, changing nothing, if ``expected`` is given and the message's
+        status is no longer that (someone else moved it on).
+        """
+        if status not in MESSAGE_STATUSES:
+            raise ValueError(f"unknown message status {status!r}")
+        if error_code is not None and status not in FAILED_STATUSES:
+            raise ValueError("error_code only applies to failed or undelivered messages")
         with self._cond:
-            records = [
-                self._resource(m)
-                for m in reversed(self._messages)
-                if m["account_sid"] == account_sid and all(check(m) for check in checks)
-            ]
+            message = next((m for m in self._messages if m["sid"] == sid), None)
+            if message is None:
+                raise KeyError(f"no Twilio sandbox message {sid!r}")
+            if expected is not None and message["status"] != expected:
+                return None
+            target = url or message["status_callback"]
+            if not target:
+                raise ValueError(f"message {sid} has no StatusCallback; pass url=")
+            message["status"] = status
+            message["date_updated"] = format_datetime(datetime.now(UTC).replace(microsecond=0))
+            if status in FAILED_STATUSES:
+                code = DEFAULT_FAILURE_CODE if error_code is None else error_code
+                message["error_code"] = code
+                message["error_message"] = ERROR_MESSAGES.get(code, f"Twilio error {code}")
+            # Sign with the account's current token, else the one the create call used.
+            token = (self._accounts or {}).get(message["account_sid"]) or self._tokens.get(sid)
+            form = status_form(message)
+            self._cond.notify_all()
+        return _StatusUpdate(sid, status, target, form, token or "")
 
-        start = page * page_size
-        token = params.get("PageToken", "")
-        if token.startswith("PA"):
-            after = [i for i, m in enumerate(records) if m["sid"] == token[2:]]
-            if after:
-                start = after[0] + 1
-        items = records[start : start + page_size]
-
-        base = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
-        filters = {k: v for k, v in params.items() if k not in ("Page", "PageSize", "PageToken")}
-
-        def page_uri(number: int, **extra: str) -> str:
-            query = {**filters, "PageSize": page_size, "Page": number, **extra}
-            return f"{base}?{urlencode(query)}"
-
-        next_uri = None
-        if start + page_size < len(records) and items:
-            next_uri = page_uri(page + 1, PageToken="PA" + items[-1]["sid"])
-        return {
-            "messages": items,
-            "uri": page_uri(page, **({"PageToken": token} if token else {})),
-            "first_page_uri": page_uri(0),
-            "next_page_uri": next_uri,
-            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
-            "page": page,
-            "page_size": page_size,
-            "start": start,
-            "end": start + max(len(items) - 1, 0),
+    def _post_status(self, update: _StatusUpdate) -> int | Exception:
+        """Post one status callback, record the attempt, return the answer or the error."""
+        record: dict[str, Any] = {
+            "sid": update.sid,
+            "status": update.status,
+            "url": update.url,
+            "params": update.form,
+            "at": time.time(),
+            "http_status": None,
+            "error": None,
         }
-
-    def _control_messages(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
-        """Return stored messages for ``GET /sandbox/messages``."""
-        fields = {k: v[-1] for k, v in query.items() if k in ("to", "from", "account_sid") and v}
+        result: int | Exception
+        try:
+            result = post_webhook(update.url, update.form, update.token, self.callback_timeout)
+            record["http_status"] = result
+        except Exception as exc:  # a broken receiver must not take the sandbox down
+            result = exc
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            logger.debug("Twilio sandbox status callback to %s failed: %r", update.url, exc)
         with self._cond:
-            return [self._copy(m) for m in self._filter(fields)]
+            self._callbacks.append(record)
+            self._cond.notify_all()
+        return result
 
-    def _control_error(self, raw: bytes) -> dict[str, Any]:
-        """Register an injected error from a ``POST /sandbox/errors`` JSON body."""
-        try:
-            spec = json.loads(raw or b"{}")
-            rule = _ErrorRule(
-                code=int(spec["code"]),
-                status=int(spec.get("status", 400)),
-                message=spec.get("message"),
-                times=int(spec.get("times", 1)),
-                to=spec.get("to"),
-            )
-            self.inject_error(rule.code, rule.status, rule.message, rule.times, rule.to)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise _HTTPError(20001, 400, f"Invalid error spec: {exc}") from exc
-        return asdict(rule)
-
-    def _dispatch(
-        self, method: str, target: str, authorization: str | None, body: bytes
-    ) -> tuple[int, Any]:
-        """Route one request and return ``(status, json_payload)``."""
-        parts = urlsplit(target)
-        path, query = parts.path, parse_qs(parts.query, keep_blank_values=True)
-
-        if path == "/healthz" and method == "GET":
-            return 200, {"status": "ok"}
-        if path == "/sandbox/messages" and method == "GET":
-            return 200, self._control_messages(query)
-        if path == "/sandbox/errors" and method == "POST":
-            return 201, self._control_error(body)
-        if path == "/sandbox/reset" and method == "POST":
-            self.reset()
-            return 200, {"status": "ok"}
-
-        if match := _MESSAGES_RE.match(path):
-            account = match["account"]
-            self._authenticate(authorization, account)
-            if method == "POST":
-                form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
-                return 201, self._create_message(account, form)
-            if method == "GET":
-                return 200, self._list_messages(account, query)
-            raise _HTTPError(20004, 405)
-        if match := _MESSAGE_RE.match(path):
-            account = match["account"]
-            self._authenticate(authorization, account)
-            if method == "GET":
-                return 200, self._fetch_message(account, match["sid"], path)
-            raise _HTTPError(20004, 405)
-        raise _HTTPError(20404, 404, f"The requested resource {path} was not found")
-
-
-class _Server(ThreadingHTTPServer):
-    """HTTP server that knows its sandbox and never blocks on lingering connections."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], sandbox: TwilioSandbox) -> None:
-        self.sandbox = sandbox
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Translate HTTP requests into :meth:`TwilioSandbox._dispatch` calls."""
-
-    server_version = "TwilioSandbox/1.0"
-    # Headers and body leave in separate writes; without this, Nagle's algorithm and delayed
-    # ACKs add ~40 ms to every keep-alive request.
-    disable_nagle_algorithm = True
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        sandbox = cast(_Server, self.server).sandbox
-        extra: dict[str, str] = {}
-        try:
-            status, payload = sandbox._dispatch(
-                self.command, self.path, self.headers.get("Authorization"), body
-            )
-        except _HTTPError as exc:
-            status, payload = exc.status, exc.payload
-            if status == 401:
-                extra["WWW-Authenticate"] = 'Basic realm="Twilio API"'
-        except Exception:
-            logger.exception("Twilio sandbox failed on %s %s", self.command, self.path)
-            status, payload = 500, _error(20500, 500)
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Log requests at debug level instead of writing to stderr."""
-        logger.debug("%s - " + format, self.address_string(), *args)
+    def _run_status_jobs(self, jobs: queue.SimpleQueue[_Job | None], stop: threading.Event) -> None:
+        """Post automatic status progressions, one message after another, until stopped."""
+        while (job := jobs.get()) is not None:
+            sid, statuses = job
+            previous = "queued"
+            for status in statuses:
+                if self.status_delay > 0:
+                    stop.wait(self.status_delay)
+                if stop.is_set():
+                    return
+                try:
+                    update = self._apply_status(sid, status, expected=previous)
+                except (KeyError, ValueError):
+                    break  # the message was reset away
+                if update is None:
+                    break  # send_status() moved it on; leave the rest to the caller
+                self._post_status(update)
+                previous = status
 
 
 def _account_arg(value: str) -> tuple[str, str]:
@@ -578,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the sandbox until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
         prog="python -m channels.twilio_sandbox",
-        description="Serve a local fake of Twilio's Messages REST API.",
+        description="Serve a local fake of Twilio's Messages and typing indicator REST APIs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=5050, help="port to bind (0 = any free)")
@@ -590,6 +564,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SID:TOKEN",
         help="accepted credentials (repeatable); without any, all credentials are accepted",
     )
+    parser.add_argument(
+        "--no-auto-status",
+        action="store_true",
+        help="don't post 'sent' and 'delivered' to each message's StatusCallback",
+    )
+    parser.add_argument(
+        "--status-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause before each automatic status callback (default: 0)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -597,15 +583,21 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
-    accounts = dict(args.account) if args.account else None
     stop = threading.Event()
 
     def request_stop(signum: int, frame: object) -> None:
         stop.set()
 
+    sandbox = TwilioSandbox(
+        args.host,
+        args.port,
+        dict(args.account) if args.account else None,
+        auto_status=() if args.no_auto_status else ("sent", "delivered"),
+        status_delay=args.status_delay,
+    )
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with TwilioSandbox(args.host, args.port, accounts) as sandbox:
+        with sandbox:
             print(f"Twilio sandbox listening on {sandbox.url}", flush=True)
             stop.wait()
             logger.info("Twilio sandbox shutting down")

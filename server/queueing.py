@@ -8,8 +8,8 @@ from rq.job import Job
 
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
 
-PROCESS_JOB = "server.jobs.process_ai_response"
-SEND_JOB = "server.jobs.send_whatsapp_message"
+PROCESS_JOB = "server.turns.process_ai_response"
+SEND_JOB = "server.outbound.send_whatsapp_message"
 _RETRY_INTERVALS = [5, 30, 120]
 
 
@@ -32,12 +32,11 @@ def enqueue_turn(redis: Redis, settings: Settings, message_id: int, correlation_
 
 
 def enqueue_send(redis: Redis, settings: Settings, message_id: int, correlation_id: str) -> Job:
-    """Queue the Twilio send of outbound message `message_id`."""
+    """Queue the Twilio send of outbound message `message_id` (it retries by Twilio's codes)."""
     return Queue(QUEUE_SEND, connection=redis).enqueue(
         SEND_JOB,
         args=(message_id, correlation_id),
         job_timeout=60,
-        retry=_retry(settings),
         meta={"correlation_id": correlation_id},
         description=f"send message {message_id}",
     )

@@ -36,10 +36,24 @@ class Settings(BaseSettings):
 
     twilio_api_base_url: str | None = None
 
+    twilio_status_callbacks: bool = True
+
     job_timeout: int = Field(default=180, ge=10)
     job_retries: int = Field(default=2, ge=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     sweep_min_age_seconds: float = Field(default=10.0, ge=0)
+    stale_job_seconds: float = Field(default=300.0, gt=0)
+
+    inbound_debounce_seconds: float = Field(default=1.5, ge=0, le=10)
+    inbound_debounce_max_seconds: float = Field(default=5.0, ge=0, le=60)
+
+    send_rate_per_second: int = Field(default=10, ge=1)
+    send_max_attempts: int = Field(default=5, ge=1)
+    send_backoff_seconds: float = Field(default=2.0, ge=0)
+    send_backoff_max_seconds: float = Field(default=120.0, ge=0)
+
+    typing_after_seconds: float = Field(default=3.0, ge=0)
+    typing_refresh_seconds: float = Field(default=20.0, gt=0)
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
@@ -48,6 +62,11 @@ class Settings(BaseSettings):
     def llm_configured(self) -> bool:
         """Whether a real (or explicitly chosen) OpenAI-compatible model is configured."""
         return bool(self.openai_api_key or self.openai_base_url)
+
+    @property
+    def status_callback_url(self) -> str | None:
+        """The URL Twilio posts delivery statuses to, when status callbacks are on."""
+        return self.public_url("/webhooks/status") if self.twilio_status_callbacks else None
 
     def public_url(self, path: str) -> str:
         """Return the URL Twilio uses to reach `path` on this service."""

@@ -1,8 +1,10 @@
-"""Enqueue stored messages that never got a job, so nothing acknowledged is lost.
+"""Enqueue stored messages whose job never ran, so nothing acknowledged is lost.
 
 A message is stored before the webhook answers 200; if Redis was down then, or the process
-died between the commit and the enqueue, the sweeper finds it and enqueues it. Jobs are
-idempotent, so a message enqueued twice is still answered once.
+died between the commit and the enqueue, the sweeper finds it and enqueues it. It also
+re-enqueues messages whose job was lost later (Redis wiped, a worker killed mid-run) once
+STALE_JOB_SECONDS have passed. Jobs are idempotent, so a message enqueued twice is still
+answered once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ log = structlog.get_logger(__name__)
 
 
 def sweep_once(services: Services) -> int:
-    """Enqueue every overdue un-enqueued message; return how many were enqueued."""
+    """Enqueue every overdue message; return how many were enqueued."""
     return sweep(services.pool, services.redis, services.settings)
 
 
@@ -30,7 +32,11 @@ def sweep(pool: ConnectionPool, redis: Redis, settings: Settings) -> int:
     """Enqueue overdue messages found through `pool` onto `redis`."""
     count = 0
     with pool.connection() as conn, conn.transaction():
-        claimed = repo.claim_unenqueued(conn, min_age_seconds=settings.sweep_min_age_seconds)
+        claimed = repo.claim_overdue(
+            conn,
+            min_age_seconds=settings.sweep_min_age_seconds,
+            stale_after_seconds=settings.stale_job_seconds,
+        )
         if not claimed:
             return 0
         redis.ping()  # raises before anything is marked when Redis is still down

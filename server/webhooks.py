@@ -1,4 +1,9 @@
-"""Twilio's inbound WhatsApp webhook: validate, store, enqueue, acknowledge in milliseconds."""
+"""Twilio's webhooks: inbound WhatsApp messages and delivery status callbacks.
+
+Both are signed by Twilio with the tenant's auth token over `PUBLIC_BASE_URL` + path. The inbound
+webhook validates, stores, enqueues and acknowledges in milliseconds; the status callback moves
+an outbound message's status forward, never back.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,17 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
 
 EMPTY_TWIML = str(MessagingResponse())
+TWILIO_STATUSES = frozenset(
+    {"accepted", "scheduled", "queued", "sending", "sent", "delivered", "read", "undelivered",
+     "failed", "canceled"}
+)  # fmt: skip
+_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+_RESPONSES = {
+    400: {"description": "Not a form Twilio would send"},
+    403: {"description": "Missing or wrong X-Twilio-Signature"},
+    404: {"description": "No tenant owns the sender"},
+    503: {"description": "The database is unavailable; Twilio may retry"},
+}
 
 
 def get_services(request: Request) -> Services:
@@ -39,12 +55,53 @@ def _twiml() -> Response:
     return Response(content=EMPTY_TWIML, media_type="text/xml")
 
 
+def _unavailable(exc: Exception) -> ApiError:
+    log.error("database unavailable", error=str(exc))
+    return ApiError(
+        503, "database_unavailable", "The database is unavailable; try again shortly.", retry=5
+    )
+
+
+async def _signed_form(
+    request: Request, services: Services, sender_field: str
+) -> tuple[Tenant, dict[str, str]]:
+    """Read the form, find the tenant by its sender, and check Twilio's signature."""
+    try:
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    except Exception as exc:  # a body that is not a form at all
+        raise ApiError(400, "invalid_form", "The body must be a URL-encoded form.") from exc
+    sender = (form.get(sender_field) or "").strip()
+    if not sender:
+        raise ApiError(
+            400, "invalid_message", f"The form has no {sender_field}; Twilio always sends one."
+        )
+    try:
+        tenant = await run_in_threadpool(_find_tenant, services, sender)
+    except _UNAVAILABLE as exc:
+        raise _unavailable(exc) from exc
+    if tenant is None:
+        raise ApiError(404, "unknown_sender", f"No tenant uses the WhatsApp sender {sender}.")
+    structlog.contextvars.bind_contextvars(tenant=tenant.slug)
+    url = services.settings.public_url(request.url.path)
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get("X-Twilio-Signature")
+    if not is_valid_signature(tenant.twilio_auth_token, url, form, signature):
+        log.warning("rejected webhook: bad signature", has_signature=bool(signature), url=url)
+        raise ApiError(403, "invalid_signature", "X-Twilio-Signature is missing or wrong.")
+    return tenant, form
+
+
 def _find_tenant(services: Services, sender: str) -> Tenant | None:
     with services.pool.connection() as conn:
         return repo.tenant_by_sender(conn, sender)
 
 
-def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str) -> Message | None:
+class _Duplicate(Exception):
+    pass
+
+
+def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str) -> Message:
     """Store the message with its user and conversation in one transaction."""
     with services.pool.connection() as conn, conn.transaction():
         user = repo.upsert_user(
@@ -74,10 +131,6 @@ def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str
         return message
 
 
-class _Duplicate(Exception):
-    pass
-
-
 def _enqueue(services: Services, message: Message) -> bool:
     try:
         enqueue_turn(services.redis, services.settings, message.id, message.correlation_id)
@@ -92,63 +145,57 @@ def _enqueue(services: Services, message: Message) -> bool:
 @router.post(
     "/webhooks/inbound",
     response_class=Response,
-    responses={
-        200: {"content": {"text/xml": {}}, "description": "Accepted (or a replay, dropped)"},
-        400: {"description": "Not a WhatsApp message form"},
-        403: {"description": "Missing or wrong X-Twilio-Signature"},
-        404: {"description": "No tenant owns the `To` sender"},
-        503: {"description": "The database is unavailable; Twilio may retry"},
-    },
+    responses={200: {"content": {"text/xml": {}}, "description": "Accepted (or a replay)"}}
+    | _RESPONSES,
 )
 async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
-    """Accept one WhatsApp message from Twilio."""
+    """Accept one WhatsApp message from Twilio (a `MessageSid` seen before is dropped)."""
     cid = new_correlation_id()
     bind_correlation_id(cid)
-    try:
-        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    except Exception as exc:  # a body that is not a form at all
-        raise ApiError(400, "invalid_form", "The body must be a URL-encoded form.") from exc
-    sender = (form.get("To") or "").strip()
-    if not sender:
-        raise ApiError(400, "invalid_message", "The form has no To; Twilio always sends one.")
-    try:
-        tenant = await run_in_threadpool(_find_tenant, services, sender)
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise _unavailable(exc) from exc
-    if tenant is None:
-        raise ApiError(404, "unknown_sender", f"No tenant uses the WhatsApp sender {sender}.")
-    structlog.contextvars.bind_contextvars(tenant=tenant.slug)
-
-    url = services.settings.public_url(request.url.path)
-    if request.url.query:
-        url += "?" + request.url.query
-    signature = request.headers.get("X-Twilio-Signature")
-    if not is_valid_signature(tenant.twilio_auth_token, url, form, signature):
-        log.warning("rejected webhook: bad signature", has_signature=bool(signature), url=url)
-        raise ApiError(403, "invalid_signature", "X-Twilio-Signature is missing or wrong.")
-
+    tenant, form = await _signed_form(request, services, "To")
     try:
         inbound = parse_inbound(form)
     except InvalidInboundError as exc:
         raise ApiError(400, "invalid_message", str(exc)) from exc
     structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid)
-
     try:
         message = await run_in_threadpool(_store, services, tenant, inbound, cid)
     except _Duplicate:
         log.info("duplicate MessageSid acknowledged and dropped")
         return _twiml()
-    except (psycopg.OperationalError, PoolTimeout) as exc:
+    except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
-    assert message is not None
     structlog.contextvars.bind_contextvars(message_id=message.id)
     enqueued = await run_in_threadpool(_enqueue, services, message)
     log.info("inbound stored", kind=inbound.kind, enqueued=enqueued)
     return _twiml()
 
 
-def _unavailable(exc: Exception) -> ApiError:
-    log.error("database unavailable", error=str(exc))
-    return ApiError(
-        503, "database_unavailable", "The database is unavailable; try again shortly.", retry=5
-    )
+def _apply_status(
+    services: Services, tenant: Tenant, sid: str, status: str, code: int | None
+) -> bool:
+    with services.pool.connection() as conn, conn.transaction():
+        return repo.apply_status(conn, tenant.id, sid, status, code)
+
+
+@router.post("/webhooks/status", status_code=204, responses=_RESPONSES)
+async def status_callback(request: Request, services: ServicesDep) -> Response:
+    """Record a delivery status Twilio reports for one of our messages."""
+    bind_correlation_id(new_correlation_id())
+    tenant, form = await _signed_form(request, services, "From")
+    sid = (form.get("MessageSid") or "").strip()
+    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+    if not sid:
+        raise ApiError(400, "invalid_status", "The form has no MessageSid.")
+    if status not in TWILIO_STATUSES:
+        raise ApiError(400, "invalid_status", f"Unknown MessageStatus {status!r}.")
+    raw_code = (form.get("ErrorCode") or "").strip()
+    if raw_code and not raw_code.isdigit():
+        raise ApiError(400, "invalid_status", "ErrorCode must be a number.")
+    code = int(raw_code) if raw_code else None
+    try:
+        applied = await run_in_threadpool(_apply_status, services, tenant, sid, status, code)
+    except _UNAVAILABLE as exc:
+        raise _unavailable(exc) from exc
+    log.info("delivery status", provider_sid=sid, status=status, error_code=code, applied=applied)
+    return Response(status_code=204)

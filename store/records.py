@@ -21,6 +21,9 @@ class Tenant:
     default_locale: str
     timezone: str
     persona: str
+    typing_indicator: bool
+    closed_window_template_sid: str | None
+    closed_window_template_variables: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class User:
     address: str
     profile_name: str | None
     locale: str | None
+    opted_out_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Conversation:
     user_id: UUID
     state: str
     thread_id: str
+    last_inbound_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,10 @@ class Message:
     media: list[dict[str, Any]]
     status: str
     error: str | None
+    error_code: int | None
+    purpose: str
+    template_sid: str | None
+    attempts: int
     correlation_id: str
     created_at: datetime
     enqueued_at: datetime | None

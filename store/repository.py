@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from store.records import Conversation, Message, Tenant, User
@@ -31,6 +31,14 @@ def _one(conn: psycopg.Connection, record: type[T], sql: str, params: Sequence[A
     with conn.cursor(row_factory=class_row(record)) as cur:
         cur.execute(sql, params)  # type: ignore[arg-type]
         return cur.fetchone()
+
+
+def _value(conn: psycopg.Connection, sql: str, params: Sequence[Any]) -> Any:
+    """Return the first column of the first row, or None (whatever the connection's rows are)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(sql, params)  # type: ignore[arg-type]
+        row = cur.fetchone()
+        return row[0] if row else None
 
 
 def _all(conn: psycopg.Connection, record: type[T], sql: str, params: Sequence[Any]) -> list[T]:
@@ -53,23 +61,31 @@ def upsert_tenant(
     default_locale: str = "pt-BR",
     timezone: str = "America/Sao_Paulo",
     persona: str = "",
+    typing_indicator: bool = True,
+    closed_window_template_sid: str | None = None,
+    closed_window_template_variables: dict[str, str] | None = None,
 ) -> Tenant:
     """Create the tenant `slug`, or update it in place."""
     tenant = _one(
         conn,
         Tenant,
         f"""insert into tenants (slug, name, whatsapp_sender, twilio_account_sid,
-                twilio_auth_token, default_locale, timezone, persona)
-            values (%s, %s, %s, %s, %s, %s, %s, %s)
+                twilio_auth_token, default_locale, timezone, persona, typing_indicator,
+                closed_window_template_sid, closed_window_template_variables)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             on conflict (slug) do update set name = excluded.name,
                 whatsapp_sender = excluded.whatsapp_sender,
                 twilio_account_sid = excluded.twilio_account_sid,
                 twilio_auth_token = excluded.twilio_auth_token,
                 default_locale = excluded.default_locale, timezone = excluded.timezone,
-                persona = excluded.persona, updated_at = now()
+                persona = excluded.persona, typing_indicator = excluded.typing_indicator,
+                closed_window_template_sid = excluded.closed_window_template_sid,
+                closed_window_template_variables = excluded.closed_window_template_variables,
+                updated_at = now()
             returning {_TENANT}""",
         (slug, name, whatsapp_sender, twilio_account_sid, twilio_auth_token,
-         default_locale, timezone, persona),
+         default_locale, timezone, persona, typing_indicator, closed_window_template_sid,
+         Jsonb(closed_window_template_variables or {})),
     )  # fmt: skip
     assert tenant is not None
     return tenant
@@ -186,18 +202,19 @@ def insert_outbound(
     from_address: str,
     to_address: str,
     correlation_id: str,
+    purpose: str = "reply",
 ) -> Message:
-    """Queue a reply in the outbox; a second call with the same key returns the first row."""
+    """Queue a message in the outbox; a second call with the same key returns the first row."""
     inserted = _one(
         conn,
         Message,
         f"""insert into messages (tenant_id, conversation_id, direction, idempotency_key,
-                body, from_address, to_address, status, correlation_id)
-            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s)
+                body, from_address, to_address, status, correlation_id, purpose)
+            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s, %s)
             on conflict (tenant_id, idempotency_key) do nothing
             returning {_MSG}""",
         (tenant_id, conversation_id, idempotency_key, body, from_address, to_address,
-         correlation_id),
+         correlation_id, purpose),
     )  # fmt: skip
     if inserted is not None:
         return inserted
@@ -243,11 +260,8 @@ def conversation_messages(conn: psycopg.Connection, conversation_id: UUID) -> li
 
 
 def mark_enqueued(conn: psycopg.Connection, message_ids: Sequence[int]) -> None:
-    """Record that jobs exist for these messages."""
-    conn.execute(
-        "update messages set enqueued_at = now() where id = any(%s) and enqueued_at is null",
-        (list(message_ids),),
-    )
+    """Record when jobs were (last) queued for these messages."""
+    conn.execute("update messages set enqueued_at = now() where id = any(%s)", (list(message_ids),))
 
 
 def mark_processed(
@@ -260,36 +274,121 @@ def mark_processed(
     )
 
 
-def mark_sent(conn: psycopg.Connection, message_id: int, provider_sid: str, status: str) -> None:
-    """Record that Twilio accepted an outbound message."""
+def mark_sent(
+    conn: psycopg.Connection,
+    message_id: int,
+    provider_sid: str,
+    status: str,
+    template_sid: str | None = None,
+) -> None:
+    """Record that Twilio accepted an outbound message (a callback may already be ahead)."""
     conn.execute(
-        """update messages set provider_sid = %s, status = %s, error = null, processed_at = now()
+        """update messages set provider_sid = %s, template_sid = %s, error = null,
+               error_code = null, processed_at = now(), attempts = attempts + 1,
+               status = case when message_status_rank(status) < message_status_rank(%s)
+                             then %s else status end,
+               status_updated_at = now()
            where id = %s""",
-        (provider_sid, status, message_id),
+        (provider_sid, template_sid, status, status, message_id),
     )
 
 
-def mark_failed(conn: psycopg.Connection, message_id: int, error: str) -> None:
-    """Record that a message could not be handled, with a reason a person can read."""
+def mark_failed(
+    conn: psycopg.Connection,
+    message_id: int,
+    error: str,
+    *,
+    error_code: int | None = None,
+    status: str = "failed",
+) -> None:
+    """Close a message that could not be handled, with a reason a person can read."""
     conn.execute(
-        "update messages set status = 'failed', error = %s, processed_at = now() where id = %s",
-        (error, message_id),
+        """update messages set status = %s, error = %s, error_code = %s, processed_at = now(),
+               attempts = attempts + 1, status_updated_at = now()
+           where id = %s""",
+        (status, error, error_code, message_id),
     )
 
 
-def claim_unenqueued(
-    conn: psycopg.Connection, *, min_age_seconds: float, limit: int = 100
+def record_attempt(conn: psycopg.Connection, message_id: int, error: str, code: int | None) -> None:
+    """Note a failed send that will be retried."""
+    conn.execute(
+        "update messages set attempts = attempts + 1, error = %s, error_code = %s where id = %s",
+        (error, code, message_id),
+    )
+
+
+def apply_status(
+    conn: psycopg.Connection,
+    tenant_id: UUID,
+    provider_sid: str,
+    status: str,
+    error_code: int | None,
+) -> bool:
+    """Record a delivery status from Twilio; it applies only if it moves the message forward."""
+    updated = _value(
+        conn,
+        """update messages set status = %s, error_code = coalesce(%s, error_code),
+               status_updated_at = now()
+           where tenant_id = %s and provider_sid = %s and direction = 'outbound'
+             and message_status_rank(status) < message_status_rank(%s)
+           returning id""",
+        (status, error_code, tenant_id, provider_sid, status),
+    )
+    message_id = updated or _value(
+        conn,
+        "select id from messages where tenant_id = %s and provider_sid = %s",
+        (tenant_id, provider_sid),
+    )
+    conn.execute(
+        """insert into message_status_events
+               (tenant_id, message_id, provider_sid, status, error_code, applied)
+           values (%s, %s, %s, %s, %s, %s)""",
+        (tenant_id, message_id, provider_sid, status, error_code, updated is not None),
+    )
+    return updated is not None
+
+
+def first_pending_outbound(conn: psycopg.Connection, conversation_id: UUID) -> Message | None:
+    """Return the conversation's oldest outbound message still waiting to be sent."""
+    return _one(
+        conn,
+        Message,
+        f"""select {_MSG} from messages
+            where conversation_id = %s and direction = 'outbound' and status = 'pending'
+            order by id limit 1""",
+        (conversation_id,),
+    )
+
+
+def set_opted_out(conn: psycopg.Connection, user_id: UUID, opted_out: bool) -> None:
+    """Record the user's opt-out (STOP) or opt-in (START) choice."""
+    conn.execute(
+        """update users set opted_out_at = case when %s then coalesce(opted_out_at, now()) end,
+               updated_at = now()
+           where id = %s""",
+        (opted_out, user_id),
+    )
+
+
+def claim_overdue(
+    conn: psycopg.Connection,
+    *,
+    min_age_seconds: float,
+    stale_after_seconds: float,
+    limit: int = 100,
 ) -> list[Message]:
-    """Lock stored messages that never got a job (Redis was down, a process died)."""
+    """Lock messages whose job never ran or was lost (Redis down or wiped, a worker killed)."""
     return _all(
         conn,
         Message,
         f"""select {_MSG} from messages
-            where enqueued_at is null and status in ('received', 'pending')
-              and created_at < now() - make_interval(secs => %s)
+            where status in ('received', 'pending') and processed_at is null
+              and ((enqueued_at is null and created_at < now() - make_interval(secs => %s))
+                   or enqueued_at < now() - make_interval(secs => %s))
             order by id limit %s
             for update skip locked""",
-        (min_age_seconds, limit),
+        (min_age_seconds, stale_after_seconds, limit),
     )
 
 

@@ -67,7 +67,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[TwilioSandbox]:
     """The local Twilio REST API."""
-    with TwilioSandbox() as server:
+    with TwilioSandbox(auto_status=()) as server:
         yield server
 
 
@@ -137,6 +137,10 @@ def settings(
         "JOB_RETRIES": "0",
         "SWEEP_MIN_AGE_SECONDS": "0",
         "DB_POOL_TIMEOUT": "2",
+        "INBOUND_DEBOUNCE_SECONDS": "0",
+        "TYPING_AFTER_SECONDS": "0",
+        "TWILIO_STATUS_CALLBACKS": "false",
+        "SEND_BACKOFF_SECONDS": "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -32,9 +33,9 @@ class ScriptedModel:
             self._script.append(message)
         return self
 
-    def say(self, text: str) -> Self:
-        """Queue a plain text answer."""
-        return self._push({"content": text})
+    def say(self, text: str, *, delay: float = 0.0) -> Self:
+        """Queue a plain text answer, given after `delay` seconds (a slow model)."""
+        return self._push({"content": text, "delay": delay})
 
     def call_tool(self, name: str, args: dict[str, Any], id: str | None = None) -> Self:
         """Queue an answer that calls one tool with ``args``."""
@@ -65,7 +66,9 @@ class ScriptedModel:
                     f"scripted model has no response left for: {last_user_text(request)}"
                 )
             self.requests.append(request)
-            return self._script.popleft()
+            answer = dict(self._script.popleft())
+        time.sleep(answer.pop("delay", 0.0))
+        return answer
 
 
 def _tool_call(name: str, args: dict[str, Any], id: str | None = None) -> dict[str, Any]:
@@ -74,3 +77,43 @@ def _tool_call(name: str, args: dict[str, Any], id: str | None = None) -> dict[s
         "type": "function",
         "function": {"name": name, "arguments": json.dumps(args)},
     }
+
+
+class EchoModel:
+    """A model for many processes at once: it answers "re: <the turn's user messages>".
+
+    A user message containing `sleep=<seconds>` makes that answer slow. It records how many
+    answers were being prepared at once for each user (named in the system prompt), so tests can
+    check that one conversation never has two runs at the same time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self.max_concurrent: dict[str, int] = {}
+        self.turns: list[list[str]] = []
+        self.started = threading.Event()
+
+    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer with the user messages since the last assistant message."""
+        messages = request["messages"]
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        user = system.split("You help ", 1)[-1].split(" keep track", 1)[0]
+        turn: list[str] = []
+        for message in reversed(messages):
+            if message["role"] != "user":
+                break
+            turn.insert(0, str(message["content"]))
+        with self._lock:
+            self._running[user] = self._running.get(user, 0) + 1
+            self.max_concurrent[user] = max(self.max_concurrent.get(user, 0), self._running[user])
+            self.turns.append(turn)
+        self.started.set()
+        try:
+            for text in turn:
+                if "sleep=" in text:
+                    time.sleep(float(text.split("sleep=", 1)[1].split()[0]))
+            return {"content": "re: " + " | ".join(turn)}
+        finally:
+            with self._lock:
+                self._running[user] -= 1

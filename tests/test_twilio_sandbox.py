@@ -5,15 +5,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from channels.twilio_client import RedirectingHttpClient, make_twilio_client
@@ -328,11 +334,13 @@ def test_make_twilio_client_defaults_to_real_twilio() -> None:
     assert real.account_sid == ACCOUNT_SID
 
 
-def test_cli_serves_until_sigterm() -> None:
+@contextmanager
+def cli_sandbox(*args: str) -> Iterator[str]:
+    """Run ``python -m channels.twilio_sandbox`` and yield its URL; SIGTERM must end it."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     command = [sys.executable, "-m", "channels.twilio_sandbox", "--port", "0"]
     proc = subprocess.Popen(
-        [*command, "--account", f"{ACCOUNT_SID}:{AUTH_TOKEN}"],
+        [*command, "--account", f"{ACCOUNT_SID}:{AUTH_TOKEN}", *args],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -343,10 +351,425 @@ def test_cli_serves_until_sigterm() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("Twilio sandbox listening on http://127.0.0.1:"), line
-        url = line.rsplit(" ", 1)[1].strip()
-        cli_client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=url)
-        sid = send(cli_client)
-        assert [m["sid"] for m in httpx.get(f"{url}/sandbox/messages").json()] == [sid]
+        yield line.rsplit(" ", 1)[1].strip()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_cli_serves_until_sigterm() -> None:
+    with cli_sandbox() as url:
+        cli_client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=url)
+        sid = send(cli_client)
+        assert [m["sid"] for m in httpx.get(f"{url}/sandbox/messages").json()] == [sid]
+
+
+def test_cli_without_auto_status(receiver: Receiver) -> None:
+    with cli_sandbox("--no-auto-status") as url:
+        cli_client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=url)
+        sid = send_tracked(cli_client, f"{receiver.url}/status")
+        cli_client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=sid)
+        assert [t["message_id"] for t in httpx.get(f"{url}/sandbox/typing").json()] == [sid]
+
+        response = httpx.post(f"{url}/sandbox/status", json={"sid": sid, "status": "read"})
+        assert response.json()["http_status"] == 200
+        [post] = receiver.wait(1)
+        assert post["form"]["MessageStatus"] == "read"
+        assert RequestValidator(AUTH_TOKEN).validate(post["url"], post["form"], post["signature"])
+
+
+# -- typing indicators -------------------------------------------------------------
+
+
+def test_typing_indicator_through_client(sandbox: TwilioSandbox, client: Client) -> None:
+    sid = send(client)
+
+    indicator = client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=sid)
+
+    assert indicator.success is True
+    [typing] = sandbox.wait_for_typing(1, message_id=sid)
+    assert typing["account_sid"] == ACCOUNT_SID
+    assert typing["channel"] == "whatsapp"
+    assert isinstance(typing["at"], float)
+    assert sandbox.typing_indicators == [typing]
+
+
+def test_typing_indicator_accepts_inbound_media_sids(
+    sandbox: TwilioSandbox, client: Client
+) -> None:
+    # The SIDs of inbound messages were never created through the sandbox.
+    client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id="MM" + "a" * 32)
+    assert [t["message_id"] for t in sandbox.typing_indicators] == ["MM" + "a" * 32]
+
+
+@pytest.mark.parametrize(
+    ("form", "fragment"),
+    [
+        ({"channel": "whatsapp"}, "messageId"),
+        ({"channel": "whatsapp", "messageId": ""}, "messageId"),
+        ({"channel": "sms", "messageId": "SM" + "1" * 32}, "channel"),
+        ({"messageId": "SM" + "1" * 32}, "channel"),
+        ({"channel": "whatsapp", "messageId": "wamid.123"}, "messageId"),
+    ],
+)
+def test_typing_indicator_validation(
+    sandbox: TwilioSandbox, form: dict[str, str], fragment: str
+) -> None:
+    response = httpx.post(
+        f"{sandbox.url}/v2/Indicators/Typing.json", data=form, auth=(ACCOUNT_SID, AUTH_TOKEN)
+    )
+    assert response.status_code == 400
+    error = response.json()
+    assert (error["status"], error["code"]) == (400, 20001)
+    assert fragment in error["message"]
+    assert sandbox.typing_indicators == []
+
+
+def test_typing_indicator_validation_through_client(sandbox: TwilioSandbox, client: Client) -> None:
+    with pytest.raises(TwilioRestException) as info:
+        client.messaging.v2.typing_indicator.create(channel="sms", message_id=send(client))
+    assert (info.value.status, info.value.code) == (400, 20001)
+    assert sandbox.typing_indicators == []
+
+
+def test_typing_indicator_rejects_wrong_auth(sandbox: TwilioSandbox) -> None:
+    for sid, token in ((ACCOUNT_SID, "wrong-token"), ("AC" + "9" * 32, AUTH_TOKEN)):
+        bad = make_twilio_client(sid, token, api_base_url=sandbox.url)
+        with pytest.raises(TwilioRestException) as info:
+            bad.messaging.v2.typing_indicator.create(channel="whatsapp", message_id="SM" + "1" * 32)
+        assert (info.value.status, info.value.code) == (401, 20003)
+    missing = httpx.post(
+        f"{sandbox.url}/v2/Indicators/Typing.json",
+        data={"channel": "whatsapp", "messageId": "SM" + "1" * 32},
+    )
+    assert missing.status_code == 401
+    assert sandbox.typing_indicators == []
+
+
+def test_typing_indicator_accepts_any_known_account() -> None:
+    other_sid, other_token = "AC" + "2" * 32, "other-token"
+    with TwilioSandbox(accounts={ACCOUNT_SID: AUTH_TOKEN, other_sid: other_token}) as running:
+        for sid, token in ((ACCOUNT_SID, AUTH_TOKEN), (other_sid, other_token)):
+            typing = make_twilio_client(sid, token, api_base_url=running.url)
+            typing.messaging.v2.typing_indicator.create(channel="whatsapp", message_id="SM1")
+        assert [t["account_sid"] for t in running.typing_indicators] == [ACCOUNT_SID, other_sid]
+
+    with TwilioSandbox() as open_sandbox:
+        anyone = make_twilio_client("AC" + "3" * 32, "whatever", api_base_url=open_sandbox.url)
+        assert anyone.messaging.v2.typing_indicator.create(channel="whatsapp", message_id="SM1")
+        assert len(open_sandbox.typing_indicators) == 1
+
+
+def test_injected_typing_error(sandbox: TwilioSandbox, client: Client) -> None:
+    sid = send(client)
+    sandbox.inject_error(20429, status=429, endpoint="typing")
+    send(client)  # message creation is unaffected
+
+    with pytest.raises(TwilioRestException) as info:
+        client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=sid)
+    assert (info.value.status, info.value.code) == (429, 20429)
+    assert client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=sid).success
+    assert len(sandbox.typing_indicators) == 1
+
+    with pytest.raises(ValueError):
+        sandbox.inject_error(20429, endpoint="typing", to=TO)
+    with pytest.raises(ValueError):
+        sandbox.inject_error(20429, endpoint="calls")
+
+
+def test_wait_for_typing_times_out(sandbox: TwilioSandbox) -> None:
+    with pytest.raises(TimeoutError, match="expected at least 1 typing indicator"):
+        sandbox.wait_for_typing(1, timeout=0.2)
+
+
+# -- status callbacks --------------------------------------------------------------
+
+
+class Receiver:
+    """A stdlib HTTP server that records the webhooks posted to it."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.answer = 200
+        self.holds: dict[str, threading.Event] = {}
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                form = dict(parse_qsl(body.decode(), keep_blank_values=True))
+                with receiver._cond:
+                    receiver.posts.append(
+                        {
+                            "url": receiver.url + self.path,
+                            "form": form,
+                            "signature": self.headers.get("X-Twilio-Signature"),
+                            "content_type": self.headers.get("Content-Type"),
+                        }
+                    )
+                    receiver._cond.notify_all()
+                    hold = receiver.holds.get(form.get("MessageStatus", ""))
+                if hold is not None:
+                    hold.wait(10)
+                self.send_response(receiver.answer)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Return the posts once at least ``count`` have arrived."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.posts) >= count, timeout=timeout):
+                raise TimeoutError(f"expected {count} webhook(s), got {len(self.posts)}")
+            return list(self.posts)
+
+    def statuses(self, sid: str) -> list[str]:
+        with self._cond:
+            return [
+                p["form"]["MessageStatus"] for p in self.posts if p["form"]["MessageSid"] == sid
+            ]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    thread = threading.Thread(
+        target=running.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    yield running
+    for hold in running.holds.values():
+        hold.set()
+    running.server.shutdown()
+    running.server.server_close()
+
+
+@pytest.fixture
+def manual_sandbox() -> Iterator[TwilioSandbox]:
+    """A sandbox that posts no status callbacks by itself."""
+    with TwilioSandbox(accounts={ACCOUNT_SID: AUTH_TOKEN}, auto_status=()) as running:
+        yield running
+
+
+def send_tracked(client: Client, callback: str, to: str = TO) -> str:
+    return client.messages.create(to=to, from_=FROM, body="hi", status_callback=callback).sid
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/status"
+
+
+def test_auto_status_callbacks_arrive_in_order_and_signed(
+    sandbox: TwilioSandbox, client: Client, receiver: Receiver
+) -> None:
+    callback = f"{receiver.url}/twilio/status?tenant=t1"
+    sid = send_tracked(client, callback)
+
+    posts = receiver.wait(2)
+    assert [p["form"]["MessageStatus"] for p in posts] == ["sent", "delivered"]
+    validator = RequestValidator(AUTH_TOKEN)
+    for post in posts:
+        assert post["url"] == callback
+        assert post["content_type"] == "application/x-www-form-urlencoded"
+        assert validator.validate(callback, post["form"], post["signature"]) is True
+        assert not RequestValidator("wrong-token").validate(
+            callback, post["form"], post["signature"]
+        )
+    form = posts[0]["form"]
+    assert form["MessageSid"] == form["SmsSid"] == sid
+    assert form["SmsStatus"] == "sent"
+    assert (form["AccountSid"], form["From"], form["To"]) == (ACCOUNT_SID, FROM, TO)
+    assert (form["ApiVersion"], form["ChannelPrefix"]) == ("2010-04-01", "whatsapp")
+    assert "ErrorCode" not in form
+
+    attempts = sandbox.wait_for_status_callbacks(2, sid=sid)
+    assert [(a["status"], a["http_status"], a["error"]) for a in attempts] == [
+        ("sent", 200, None),
+        ("delivered", 200, None),
+    ]
+    assert attempts[0]["url"] == callback
+    assert sandbox.messages[0]["status"] == "delivered"
+    assert client.messages(sid).fetch().status == "delivered"
+
+
+def test_callbacks_signed_with_request_password_without_accounts(receiver: Receiver) -> None:
+    with TwilioSandbox() as open_sandbox:
+        anyone = make_twilio_client("AC" + "4" * 32, "any-token", api_base_url=open_sandbox.url)
+        send_tracked(anyone, f"{receiver.url}/status")
+        for post in receiver.wait(2):
+            assert RequestValidator("any-token").validate(
+                post["url"], post["form"], post["signature"]
+            )
+
+
+def test_send_status_failed_with_error_code(
+    manual_sandbox: TwilioSandbox, receiver: Receiver
+) -> None:
+    client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=manual_sandbox.url)
+    sid = send_tracked(client, f"{receiver.url}/status")
+
+    assert manual_sandbox.send_status(sid, "failed", error_code=30008) == 200
+
+    [post] = receiver.wait(1)
+    form = post["form"]
+    assert (form["MessageStatus"], form["SmsStatus"]) == ("failed", "failed")
+    assert (form["ErrorCode"], form["ErrorMessage"]) == ("30008", "Unknown error")
+    assert RequestValidator(AUTH_TOKEN).validate(post["url"], form, post["signature"])
+    fetched = client.messages(sid).fetch()
+    assert (fetched.status, fetched.error_code, fetched.error_message) == (
+        "failed",
+        30008,
+        "Unknown error",
+    )
+    [attempt] = manual_sandbox.status_callbacks
+    assert (attempt["sid"], attempt["status"], attempt["http_status"]) == (sid, "failed", 200)
+    assert attempt["params"]["ErrorCode"] == "30008"
+
+
+def test_send_status_reports_receiver_answer_and_url_override(
+    manual_sandbox: TwilioSandbox, receiver: Receiver
+) -> None:
+    client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=manual_sandbox.url)
+    untracked = send(client)
+    receiver.answer = 500
+
+    assert manual_sandbox.send_status(untracked, "undelivered", url=f"{receiver.url}/x") == 500
+    [post] = receiver.wait(1)
+    assert post["url"] == f"{receiver.url}/x"
+    assert post["form"]["ErrorCode"] == "30008"
+    assert manual_sandbox.messages[0]["status"] == "undelivered"
+
+    with pytest.raises(KeyError):
+        manual_sandbox.send_status("SM" + "0" * 32, "sent")
+    with pytest.raises(ValueError, match="no StatusCallback"):
+        manual_sandbox.send_status(untracked, "sent")
+    with pytest.raises(ValueError, match="unknown message status"):
+        manual_sandbox.send_status(untracked, "teleported", url=receiver.url)
+    with pytest.raises(ValueError, match="error_code"):
+        manual_sandbox.send_status(untracked, "delivered", error_code=30003, url=receiver.url)
+    assert len(receiver.posts) == 1
+
+
+def test_receiver_down_does_not_break_sandbox(sandbox: TwilioSandbox, client: Client) -> None:
+    dead = closed_port_url()
+    sid = send_tracked(client, dead)
+
+    attempts = sandbox.wait_for_status_callbacks(2, sid=sid)
+    assert [a["status"] for a in attempts] == ["sent", "delivered"]
+    assert all(a["http_status"] is None and a["error"] for a in attempts)
+    assert sandbox.messages[0]["status"] == "delivered"
+
+    with pytest.raises(httpx.HTTPError):
+        sandbox.send_status(sid, "read")
+    assert sandbox.messages[0]["status"] == "read"
+    response = httpx.post(f"{sandbox.url}/sandbox/status", json={"sid": sid, "status": "read"})
+    assert (response.status_code, response.json()["code"]) == (502, 11200)
+
+    assert send(client)
+    assert httpx.get(f"{sandbox.url}/healthz").json() == {"status": "ok"}
+
+
+def test_no_auto_status_sends_nothing(manual_sandbox: TwilioSandbox, receiver: Receiver) -> None:
+    client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=manual_sandbox.url)
+    sid = send_tracked(client, f"{receiver.url}/status")
+    with pytest.raises(TimeoutError):
+        receiver.wait(1, timeout=0.3)
+    assert manual_sandbox.status_callbacks == []
+    assert manual_sandbox.messages[0]["status"] == "queued"
+
+    manual_sandbox.send_status(sid, "sent")
+    assert receiver.statuses(sid) == ["sent"]
+
+
+def test_manual_status_ends_automatic_progression(
+    sandbox: TwilioSandbox, client: Client, receiver: Receiver
+) -> None:
+    release = receiver.holds["sent"] = threading.Event()
+    sid = send_tracked(client, f"{receiver.url}/status")
+    receiver.wait(1)  # "sent" is being delivered and held by the receiver
+
+    assert sandbox.send_status(sid, "failed", error_code=30003) == 200
+    release.set()
+    # The worker handles messages in order, so once this one's callbacks arrive, the
+    # first message's progression has finished.
+    del receiver.holds["sent"]
+    later = send_tracked(client, f"{receiver.url}/status", to=OTHER)
+    sandbox.wait_for_status_callbacks(2, sid=later)
+
+    assert receiver.statuses(sid) == ["sent", "failed"]
+    assert sandbox.messages[0]["status"] == "failed"
+    assert sandbox.messages[0]["error_code"] == 30003
+
+
+def test_stop_does_not_wait_for_slow_receiver(receiver: Receiver) -> None:
+    receiver.holds["sent"] = threading.Event()
+    running = TwilioSandbox(accounts={ACCOUNT_SID: AUTH_TOKEN}, status_delay=0.0).start()
+    client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=running.url)
+    send_tracked(client, f"{receiver.url}/status")
+    receiver.wait(1)
+    running.stop()  # returns although the "sent" callback is still waiting for an answer
+
+
+def test_reset_forgets_typing_and_callbacks(
+    manual_sandbox: TwilioSandbox, receiver: Receiver
+) -> None:
+    client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=manual_sandbox.url)
+    sid = send_tracked(client, f"{receiver.url}/status")
+    client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=sid)
+    manual_sandbox.send_status(sid, "sent")
+    manual_sandbox.reset()
+    assert manual_sandbox.typing_indicators == [] and manual_sandbox.status_callbacks == []
+
+
+def test_status_and_typing_control_endpoints(
+    manual_sandbox: TwilioSandbox, receiver: Receiver
+) -> None:
+    client = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, api_base_url=manual_sandbox.url)
+    sid = send_tracked(client, f"{receiver.url}/status")
+    client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=sid)
+
+    with httpx.Client(base_url=manual_sandbox.url) as http:
+        [typing] = http.get("/sandbox/typing", params={"message_id": sid}).json()
+        assert (typing["account_sid"], typing["channel"]) == (ACCOUNT_SID, "whatsapp")
+        assert http.get("/sandbox/typing", params={"message_id": "SM0"}).json() == []
+
+        sent = http.post("/sandbox/status", json={"sid": sid, "status": "delivered"})
+        assert sent.status_code == 200
+        assert sent.json() == {"sid": sid, "status": "delivered", "http_status": 200}
+        failed = http.post(
+            "/sandbox/status", json={"sid": sid, "status": "failed", "error_code": 63024}
+        )
+        assert failed.status_code == 200
+        posts = receiver.wait(2)
+        assert [p["form"]["MessageStatus"] for p in posts] == ["delivered", "failed"]
+        assert posts[1]["form"]["ErrorCode"] == "63024"
+
+        listed = http.get("/sandbox/status", params={"sid": sid}).json()
+        assert [(c["status"], c["http_status"]) for c in listed] == [
+            ("delivered", 200),
+            ("failed", 200),
+        ]
+
+        unknown = http.post("/sandbox/status", json={"sid": "SM" + "0" * 32, "status": "sent"})
+        assert (unknown.status_code, unknown.json()["code"]) == (404, 20404)
+        for bad in ({"sid": sid}, {"sid": sid, "status": "nope"}, [1]):
+            response = http.post("/sandbox/status", json=bad)
+            assert (response.status_code, response.json()["code"]) == (400, 20001)
+        assert http.post("/sandbox/status", content=b"{").status_code == 400
+
+        injected = http.post("/sandbox/errors", json={"code": 20500, "endpoint": "typing"})
+        assert injected.status_code == 201 and injected.json()["endpoint"] == "typing"
+        with pytest.raises(TwilioRestException) as info:
+            client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=sid)
+        assert info.value.code == 20500

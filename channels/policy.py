@@ -1,0 +1,83 @@
+"""What the WhatsApp channel decides on its own: opt-out keywords, notices, Twilio error codes."""
+
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+
+from graphs.state import Language
+
+OPT_OUT_WORDS = frozenset({"stop", "parar", "sair", "cancelar"})
+OPT_IN_WORDS = frozenset({"start", "voltar"})
+
+
+def _keyword(body: str) -> str:
+    text = unicodedata.normalize("NFKC", body).strip().strip(".!").strip().lower()
+    return text if re.fullmatch(r"[a-z]+", text) else ""
+
+
+def is_opt_out(body: str) -> bool:
+    """Whether the message is an opt-out keyword alone (STOP, PARAR, SAIR, CANCELAR; any case)."""
+    return _keyword(body) in OPT_OUT_WORDS
+
+
+def is_opt_in(body: str) -> bool:
+    """Whether the message is an opt-in keyword alone (START, VOLTAR; any case)."""
+    return _keyword(body) in OPT_IN_WORDS
+
+
+NOTICES: dict[str, dict[Language, str]] = {
+    "opt_out": {
+        "pt": "Pronto, você não vai mais receber mensagens minhas. Se mudar de ideia, "
+        "é só enviar VOLTAR.",
+        "en": "Done, you will not get any more messages from me. If you change your mind, "
+        "just send START.",
+    },
+    "opt_in": {
+        "pt": "Que bom ter você de volta! Como posso ajudar?",
+        "en": "Welcome back! How can I help?",
+    },
+    "unsupported": {
+        "pt": "Desculpe, ainda não consigo entender esse tipo de mensagem. "
+        "Pode me escrever em texto?",
+        "en": "Sorry, I can't understand this kind of message yet. Could you write it as text?",
+    },
+    "audio": {
+        "pt": "Recebi seu áudio, mas ainda não consigo ouvi-lo. Pode me escrever em texto?",
+        "en": "I got your voice note, but I can't listen to it yet. Could you write it as text?",
+    },
+    "media": {
+        "pt": "Recebi seu arquivo, mas ainda não consigo abri-lo. Pode me contar em texto?",
+        "en": "I got your file, but I can't open it yet. Could you tell me in text?",
+    },
+}
+
+
+class SendOutcome(enum.Enum):
+    """What to do after Twilio refused a message."""
+
+    RETRY = "retry"
+    """Transient (network, 5xx, 429, 63018 rate limit): retry with backoff."""
+
+    TEMPLATE = "template"
+    """Outside the 24-hour window (63016): send the tenant's approved template instead."""
+
+    FAIL = "fail"
+    """Permanent (21610, 21211, 21614, 63003 and any other): fail now, no retry."""
+
+
+RATE_LIMITED = 63018
+OUTSIDE_WINDOW = 63016
+UNSUBSCRIBED = 21610
+
+
+def classify_twilio_error(status: int | None, code: int | None) -> SendOutcome:
+    """Decide the fate of a failed send from Twilio's HTTP status and error code."""
+    if code == OUTSIDE_WINDOW:
+        return SendOutcome.TEMPLATE
+    if code == RATE_LIMITED or status == 429 or (status is not None and status >= 500):
+        return SendOutcome.RETRY
+    if status is None and code is None:  # the request never got an answer
+        return SendOutcome.RETRY
+    return SendOutcome.FAIL

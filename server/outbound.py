@@ -1,0 +1,203 @@
+"""The `send_whatsapp_message` job: send one outbox row through Twilio, once, in order.
+
+A conversation's outbound messages leave one at a time in outbox order: a job sends only the
+oldest pending row and then queues the next. Before calling Twilio it checks the user's opt-out,
+the 24-hour window and the sender's rate; afterwards Twilio's error code decides: retry with
+backoff, fall back to the tenant's approved template, or fail with the reason kept on the row.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import requests
+import structlog
+from rq import Queue
+from twilio.base.exceptions import TwilioException, TwilioRestException
+
+from channels.policy import UNSUBSCRIBED, SendOutcome, classify_twilio_error
+from channels.ratelimit import SenderRateLimiter
+from server.jobcommon import connect, redis_for, twilio_for
+from server.logs import bind_correlation_id
+from server.queueing import SEND_JOB, enqueue_send
+from server.settings import QUEUE_SEND, Settings, get_settings
+from store import repository as repo
+from store.records import Conversation, Message, Tenant, User
+
+log = structlog.get_logger(__name__)
+
+Conn = psycopg.Connection[Any]
+WINDOW = timedelta(hours=24)
+_COMPLIANCE = frozenset({"opt_out", "opt_in"})
+"""Purposes that go out even to a user who opted out (the confirmation of that choice)."""
+
+
+class _Retry(Exception):
+    def __init__(self, error: str, code: int | None) -> None:
+        super().__init__(error)
+        self.error, self.code = error, code
+
+
+def send_whatsapp_message(message_id: int, correlation_id: str, attempt: int = 0) -> str:
+    """Send outbound message `message_id`, unless it was sent, suppressed or failed already."""
+    settings = get_settings()
+    bind_correlation_id(
+        correlation_id, message_id=message_id, job="send_whatsapp_message", attempt=attempt
+    )
+    with connect(settings) as conn:
+        try:
+            with conn.transaction():
+                message = repo.message_by_id(conn, message_id, lock=True)
+                if message is None or message.direction != "outbound":
+                    log.warning("no such outbound message; nothing to do")
+                    return "missing"
+                if message.status != "pending":
+                    log.info("already handled", status=message.status)
+                    return message.status
+                first = repo.first_pending_outbound(conn, message.conversation_id)
+                if first is not None and first.id != message.id:
+                    log.info(
+                        "an earlier message goes first; it will queue this one", first=first.id
+                    )
+                    return "waiting"
+                outcome = _send(conn, settings, message)
+        except _Retry as retry:
+            return _retry_or_fail(conn, settings, message_id, correlation_id, attempt, retry)
+        _queue_next(conn, settings, message.conversation_id)
+        return outcome
+
+
+def _send(conn: Conn, settings: Settings, message: Message) -> str:
+    conversation = repo.conversation_by_id(conn, message.conversation_id)
+    tenant = repo.tenant_by_id(conn, message.tenant_id)
+    user = repo.user_by_id(conn, conversation.user_id) if conversation else None
+    assert conversation is not None and tenant is not None and user is not None
+    if user.opted_out_at is not None and message.purpose not in _COMPLIANCE:
+        repo.mark_failed(conn, message.id, "Not sent: the user opted out (STOP).",
+                         status="suppressed")  # fmt: skip
+        log.info("suppressed: the user opted out")
+        return "suppressed"
+    template = _window_closed(conversation)
+    if template and not tenant.closed_window_template_sid:
+        repo.mark_failed(conn, message.id, _NO_TEMPLATE, error_code=63016)
+        log.warning("not sent: the 24-hour window is closed and there is no template")
+        return "failed"
+    return _create(conn, settings, message, tenant, user, use_template=template)
+
+
+_NO_TEMPLATE = (
+    "Not sent: the user's last message is more than 24 hours old (WhatsApp's window is closed) "
+    "and the tenant has no approved template (closed_window_template_sid) to send instead."
+)
+
+
+def _window_closed(conversation: Conversation) -> bool:
+    last = conversation.last_inbound_at
+    return last is None or datetime.now(UTC) - last > WINDOW
+
+
+def _create(
+    conn: Conn,
+    settings: Settings,
+    message: Message,
+    tenant: Tenant,
+    user: User,
+    *,
+    use_template: bool,
+) -> str:
+    SenderRateLimiter(redis_for(settings), settings.send_rate_per_second).acquire(
+        tenant.whatsapp_sender
+    )
+    options: dict[str, Any] = {"to": message.to_address, "from_": message.from_address}
+    if settings.status_callback_url:
+        options["status_callback"] = settings.status_callback_url
+    if use_template:
+        options |= {
+            "content_sid": tenant.closed_window_template_sid,
+            "content_variables": json.dumps(tenant.closed_window_template_variables),
+        }
+    else:
+        options["body"] = message.body
+    client = twilio_for(settings, tenant)
+    try:
+        sent = client.messages.create(**options)
+    except (TwilioException, requests.RequestException) as exc:
+        status, code = _status_and_code(exc)
+        outcome = classify_twilio_error(status, code)
+        error = _describe(exc)
+        if outcome is SendOutcome.RETRY:
+            raise _Retry(error, code) from exc
+        if (
+            outcome is SendOutcome.TEMPLATE
+            and not use_template
+            and tenant.closed_window_template_sid
+        ):
+            log.info("outside the 24-hour window; sending the tenant's template")
+            return _create(conn, settings, message, tenant, user, use_template=True)
+        if outcome is SendOutcome.TEMPLATE:
+            error = _NO_TEMPLATE if not tenant.closed_window_template_sid else error
+        if code == UNSUBSCRIBED:
+            repo.set_opted_out(conn, user.id, opted_out=True)
+        repo.mark_failed(conn, message.id, error, error_code=code)
+        log.error("send failed", error=error, code=code)
+        return "failed"
+    template_sid = tenant.closed_window_template_sid if use_template else None
+    repo.mark_sent(conn, message.id, str(sent.sid), str(sent.status or "queued"), template_sid)
+    log.info("sent", provider_sid=sent.sid, status=sent.status, template=bool(template_sid))
+    return "sent"
+
+
+def _status_and_code(exc: Exception) -> tuple[int | None, int | None]:
+    if isinstance(exc, TwilioRestException):
+        return exc.status, exc.code
+    return None, None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, TwilioRestException):
+        return f"Twilio error {exc.code} (HTTP {exc.status}): {exc.msg}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def backoff(settings: Settings, attempt: int) -> float:
+    """Seconds before retry `attempt + 1`: exponential, capped, with full jitter on the top half."""
+    ceiling = min(settings.send_backoff_max_seconds, settings.send_backoff_seconds * 2**attempt)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _retry_or_fail(
+    conn: Conn, settings: Settings, message_id: int, cid: str, attempt: int, retry: _Retry
+) -> str:
+    if attempt + 1 >= settings.send_max_attempts:
+        repo.mark_failed(conn, message_id, f"{retry.error} (gave up after {attempt + 1} tries)",
+                         error_code=retry.code)  # fmt: skip
+        log.error("send failed for good", error=retry.error, attempts=attempt + 1)
+        message = repo.message_by_id(conn, message_id)
+        if message is not None:
+            _queue_next(conn, settings, message.conversation_id)
+        return "failed"
+    repo.record_attempt(conn, message_id, retry.error, retry.code)
+    delay = backoff(settings, attempt)
+    Queue(QUEUE_SEND, connection=redis_for(settings)).enqueue_in(
+        timedelta(seconds=delay),
+        SEND_JOB,
+        args=(message_id, cid, attempt + 1),
+        job_timeout=60,
+        meta={"correlation_id": cid},
+        description=f"send message {message_id} (try {attempt + 2})",
+    )
+    repo.mark_enqueued(conn, [message_id])
+    log.warning("send failed; retrying", error=retry.error, delay=round(delay, 2))
+    return "retrying"
+
+
+def _queue_next(conn: Conn, settings: Settings, conversation_id: Any) -> None:
+    """Queue the conversation's next outbound message, if one waits."""
+    following = repo.first_pending_outbound(conn, conversation_id)
+    if following is not None:
+        enqueue_send(redis_for(settings), settings, following.id, following.correlation_id)
+        repo.mark_enqueued(conn, [following.id])

@@ -1,0 +1,324 @@
+"""The `process_ai_response` job: answer a conversation's waiting messages, one turn at a time.
+
+One run per conversation at a time, across any number of workers: the job takes the
+conversation's advisory lock without waiting; a job that finds it taken returns at once, and the
+holder picks its messages up (it looks again after letting go). Messages that arrive while a
+turn runs, or inside the debounce window, are merged into the next turn in arrival order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import structlog
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.store.postgres import PostgresStore
+
+from channels.policy import NOTICES, is_opt_in, is_opt_out
+from channels.splitting import split_body
+from channels.typing import TypingIndicator
+from graphs.assistant import build_graph
+from graphs.context import Context
+from graphs.language import detect_language
+from graphs.state import Language
+from server.jobcommon import connect, final_attempt, redis_for, twilio_for
+from server.logs import bind_correlation_id
+from server.queueing import enqueue_send
+from server.settings import Settings, get_settings
+from store import repository as repo
+from store.records import Conversation, Message, Tenant, User
+
+log = structlog.get_logger(__name__)
+
+Conn = psycopg.Connection[Any]
+
+
+def process_ai_response(message_id: int, correlation_id: str) -> str:
+    """Answer inbound message `message_id` and whatever else waits in its conversation."""
+    settings = get_settings()
+    bind_correlation_id(correlation_id, message_id=message_id, job="process_ai_response")
+    with connect(settings) as conn:
+        message = repo.message_by_id(conn, message_id)
+        if message is None or message.direction != "inbound":
+            log.warning("no such inbound message; nothing to do")
+            return "missing"
+        if message.processed_at is not None:
+            log.info("already answered")
+            return "already answered"
+        conversation = repo.conversation_by_id(conn, message.conversation_id)
+        assert conversation is not None
+        outcome = "busy"
+        while True:
+            if not _try_lock(conn, conversation):
+                log.info("another run holds the conversation; it will take this message")
+                return outcome
+            try:
+                _debounce(conn, settings, conversation)
+                while pending := repo.unanswered_inbound(conn, conversation.id):
+                    _answer(conn, settings, conversation, pending)
+                    outcome = "answered"
+            finally:
+                _unlock(conn, conversation)
+            # A message committed while we held the lock may have had its job turned away.
+            if not repo.unanswered_inbound(conn, conversation.id):
+                return outcome
+
+
+def _lock_key(conversation: Conversation) -> str:
+    return f"conversation:{conversation.id}"
+
+
+def _try_lock(conn: Conn, conversation: Conversation) -> bool:
+    row = conn.execute(
+        "select pg_try_advisory_lock(hashtextextended(%s, 0)) as ok", (_lock_key(conversation),)
+    ).fetchone()
+    return bool(row and row["ok"])
+
+
+def _unlock(conn: Conn, conversation: Conversation) -> None:
+    conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(conversation),))
+
+
+def _debounce(conn: Conn, settings: Settings, conversation: Conversation) -> None:
+    """Wait while the user is still typing: until the newest message is `window` s old."""
+    window, longest = settings.inbound_debounce_seconds, settings.inbound_debounce_max_seconds
+    while window > 0:
+        row = conn.execute(
+            """select extract(epoch from now() - max(created_at)) as quiet,
+                      extract(epoch from now() - min(created_at)) as waited
+               from messages where conversation_id = %s and direction = 'inbound'
+                 and processed_at is null""",
+            (conversation.id,),
+        ).fetchone()
+        if not row or row["quiet"] is None:
+            return
+        remaining = min(window - float(row["quiet"]), longest - float(row["waited"]))
+        if remaining <= 0:
+            return
+        time.sleep(remaining)
+
+
+def _answer(
+    conn: Conn, settings: Settings, conversation: Conversation, pending: list[Message]
+) -> None:
+    """Answer one turn: the waiting messages, merged, in arrival order."""
+    tenant = repo.tenant_by_id(conn, conversation.tenant_id)
+    user = repo.user_by_id(conn, conversation.user_id)
+    assert tenant is not None and user is not None
+    ids = [m.id for m in pending]
+    cid = pending[-1].correlation_id
+    bind_correlation_id(
+        cid, job="process_ai_response", tenant=tenant.slug, thread_id=conversation.thread_id,
+        inbound_ids=ids, inbound_correlation_ids=sorted({m.correlation_id for m in pending}),
+    )  # fmt: skip
+    language = _language(tenant, user, pending)
+    turn_key = f"{ids[0]}-{ids[-1]}"
+
+    keyword, upto = _last_keyword(pending)
+    if keyword is not None and upto < len(pending):
+        # Answer up to the keyword now; what follows it is the next turn, under the new choice.
+        pending, ids = pending[:upto], ids[:upto]
+        turn_key = f"{ids[0]}-{ids[-1]}"
+    opted_out = user.opted_out_at is not None
+    if (keyword == "opt_out" and not opted_out) or (keyword == "opt_in" and opted_out):
+        repo.set_opted_out(conn, user.id, opted_out=keyword == "opt_out")
+        _finish(conn, settings, conversation, tenant, user, pending, [NOTICES[keyword][language]],
+                key=f"{keyword}:{turn_key}", purpose=keyword, cid=cid)  # fmt: skip
+        log.info("opt choice recorded", choice=keyword)
+        return
+    if opted_out:
+        with conn.transaction():
+            repo.mark_processed(conn, ids, "suppressed", "The user opted out (STOP).")
+        log.info("user opted out; message kept, no answer")
+        return
+    if not any(_answerable(m) for m in pending):
+        notice = _notice_for(pending)
+        _finish(conn, settings, conversation, tenant, user, pending, [NOTICES[notice][language]],
+                key=f"notice:{turn_key}", purpose="notice", cid=cid)  # fmt: skip
+        log.info("answered with a notice", notice=notice)
+        return
+
+    reply = _run_graph(conn, settings, conversation, tenant, user, pending, cid)
+    if reply is None:
+        return
+    _finish(conn, settings, conversation, tenant, user, pending, split_body(reply),
+            key=f"reply:{turn_key}", purpose="reply", cid=cid)  # fmt: skip
+
+
+def _language(tenant: Tenant, user: User, pending: list[Message]) -> Language:
+    locale = (user.locale or tenant.default_locale).lower()
+    fallback: Language = "en" if locale.startswith("en") else "pt"
+    return detect_language(" ".join(m.body for m in pending), default=fallback)
+
+
+def _last_keyword(pending: list[Message]) -> tuple[str | None, int]:
+    """Return the last opt-out/opt-in keyword of the turn and how many messages it closes."""
+    for index in range(len(pending) - 1, -1, -1):
+        if is_opt_out(pending[index].body):
+            return "opt_out", index + 1
+        if is_opt_in(pending[index].body):
+            return "opt_in", index + 1
+    return None, len(pending)
+
+
+def _answerable(message: Message) -> bool:
+    return message.kind in ("text", "button", "location") or (
+        message.kind == "media" and bool(message.body.strip())
+    )
+
+
+def _notice_for(pending: list[Message]) -> str:
+    types = [str(item.get("content_type", "")) for m in pending for item in m.media]
+    if any(t.startswith("audio/") for t in types):
+        return "audio"
+    return "media" if types else "unsupported"
+
+
+def _human(message: Message) -> HumanMessage:
+    """Render one WhatsApp message for the model; the id makes a replay replace, not repeat."""
+    text = message.body.strip()
+    parts = [f"[shared a location: {text}]" if message.kind == "location" else text] if text else []
+    for item in message.media:
+        parts.append(f"[attached {item.get('content_type') or 'a file'}, which you cannot open]")
+    if not parts:
+        parts = [f"[{message.kind} message]"]
+    return HumanMessage(content="\n".join(parts), id=f"wa-{message.id}")
+
+
+def _context(tenant: Tenant, user: User) -> Context:
+    return Context(
+        tenant_id=str(tenant.id),
+        tenant_name=tenant.name,
+        persona=tenant.persona,
+        user_id=str(user.id),
+        user_name=user.profile_name or "",
+        locale=user.locale or tenant.default_locale,
+        timezone=tenant.timezone,
+    )
+
+
+def _run_graph(
+    conn: Conn,
+    settings: Settings,
+    conversation: Conversation,
+    tenant: Tenant,
+    user: User,
+    pending: list[Message],
+    cid: str,
+) -> str | None:
+    """Run the graph for the turn and return the reply; None when it failed but will retry."""
+    context = _context(tenant, user)
+    config: RunnableConfig = {
+        "configurable": {"thread_id": conversation.thread_id},
+        "run_name": "assistant",
+        "tags": [f"tenant:{tenant.slug}"],
+        "metadata": {
+            "tenant_id": str(tenant.id),
+            "user_id": str(user.id),
+            "conversation_id": str(conversation.id),
+            "correlation_id": cid,
+            "inbound_message_ids": [m.id for m in pending],
+        },
+    }
+    graph = build_graph().compile(checkpointer=PostgresSaver(conn), store=PostgresStore(conn))
+    ids = [m.id for m in pending]
+    started = time.monotonic()
+    typing_client = twilio_for(settings, tenant) if tenant.typing_indicator else None
+    try:
+        reply = _checkpointed_reply(graph.get_state(config).values, pending)
+        if reply is not None:
+            log.info("the checkpoint already holds this turn's reply; not running again")
+        else:
+            with TypingIndicator(
+                typing_client,
+                pending[-1].provider_sid or "",
+                after=settings.typing_after_seconds,
+                every=settings.typing_refresh_seconds,
+            ):
+                result = graph.invoke(
+                    {"messages": [_human(m) for m in pending]}, config, context=context
+                )
+            reply = str(result["reply"])
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        final = final_attempt()
+        with conn.transaction():
+            repo.record_ai_result(
+                conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
+                reply=None, model=context.model, error=error, duration_ms=_ms(started),
+            )  # fmt: skip
+            if final:
+                repo.mark_processed(conn, ids, "failed", f"The assistant failed: {error}")
+        log.error("graph run failed", error=error, final_attempt=final)
+        if final:
+            return None
+        raise
+    finally:
+        _flush_traces()
+    with conn.transaction():
+        repo.record_ai_result(
+            conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
+            reply=reply, model=context.model, error=None, duration_ms=_ms(started),
+        )  # fmt: skip
+    return reply
+
+
+def _checkpointed_reply(values: dict[str, Any], pending: list[Message]) -> str | None:
+    """Return the reply a crashed run already produced for exactly this turn, if any."""
+    messages = values.get("messages") or []
+    last_id = f"wa-{pending[-1].id}"
+    for index, message in enumerate(messages):
+        if message.id == last_id:
+            after = messages[index + 1 :]
+            if after and isinstance(after[-1], AIMessage) and values.get("reply"):
+                return str(values["reply"])
+            return None
+    return None
+
+
+def _finish(
+    conn: Conn,
+    settings: Settings,
+    conversation: Conversation,
+    tenant: Tenant,
+    user: User,
+    pending: list[Message],
+    parts: list[str],
+    *,
+    key: str,
+    purpose: str,
+    cid: str,
+) -> None:
+    """Put the turn's answer in the outbox and close its messages, atomically; then send."""
+    with conn.transaction():
+        for index, body in enumerate(parts):
+            repo.insert_outbound(
+                conn, tenant_id=tenant.id, conversation_id=conversation.id,
+                idempotency_key=f"{key}:{index}", body=body,
+                from_address=tenant.whatsapp_sender, to_address=user.address,
+                correlation_id=cid, purpose=purpose,
+            )  # fmt: skip
+        repo.mark_processed(conn, [m.id for m in pending], "answered")
+    log.info("turn answered", parts=len(parts), purpose=purpose)
+    first = repo.first_pending_outbound(conn, conversation.id)
+    if first is not None:
+        enqueue_send(redis_for(settings), settings, first.id, first.correlation_id)
+        repo.mark_enqueued(conn, [first.id])
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _flush_traces() -> None:
+    """Send pending LangSmith traces before the work horse exits (a no-op when tracing is off)."""
+    try:
+        from langchain_core.tracers.langchain import wait_for_all_tracers
+
+        wait_for_all_tracers()
+    except Exception as exc:  # tracing must never fail a job
+        log.warning("could not flush traces", error=str(exc))

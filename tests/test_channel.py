@@ -1,0 +1,580 @@
+"""The WhatsApp channel's rules, with a real RQ worker in process: opt-out, kinds, splitting,
+delivery statuses, the 24-hour window, Twilio's error codes, typing, replays after a crash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+
+from channels.inbound import sign
+from channels.policy import NOTICES
+from channels.twilio_sandbox import TwilioSandbox
+from server.outbound import send_whatsapp_message
+from server.settings import QUEUE_SEND, Settings, get_settings
+from server.turns import process_ai_response
+from store import repository as repo
+from store.records import Tenant
+from tests.conftest import USER, inbound_form, post_inbound, rows, run_jobs
+from tests.fakes import ScriptedModel
+
+TEMPLATE = "HX" + "ab" * 16
+
+
+def _say(client: TestClient, settings: Settings, tenant: Tenant, body: str, **extra: str) -> None:
+    response = post_inbound(client, settings, tenant, inbound_form(tenant, body, **extra))
+    assert response.status_code == 200, response.text
+
+
+def _bodies(sandbox: TwilioSandbox) -> list[str]:
+    return [m["body"] for m in sandbox.messages]
+
+
+def _configure(settings: Settings, tenant: Tenant, **changes: Any) -> Tenant:
+    assert settings.database_url
+    fields = {
+        "slug": tenant.slug,
+        "name": tenant.name,
+        "whatsapp_sender": tenant.whatsapp_sender,
+        "twilio_account_sid": tenant.twilio_account_sid,
+        "twilio_auth_token": tenant.twilio_auth_token,
+    } | changes
+    with psycopg.connect(settings.database_url) as conn, conn.transaction():
+        return repo.upsert_tenant(conn, **fields)
+
+
+# -- opt-out -------------------------------------------------------------------------------------
+
+
+def test_stop_confirms_once_then_silence_until_voltar(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    _say(client, settings, tenant, "PARAR")
+    run_jobs(settings)
+    assert _bodies(sandbox) == [NOTICES["opt_out"]["pt"]]
+    assert rows(settings, "select opted_out_at is not null from users") == [(True,)]
+
+    _say(client, settings, tenant, "quanto gastei ontem?")
+    _say(client, settings, tenant, "stop")
+    run_jobs(settings)
+    assert _bodies(sandbox) == [NOTICES["opt_out"]["pt"]], "nothing more while opted out"
+    statuses = rows(settings, "select status, error from messages where direction = 'inbound'")
+    assert statuses[1] == ("suppressed", "The user opted out (STOP).")
+
+    llm.say("Claro, vamos lá.")
+    _say(client, settings, tenant, "VOLTAR")
+    _say(client, settings, tenant, "Oi de novo")
+    run_jobs(settings)
+    assert _bodies(sandbox)[1:] == [NOTICES["opt_in"]["pt"], "Claro, vamos lá."]
+    assert rows(settings, "select opted_out_at from users") == [(None,)]
+
+
+def test_a_reply_already_queued_is_suppressed_after_stop(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Resposta que não deve sair.")
+    _say(client, settings, tenant, "Oi")
+    # Run only the turn; the send job stays queued while the user opts out.
+    ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
+    assert process_ai_response(inbound_id, cid) == "answered"
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("update users set opted_out_at = now()")
+    ((outbound_id,),) = rows(settings, "select id from messages where direction = 'outbound'")
+
+    assert send_whatsapp_message(outbound_id, cid) == "suppressed"
+    assert sandbox.messages == []
+    assert rows(settings, "select status from messages where id = %s", outbound_id) == [
+        ("suppressed",)
+    ]
+
+
+# -- message kinds -------------------------------------------------------------------------------
+
+
+def _media(content_type: str) -> dict[str, str]:
+    return {
+        "NumMedia": "1",
+        "MediaUrl0": "https://api.twilio.com/m/1",
+        "MediaContentType0": content_type,
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "notice"),
+    [
+        (_media("audio/ogg"), "audio"),
+        (_media("image/jpeg"), "media"),
+        ({}, "unsupported"),
+    ],
+)
+def test_kinds_we_cannot_handle_get_a_polite_reply_without_the_model(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    extra: dict[str, str],
+    notice: str,
+) -> None:
+    _say(client, settings, tenant, "", **extra)
+    run_jobs(settings)
+
+    assert _bodies(sandbox) == [NOTICES[notice]["pt"]]
+    assert llm.requests == []
+    (media,) = rows(settings, "select media from messages where direction = 'inbound'")[0]
+    if extra:
+        assert media == [{"url": extra["MediaUrl0"], "content_type": extra["MediaContentType0"]}]
+
+
+def test_location_button_and_captioned_media_reach_the_model(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Anotado.")
+    _say(client, settings, tenant, "", Latitude="-23.5", Longitude="-46.6", Address="Av. Paulista")
+    _say(client, settings, tenant, "", ButtonText="Sim", ButtonPayload="yes")
+    _say(
+        client,
+        settings,
+        tenant,
+        "nota do mercado",
+        NumMedia="1",
+        MediaUrl0="https://api.twilio.com/m/3",
+        MediaContentType0="image/png",
+    )
+    run_jobs(settings)
+
+    users = [m["content"] for m in llm.requests[0]["messages"] if m["role"] == "user"]
+    assert users == [
+        "[shared a location: Av. Paulista (-23.5, -46.6)]",
+        "Sim",
+        "nota do mercado\n[attached image/png, which you cannot open]",
+    ]
+    assert rows(settings, "select kind from messages where direction = 'inbound' order by id") == [
+        ("location",),
+        ("button",),
+        ("media",),
+    ]
+
+
+def test_identity_is_the_whatsapp_id_not_a_phone_number(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Oi!")
+    form = inbound_form(tenant, "Oi", user="whatsapp:ana.souza")
+    form["WaId"] = "ana.souza"
+    assert post_inbound(client, settings, tenant, form).status_code == 200
+    run_jobs(settings)
+
+    assert rows(settings, "select wa_id, address from users") == [
+        ("ana.souza", "whatsapp:ana.souza")
+    ]
+    assert sandbox.messages[0]["to"] == "whatsapp:ana.souza"
+
+
+# -- outbound ------------------------------------------------------------------------------------
+
+
+def test_long_replies_are_sent_in_parts_in_order(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    paragraphs = [f"Parágrafo {i}: " + "texto " * 100 for i in range(5)]  # ~615 characters each
+    llm.say("\n\n".join(paragraphs))
+    _say(client, settings, tenant, "Me explica tudo")
+    run_jobs(settings)
+
+    bodies = _bodies(sandbox)
+    assert len(bodies) == 3 and all(len(b) <= 1600 for b in bodies)
+    assert " ".join(bodies).split() == "\n\n".join(paragraphs).split()
+    keys = rows(
+        settings, "select idempotency_key from messages where direction = 'outbound' order by id"
+    )
+    assert [k[0].rsplit(":", 1)[1] for k in keys] == ["0", "1", "2"]
+
+
+def test_later_parts_wait_for_earlier_ones(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("a " * 900)
+    _say(client, settings, tenant, "Oi")
+    ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
+    process_ai_response(inbound_id, cid)
+    first, second = (
+        r[0]
+        for r in rows(settings, "select id from messages where direction = 'outbound' order by id")
+    )
+
+    assert send_whatsapp_message(second, cid) == "waiting"
+    assert send_whatsapp_message(first, cid) == "sent"
+    run_jobs(settings)  # the first send queued the second
+    assert len(sandbox.messages) == 2
+    assert rows(settings, "select status from messages where id = %s", second) == [("queued",)]
+
+
+def test_status_callbacks_move_forward_only(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Oi!")
+    _say(client, settings, tenant, "Oi")
+    run_jobs(settings)
+    sid = sandbox.messages[0]["sid"]
+
+    def callback(status: str, **extra: str) -> int:
+        form = {
+            "MessageSid": sid,
+            "MessageStatus": status,
+            "AccountSid": tenant.twilio_account_sid,
+            "From": tenant.whatsapp_sender,
+            "To": USER,
+            **extra,
+        }
+        url = settings.public_url("/webhooks/status")
+        signature = sign(tenant.twilio_auth_token, url, form)
+        return client.post(
+            "/webhooks/status", data=form, headers={"X-Twilio-Signature": signature}
+        ).status_code
+
+    def status() -> str:
+        return rows(settings, "select status from messages where provider_sid = %s", sid)[0][0]
+
+    assert [callback(s) for s in ("sent", "read", "delivered", "sent")] == [204] * 4
+    assert status() == "read"
+    applied = rows(settings, "select status, applied from message_status_events order by id")
+    assert applied == [("sent", True), ("read", True), ("delivered", False), ("sent", False)]
+
+
+def test_status_callback_failure_keeps_the_error_code(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Oi!")
+    _say(client, settings, tenant, "Oi")
+    run_jobs(settings)
+    sid = sandbox.messages[0]["sid"]
+    form = {
+        "MessageSid": sid,
+        "MessageStatus": "undelivered",
+        "ErrorCode": "63024",
+        "From": tenant.whatsapp_sender,
+        "To": USER,
+    }
+    url = settings.public_url("/webhooks/status")
+    response = client.post(
+        "/webhooks/status",
+        data=form,
+        headers={"X-Twilio-Signature": sign(tenant.twilio_auth_token, url, form)},
+    )
+
+    assert response.status_code == 204
+    assert rows(
+        settings, "select status, error_code from messages where provider_sid = %s", sid
+    ) == [("undelivered", 63024)]
+
+
+@pytest.mark.parametrize(
+    ("form", "status"),
+    [
+        ({"MessageStatus": "delivered"}, 400),
+        ({"MessageSid": "SM1", "MessageStatus": "teleported"}, 400),
+        ({"MessageSid": "SM1", "MessageStatus": "failed", "ErrorCode": "abc"}, 400),
+        ({"MessageSid": "SM1", "MessageStatus": "delivered", "From": "whatsapp:+1999"}, 404),
+    ],
+)
+def test_bad_status_callbacks(
+    client: TestClient, settings: Settings, tenant: Tenant, form: dict[str, str], status: int
+) -> None:
+    form = {"From": tenant.whatsapp_sender, "To": USER} | form
+    url = settings.public_url("/webhooks/status")
+    headers = {"X-Twilio-Signature": sign(tenant.twilio_auth_token, url, form)}
+
+    assert client.post("/webhooks/status", data=form, headers=headers).status_code == status
+    assert rows(settings, "select count(*) from message_status_events") == [(0,)]
+
+
+def test_unsigned_status_callback_is_403(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    form = {"MessageSid": "SM1", "MessageStatus": "delivered", "From": tenant.whatsapp_sender}
+    response = client.post("/webhooks/status", data=form, headers={"X-Twilio-Signature": "nope"})
+
+    assert response.status_code == 403
+    assert rows(settings, "select count(*) from message_status_events") == [(0,)]
+
+
+def _close_window(settings: Settings) -> None:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("update conversations set last_inbound_at = now() - interval '25 hours'")
+
+
+def _answer_without_sending(settings: Settings) -> tuple[int, str]:
+    ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
+    assert process_ai_response(inbound_id, cid) == "answered"
+    ((outbound_id,),) = rows(settings, "select id from messages where direction = 'outbound'")
+    return outbound_id, cid
+
+
+def test_closed_window_without_template_fails_with_the_reason(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Tarde demais.")
+    _say(client, settings, tenant, "Oi")
+    outbound_id, cid = _answer_without_sending(settings)
+    _close_window(settings)
+
+    assert send_whatsapp_message(outbound_id, cid) == "failed"
+    assert sandbox.messages == []
+    ((status, code, error),) = rows(
+        settings, "select status, error_code, error from messages where id = %s", outbound_id
+    )
+    assert (status, code) == ("failed", 63016)
+    assert "24 hours" in error and "template" in error
+
+
+def test_closed_window_with_template_sends_the_template(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    _configure(
+        settings,
+        tenant,
+        closed_window_template_sid=TEMPLATE,
+        closed_window_template_variables={"1": "Ana"},
+    )
+    llm.say("Tarde demais.")
+    _say(client, settings, tenant, "Oi")
+    outbound_id, cid = _answer_without_sending(settings)
+    _close_window(settings)
+
+    assert send_whatsapp_message(outbound_id, cid) == "sent"
+    (sent,) = sandbox.messages
+    assert sent["content_sid"] == TEMPLATE and sent["content_variables"] == '{"1": "Ana"}'
+    assert rows(settings, "select template_sid from messages where id = %s", outbound_id) == [
+        (TEMPLATE,)
+    ]
+
+
+@pytest.mark.parametrize("template", [True, False])
+def test_twilio_63016_falls_back_to_the_template(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    template: bool,
+) -> None:
+    if template:
+        _configure(settings, tenant, closed_window_template_sid=TEMPLATE)
+    llm.say("Olá!")
+    sandbox.inject_error(
+        63016, 400, "Failed to send freeform message because you are outside the allowed window."
+    )
+    _say(client, settings, tenant, "Oi")
+    run_jobs(settings)
+
+    if template:
+        assert [m["content_sid"] for m in sandbox.messages] == [TEMPLATE]
+    else:
+        assert sandbox.messages == []
+        ((status, code),) = rows(
+            settings, "select status, error_code from messages where direction = 'outbound'"
+        )
+        assert (status, code) == ("failed", 63016)
+
+
+@pytest.mark.parametrize("code", [21211, 21614, 63003, 21610])
+def test_permanent_errors_fail_at_once(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    code: int,
+) -> None:
+    llm.say("Olá!")
+    sandbox.inject_error(code, 400)
+    _say(client, settings, tenant, "Oi")
+    run_jobs(settings)
+
+    ((status, error_code, attempts),) = rows(
+        settings, "select status, error_code, attempts from messages where direction = 'outbound'"
+    )
+    assert (status, error_code, attempts) == ("failed", code, 1)
+    assert _scheduled(settings) == 0
+    opted_out = rows(settings, "select opted_out_at is not null from users")[0][0]
+    assert opted_out is (code == 21610), "21610 means the user unsubscribed"
+
+
+def _scheduled(settings: Settings) -> int:
+    assert settings.redis_url
+    return ScheduledJobRegistry(QUEUE_SEND, connection=Redis.from_url(settings.redis_url)).count
+
+
+def _release_scheduled(settings: Settings) -> None:
+    assert settings.redis_url
+    queue = Queue(QUEUE_SEND, connection=Redis.from_url(settings.redis_url))
+    registry = ScheduledJobRegistry(QUEUE_SEND, connection=queue.connection)
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id)
+        job = queue.fetch_job(job_id)
+        assert job is not None
+        queue.enqueue_job(job)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [(63018, 400), (20429, 429), (20500, 500), (20503, 503)]
+)
+def test_transient_errors_retry_with_backoff_then_send(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    code: int,
+    status: int,
+) -> None:
+    llm.say("Olá!")
+    sandbox.inject_error(code, status, times=2)
+    _say(client, settings, tenant, "Oi")
+    run_jobs(settings)
+    for _ in range(2):
+        assert sandbox.messages == []
+        assert _scheduled(settings) == 1, "the retry waits in RQ's scheduled registry"
+        _release_scheduled(settings)
+        run_jobs(settings)
+
+    assert _bodies(sandbox) == ["Olá!"]
+    assert rows(settings, "select status, attempts from messages where direction = 'outbound'") == [
+        ("queued", 3)
+    ]
+
+
+def test_transient_errors_give_up_after_the_last_attempt(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEND_MAX_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    llm.say("Olá!")
+    sandbox.inject_error(63018, 400, times=5)
+    _say(client, settings, tenant, "Oi")
+    run_jobs(settings)
+    _release_scheduled(settings)
+    run_jobs(settings)
+
+    ((status, error),) = rows(
+        settings, "select status, error from messages where direction = 'outbound'"
+    )
+    assert status == "failed" and "gave up after 2 tries" in error
+    assert sandbox.messages == [] and _scheduled(settings) == 0
+
+
+def test_backoff_grows_and_is_bounded() -> None:
+    from server.outbound import backoff
+
+    settings = Settings(send_backoff_seconds=2, send_backoff_max_seconds=30)
+    for attempt, ceiling in [(0, 2), (1, 4), (2, 8), (3, 16), (4, 30), (10, 30)]:
+        delays = {backoff(settings, attempt) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1, "jittered"
+
+
+# -- typing indicator, replays -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_typing_indicator_while_a_slow_turn_runs(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    monkeypatch: pytest.MonkeyPatch,
+    enabled: bool,
+) -> None:
+    monkeypatch.setenv("TYPING_AFTER_SECONDS", "0.1")
+    monkeypatch.setenv("TYPING_REFRESH_SECONDS", "0.2")
+    get_settings.cache_clear()
+    _configure(settings, tenant, typing_indicator=enabled)
+    llm.say("Pensei bastante.", delay=0.7)
+    form = inbound_form(tenant, "Uma pergunta difícil")
+    post_inbound(client, settings, tenant, form)
+    run_jobs(settings)
+
+    typing = sandbox.typing_indicators
+    if enabled:
+        assert len(typing) >= 2, "sent, then refreshed while the run lasted"
+        assert {t["message_id"] for t in typing} == {form["MessageSid"]}
+    else:
+        assert typing == []
+    assert _bodies(sandbox) == ["Pensei bastante."]
+
+
+def test_a_run_that_crashed_after_the_graph_reuses_the_checkpointed_reply(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Resposta única.")
+    _say(client, settings, tenant, "Oi")
+    ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
+    process_ai_response(inbound_id, cid)
+    # As if the worker died after the graph's checkpoint but before the outbox commit:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("delete from messages where direction = 'outbound'")
+        conn.execute("update messages set processed_at = null, status = 'received'")
+
+    assert process_ai_response(inbound_id, cid) == "answered"  # no model call left in the script
+    run_jobs(settings)
+    assert _bodies(sandbox) == ["Resposta única."]
+    assert len(llm.requests) == 1
