@@ -131,18 +131,20 @@ def _ping(url: str) -> bool:
         return False
 
 
-def start_redis(directory: Path, *, persist: bool = True, timeout: float = 10.0) -> EmbeddedRedis:
-    """Start a Redis server under `directory`, or join the one already running there."""
+def start_redis(
+    directory: Path, *, persist: bool = True, port: int | None = None, timeout: float = 10.0
+) -> EmbeddedRedis:
+    """Start a Redis server under `directory` (on `port`, or a free one), or join the one there."""
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory / ".lock"):
         pid_file, port_file = directory / "redis.pid", directory / "redis.port"
         if pid_file.exists() and port_file.exists():
-            pid, port = int(pid_file.read_text()), int(port_file.read_text())
-            existing = EmbeddedRedis(directory, port, pid, started_here=False)
+            pid, running_port = int(pid_file.read_text()), int(port_file.read_text())
+            existing = EmbeddedRedis(directory, running_port, pid, started_here=False)
             if _alive(pid) and _ping(existing.url):
                 return existing
-        port = free_port()
+        port = port or free_port()
         args = [
             redis_binary(),
             "--bind", "127.0.0.1",
