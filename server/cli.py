@@ -177,10 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from pydantic import ValidationError
+
         from store.migrate import MigrationsPendingError
 
         if isinstance(exc, MigrationsPendingError):
             print(f"conversa: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, ValidationError):
+            print(f"conversa: invalid configuration (see .env.example):\n{exc}", file=sys.stderr)
             return 2
         raise
 
