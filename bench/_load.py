@@ -247,8 +247,8 @@ async def run(args: argparse.Namespace) -> dict:
         limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=None)
         client = httpx.AsyncClient(limits=limits, timeout=None)
         closers.append(client.aclose)
-        for _ in range(args.prewarm):
-            await client.request("GET", args.url)  # opens (at least) one connection
+        if bodies is None:  # warm one connection (only where a request has no side effect)
+            await client.request(args.method, args.url)
 
         async def send(i: int) -> int:
             if bodies is None:

@@ -1,7 +1,7 @@
 """Benchmark the spine: webhook acknowledgement and one answered turn, as ratios to baselines.
 
 Each measurement is printed with a baseline measured in the same run, on the same servers:
-- webhook ack (signature check, store, enqueue) vs `GET /healthz` (one select, one Redis ping);
+- webhook ack (signature check, one-statement store) vs `GET /healthz` (one select, one Redis ping);
 - a full `process_ai_response` job (lock, load, graph on the Postgres checkpointer, outbox,
   enqueue) vs the same graph invoked with an in-memory checkpointer.
 Absolute times on shared machines are noise; the ratios are what to compare between commits.
@@ -82,13 +82,14 @@ def main() -> int:
         LOG_LEVEL="WARNING", PUBLIC_BASE_URL="https://bench.example.com",
         TWILIO_API_BASE_URL=sandbox.url, OPENAI_BASE_URL=model.base_url,
         OPENAI_API_KEY="offline", LLM_MODEL="offline", JOB_RETRIES="0",
+        INBOUND_DEBOUNCE_SECONDS="0", TYPING_AFTER_SECONDS="0", TWILIO_STATUS_CALLBACKS="false",
     )  # fmt: skip
     get_settings.cache_clear()
     settings = get_settings()
 
     from server.app import create_app
-    from server.jobs import process_ai_response
     from server.logs import configure_logging
+    from server.turns import process_ai_response
 
     configure_logging("test", "WARNING")
     with psycopg.connect(database_url) as conn, conn.transaction():
@@ -99,7 +100,7 @@ def main() -> int:
 
     url = settings.public_url("/webhooks/inbound")
     try:
-        with TestClient(create_app(settings, sweeper=False)) as client:
+        with TestClient(create_app(settings, relay=False)) as client:
 
             def post_one() -> None:
                 form = whatsapp_form(
@@ -116,7 +117,7 @@ def main() -> int:
             _timed(lambda: client.get("/healthz"), 10)
             healthz = _timed(lambda: client.get("/healthz"), args.messages)
             webhook = _timed(post_one, args.messages)
-        _report("webhook ack (store + enqueue)", webhook, healthz)
+        _report("webhook ack (signature, store)", webhook, healthz)
 
         with psycopg.connect(database_url) as conn:
             pending = conn.execute(

@@ -372,11 +372,13 @@ def _print_table(runs: list[Run]) -> None:
             print(f"errors at {run.rate}/s on {run.endpoint}: {listed}{never}")
         if not run.generator_kept_up:
             lag = run.result["lag_ms"]
+            cpu = run.cpu
             cause = (
                 "its own CPU was saturated"
-                if run.cpu["generator"] >= 80
-                else f"it used {run.cpu['generator']:.0f}% of a core while the machine was "
-                f"{run.cpu['machine']:.0f}% busy: starved by the processes under test"
+                if cpu["generator"] >= 80
+                else f"it used {cpu['generator']:.0f}% of a core while the machine was "
+                f"{cpu['machine']:.0f}% busy ({cpu['other']:.0f}% of a core outside this "
+                "benchmark): starved of CPU, not saturated"
             )
             print(
                 f"warning: at {run.rate}/s on {run.endpoint} the generator fell behind "
@@ -473,6 +475,7 @@ def main() -> int:
     log_path = work / "server.log"
     redis_server: EmbeddedRedis | None = None
     server: subprocess.Popen[bytes] | None = None
+    forms: dict[str, Path] = {}
     try:
         _, database_url = _database_url(data)
         migrate(database_url)
@@ -494,7 +497,6 @@ def main() -> int:
         warmup_count = round(100 * args.warmup)
         batches = [("warmup", warmup_count)] if warmup_count else []
         batches += [(f"{i}-{rate}", round(rate * args.seconds)) for i, rate in enumerate(rates)]
-        forms: dict[str, Path] = {}
         for name, count in batches:
             forms[name] = work / f"forms-{name}.jsonl"
             _write_forms(
@@ -566,6 +568,8 @@ def main() -> int:
                 server.wait()
         if redis_server is not None:
             redis_server.stop()
+        for path in forms.values():
+            path.unlink(missing_ok=True)
     return 0
 
 

@@ -12,22 +12,25 @@ from fastapi.responses import JSONResponse
 from redis import RedisError
 
 from server.errors import install_error_handlers
+from server.relay import Relay
 from server.services import Services
 from server.settings import Settings
-from server.sweeper import Sweeper
 from server.webhooks import router as webhooks_router
 
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: Settings, *, sweeper: bool = True) -> FastAPI:
-    """Build the API for resolved `settings` (DATABASE_URL and REDIS_URL set)."""
+def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
+    """Build the API for resolved `settings` (DATABASE_URL and REDIS_URL set).
+
+    `relay=False` leaves stored messages for someone else to enqueue (tests do it by hand).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.build(settings)
         app.state.services = services
-        background = Sweeper(services) if sweeper else None
+        background = Relay(services) if relay else None
         if background:
             background.start()
         log.info("api started", public_base_url=settings.public_base_url)
@@ -61,6 +64,16 @@ def create_app(settings: Settings, *, sweeper: bool = True) -> FastAPI:
         return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Build the API from the environment (for `uvicorn --factory` and multi-process serving)."""
+    from server.logs import configure_logging
+    from server.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.app_env, settings.log_level)
+    return create_app(settings)
 
 
 def _check(services: Services) -> dict[str, str]:

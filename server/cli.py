@@ -33,11 +33,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _resolved()
     assert settings.database_url
     check_at_head(settings.database_url)
+    workers = args.workers or settings.api_workers
     uvicorn.run(
-        create_app(settings),
+        "server.app:app_from_env" if workers > 1 else create_app(settings),
+        factory=workers > 1,
+        workers=workers,
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_config=None,
+        access_log=settings.api_access_log,
         timeout_graceful_shutdown=10,
     )
     return 0
@@ -67,13 +71,13 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def cmd_sweep(_: argparse.Namespace) -> int:
-    """Enqueue stored messages that never got a job."""
+    """Enqueue, once, every stored message that is due a job (what the API's relay does)."""
+    from server.relay import relay_once
     from server.services import Services
-    from server.sweeper import sweep_once
 
     services = Services.build(_resolved())
     try:
-        print(f"enqueued {sweep_once(services)} message(s)")
+        print(f"enqueued {relay_once(services.pool, services.redis, services.settings)} message(s)")
     finally:
         services.close()
     return 0
@@ -133,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help=cmd_serve.__doc__)
     serve.add_argument("--host", help="bind address (default API_HOST)")
     serve.add_argument("--port", type=int, help="port (default API_PORT)")
+    serve.add_argument("--workers", type=int, help="processes (default API_WORKERS)")
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help=cmd_worker.__doc__)

@@ -199,5 +199,5 @@ def _queue_next(conn: Conn, settings: Settings, conversation_id: Any) -> None:
     """Queue the conversation's next outbound message, if one waits."""
     following = repo.first_pending_outbound(conn, conversation_id)
     if following is not None:
-        enqueue_send(redis_for(settings), settings, following.id, following.correlation_id)
+        enqueue_send(redis_for(settings), following.id, following.correlation_id)
         repo.mark_enqueued(conn, [following.id])

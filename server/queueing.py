@@ -1,12 +1,17 @@
-"""Enqueue the service's RQ jobs. Jobs are named by import path, so the API never imports them."""
+"""Describe and enqueue the service's RQ jobs.
+
+Jobs are named by import path, so the API never imports LangGraph. Inbound turns reach the
+queue through the relay (`server.relay`); workers enqueue sends directly after their commit.
+"""
 
 from __future__ import annotations
 
 from redis import Redis
 from rq import Queue, Retry
 from rq.job import Job
+from rq.queue import EnqueueData
 
-from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
+from server.settings import QUEUE_SEND, Settings
 
 PROCESS_JOB = "server.turns.process_ai_response"
 SEND_JOB = "server.outbound.send_whatsapp_message"
@@ -19,24 +24,32 @@ def _retry(settings: Settings) -> Retry | None:
     return Retry(max=settings.job_retries, interval=_RETRY_INTERVALS[: settings.job_retries])
 
 
-def enqueue_turn(redis: Redis, settings: Settings, message_id: int, correlation_id: str) -> Job:
-    """Queue the graph run that answers inbound message `message_id` (and any waiting with it)."""
-    return Queue(QUEUE_PROCESS, connection=redis).enqueue(
+def turn_job_data(settings: Settings, message_id: int, correlation_id: str) -> EnqueueData:
+    """Describe the graph run that answers inbound message `message_id` (and any waiting)."""
+    return Queue.prepare_data(
         PROCESS_JOB,
         args=(message_id, correlation_id),
-        job_timeout=settings.job_timeout,
+        timeout=settings.job_timeout,
         retry=_retry(settings),
         meta={"correlation_id": correlation_id},
         description=f"answer message {message_id}",
     )
 
 
-def enqueue_send(redis: Redis, settings: Settings, message_id: int, correlation_id: str) -> Job:
-    """Queue the Twilio send of outbound message `message_id` (it retries by Twilio's codes)."""
-    return Queue(QUEUE_SEND, connection=redis).enqueue(
+def send_job_data(message_id: int, correlation_id: str) -> EnqueueData:
+    """Describe the Twilio send of outbound message `message_id` (it retries by Twilio's codes)."""
+    return Queue.prepare_data(
         SEND_JOB,
         args=(message_id, correlation_id),
-        job_timeout=60,
+        timeout=60,
         meta={"correlation_id": correlation_id},
         description=f"send message {message_id}",
     )
+
+
+def enqueue_send(redis: Redis, message_id: int, correlation_id: str) -> Job:
+    """Queue the Twilio send of outbound message `message_id` now."""
+    (job,) = Queue(QUEUE_SEND, connection=redis).enqueue_many(
+        [send_job_data(message_id, correlation_id)]
+    )
+    return job

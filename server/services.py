@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 
+import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 from redis import Redis
 
 from server.settings import Settings, get_settings
+from store import repository as repo
 from store.embedded import start_postgres, start_redis
+from store.records import Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -35,9 +40,48 @@ def resolve_backends(settings: Settings) -> Settings:
     return settings.model_copy(update=updates)
 
 
+_CHECKED_AT = "_conversa_checked_at"
+_CHECK_AFTER = 5.0
+
+
+def _check_if_idle(conn: psycopg.Connection) -> None:
+    """Ping a pooled connection that has not been used for a few seconds."""
+    now = time.monotonic()
+    if now - getattr(conn, _CHECKED_AT, 0.0) > _CHECK_AFTER:
+        ConnectionPool.check_connection(conn)
+    setattr(conn, _CHECKED_AT, now)
+
+
 def redis_client(url: str) -> Redis:
     """Return a Redis client that fails fast when Redis is down."""
     return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+
+
+class TenantDirectory:
+    """Tenants by WhatsApp sender, remembered for a short while (`TENANT_CACHE_SECONDS`).
+
+    Every webhook needs its tenant before anything else; most of them can skip the database.
+    A changed auth token or sender takes at most the cache's lifetime to apply.
+    """
+
+    def __init__(self, pool: ConnectionPool, ttl: float) -> None:
+        self._pool, self._ttl = pool, ttl
+        self._entries: dict[str, tuple[float, Tenant]] = {}
+
+    def cached(self, sender: str) -> Tenant | None:
+        """Return the tenant if it was looked up recently; never touches the database."""
+        entry = self._entries.get(sender)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def by_sender(self, sender: str) -> Tenant | None:
+        """Look the tenant up in the database (and remember it)."""
+        with self._pool.connection() as conn:
+            tenant = repo.tenant_by_sender(conn, sender)
+        if tenant is not None and self._ttl > 0:
+            self._entries[sender] = (time.monotonic() + self._ttl, tenant)
+        return tenant
 
 
 @dataclass
@@ -47,6 +91,9 @@ class Services:
     settings: Settings
     pool: ConnectionPool
     redis: Redis
+    tenants: TenantDirectory
+    due: threading.Event = field(default_factory=threading.Event)
+    """Set when a stored message is due a job, to wake the relay."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -58,12 +105,21 @@ class Services:
             min_size=1,
             max_size=settings.db_pool_max_size,
             timeout=settings.db_pool_timeout,
-            check=ConnectionPool.check_connection,
+            kwargs={"autocommit": True},
+            # A connection the server dropped is checked (one round trip) before reuse, but
+            # only once it has idled long enough for that to be likely.
+            check=_check_if_idle,
+            max_idle=300,
             open=False,
             name="api",
         )
         pool.open(wait=False)
-        return cls(settings=settings, pool=pool, redis=redis_client(settings.redis_url))
+        return cls(
+            settings=settings,
+            pool=pool,
+            redis=redis_client(settings.redis_url),
+            tenants=TenantDirectory(pool, settings.tenant_cache_seconds),
+        )
 
     def close(self) -> None:
         """Close the pool and the Redis client."""

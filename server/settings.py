@@ -32,6 +32,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = Field(default=1, ge=1)
+    api_access_log: bool = False
+    tenant_cache_seconds: float = Field(default=30.0, ge=0)
     public_base_url: str = "http://127.0.0.1:8000"
 
     twilio_api_base_url: str | None = None
@@ -40,8 +43,8 @@ class Settings(BaseSettings):
 
     job_timeout: int = Field(default=180, ge=10)
     job_retries: int = Field(default=2, ge=0)
-    sweep_interval_seconds: float = Field(default=5.0, gt=0)
-    sweep_min_age_seconds: float = Field(default=10.0, ge=0)
+    relay_interval_seconds: float = Field(default=1.0, gt=0)
+    outbox_min_age_seconds: float = Field(default=10.0, ge=0)
     stale_job_seconds: float = Field(default=300.0, gt=0)
 
     inbound_debounce_seconds: float = Field(default=1.5, ge=0, le=10)

@@ -306,7 +306,7 @@ def _finish(
     log.info("turn answered", parts=len(parts), purpose=purpose)
     first = repo.first_pending_outbound(conn, conversation.id)
     if first is not None:
-        enqueue_send(redis_for(settings), settings, first.id, first.correlation_id)
+        enqueue_send(redis_for(settings), first.id, first.correlation_id)
         repo.mark_enqueued(conn, [first.id])
 
 

@@ -1,27 +1,27 @@
 """Twilio's webhooks: inbound WhatsApp messages and delivery status callbacks.
 
 Both are signed by Twilio with the tenant's auth token over `PUBLIC_BASE_URL` + path. The inbound
-webhook validates, stores, enqueues and acknowledges in milliseconds; the status callback moves
-an outbound message's status forward, never back.
+webhook validates, stores (one statement) and acknowledges in milliseconds; the relay
+(`server.relay`) enqueues the turn. The status callback moves an outbound message's status
+forward, never back.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 import psycopg
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg_pool import PoolTimeout
-from redis import RedisError
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.inbound import InboundMessage, InvalidInboundError, is_valid_signature, parse_inbound
 from server.errors import ApiError
 from server.logs import bind_correlation_id, new_correlation_id
-from server.queueing import enqueue_turn
 from server.services import Services
 from store import repository as repo
 from store.records import Message, Tenant
@@ -66,17 +66,16 @@ async def _signed_form(
     request: Request, services: Services, sender_field: str
 ) -> tuple[Tenant, dict[str, str]]:
     """Read the form, find the tenant by its sender, and check Twilio's signature."""
-    try:
-        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    except Exception as exc:  # a body that is not a form at all
-        raise ApiError(400, "invalid_form", "The body must be a URL-encoded form.") from exc
+    form = await _read_form(request)
     sender = (form.get(sender_field) or "").strip()
     if not sender:
         raise ApiError(
             400, "invalid_message", f"The form has no {sender_field}; Twilio always sends one."
         )
     try:
-        tenant = await run_in_threadpool(_find_tenant, services, sender)
+        tenant = services.tenants.cached(sender) or await run_in_threadpool(
+            services.tenants.by_sender, sender
+        )
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
     if tenant is None:
@@ -92,30 +91,26 @@ async def _signed_form(
     return tenant, form
 
 
-def _find_tenant(services: Services, sender: str) -> Tenant | None:
+async def _read_form(request: Request) -> dict[str, str]:
+    """Parse Twilio's URL-encoded form (the last value wins for a repeated field)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise ApiError(400, "invalid_form", "The body must be application/x-www-form-urlencoded.")
+    try:
+        text = (await request.body()).decode("utf-8")
+        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, "invalid_form", "The form is not valid UTF-8 URL encoding.") from exc
+
+
+def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str) -> Message | None:
+    """Store the message with its user and conversation (None for a replay)."""
     with services.pool.connection() as conn:
-        return repo.tenant_by_sender(conn, sender)
-
-
-class _Duplicate(Exception):
-    pass
-
-
-def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str) -> Message:
-    """Store the message with its user and conversation in one transaction."""
-    with services.pool.connection() as conn, conn.transaction():
-        user = repo.upsert_user(
-            conn,
-            tenant.id,
-            wa_id=inbound.wa_id,
-            address=inbound.from_address,
-            profile_name=inbound.profile_name,
-        )
-        conversation = repo.open_conversation(conn, tenant.id, user.id)
-        message = repo.insert_inbound(
+        return repo.store_inbound(
             conn,
             tenant_id=tenant.id,
-            conversation_id=conversation.id,
+            wa_id=inbound.wa_id,
+            profile_name=inbound.profile_name,
             provider_sid=inbound.message_sid,
             kind=inbound.kind,
             body=inbound.body,
@@ -125,21 +120,6 @@ def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str
             payload=inbound.raw,
             correlation_id=cid,
         )
-        if message is None:
-            # A redelivery: undo the user/conversation touch too, nothing changes.
-            raise _Duplicate
-        return message
-
-
-def _enqueue(services: Services, message: Message) -> bool:
-    try:
-        enqueue_turn(services.redis, services.settings, message.id, message.correlation_id)
-    except RedisError as exc:
-        log.warning("enqueue failed; the sweeper will retry", error=str(exc))
-        return False
-    with services.pool.connection() as conn:
-        repo.mark_enqueued(conn, [message.id])
-    return True
 
 
 @router.post(
@@ -160,14 +140,13 @@ async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
     structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid)
     try:
         message = await run_in_threadpool(_store, services, tenant, inbound, cid)
-    except _Duplicate:
-        log.info("duplicate MessageSid acknowledged and dropped")
-        return _twiml()
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
-    structlog.contextvars.bind_contextvars(message_id=message.id)
-    enqueued = await run_in_threadpool(_enqueue, services, message)
-    log.info("inbound stored", kind=inbound.kind, enqueued=enqueued)
+    if message is None:
+        log.info("duplicate MessageSid acknowledged and dropped")
+        return _twiml()
+    services.due.set()  # the relay enqueues it now rather than at its next tick
+    log.info("inbound stored", message_id=message.id, kind=inbound.kind)
     return _twiml()
 
 

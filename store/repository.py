@@ -27,7 +27,9 @@ def _columns(record: type[Any]) -> str:
 _TENANT, _USER, _CONV, _MSG = (_columns(r) for r in (Tenant, User, Conversation, Message))
 
 
-def _one(conn: psycopg.Connection, record: type[T], sql: str, params: Sequence[Any]) -> T | None:
+def _one(
+    conn: psycopg.Connection, record: type[T], sql: str, params: Sequence[Any] | dict[str, Any]
+) -> T | None:
     with conn.cursor(row_factory=class_row(record)) as cur:
         cur.execute(sql, params)  # type: ignore[arg-type]
         return cur.fetchone()
@@ -132,23 +134,6 @@ def user_by_id(conn: psycopg.Connection, user_id: UUID) -> User | None:
     return _one(conn, User, f"select {_USER} from users where id = %s", (user_id,))
 
 
-def open_conversation(conn: psycopg.Connection, tenant_id: UUID, user_id: UUID) -> Conversation:
-    """Return the user's open conversation, starting one when there is none."""
-    new_id = uuid.uuid4()
-    conversation = _one(
-        conn,
-        Conversation,
-        f"""insert into conversations (id, tenant_id, user_id, thread_id, last_inbound_at)
-            values (%s, %s, %s, %s, now())
-            on conflict (tenant_id, user_id) where state <> 'CLOSED'
-            do update set last_inbound_at = now(), updated_at = now()
-            returning {_CONV}""",
-        (new_id, tenant_id, user_id, thread_id_for(tenant_id, new_id)),
-    )
-    assert conversation is not None
-    return conversation
-
-
 def thread_id_for(tenant_id: UUID, conversation_id: UUID) -> str:
     """Return the LangGraph thread id of a conversation; it carries the tenant."""
     return f"{tenant_id}:{conversation_id}"
@@ -164,11 +149,12 @@ def conversation_by_id(conn: psycopg.Connection, conversation_id: UUID) -> Conve
 # -- messages --------------------------------------------------------------------------------
 
 
-def insert_inbound(
+def store_inbound(
     conn: psycopg.Connection,
     *,
     tenant_id: UUID,
-    conversation_id: UUID,
+    wa_id: str,
+    profile_name: str | None,
     provider_sid: str,
     kind: str,
     body: str,
@@ -178,17 +164,50 @@ def insert_inbound(
     payload: dict[str, Any],
     correlation_id: str,
 ) -> Message | None:
-    """Store an inbound message; return None when this `MessageSid` was already stored."""
+    """Store an inbound message with its user and open conversation, in one statement.
+
+    Returns None, and changes nothing, when this `MessageSid` is already stored. The relay
+    enqueues its job (`enqueued_at` stays null until then).
+    """
+    conversation_id = uuid.uuid4()
     return _one(
         conn,
         Message,
-        f"""insert into messages (tenant_id, conversation_id, direction, provider_sid, kind,
+        f"""with fresh as (
+                select not exists (select 1 from messages where tenant_id = %(tenant)s
+                                   and provider_sid = %(sid)s) as ok
+            ), u as (
+                insert into users (tenant_id, wa_id, address, profile_name)
+                select %(tenant)s, %(wa_id)s, %(from)s, %(name)s from fresh where ok
+                on conflict (tenant_id, wa_id) do update
+                   set profile_name = coalesce(excluded.profile_name, users.profile_name),
+                       address = excluded.address,
+                       updated_at = case when users.profile_name is distinct from
+                           coalesce(excluded.profile_name, users.profile_name)
+                           or users.address <> excluded.address then now()
+                           else users.updated_at end
+                returning id
+            ), c as (
+                insert into conversations (id, tenant_id, user_id, thread_id, last_inbound_at)
+                select %(conv)s, %(tenant)s, u.id, %(thread)s, now() from u
+                on conflict (tenant_id, user_id) where state <> 'CLOSED'
+                do update set last_inbound_at = now(), updated_at = now()
+                returning id
+            )
+            insert into messages (tenant_id, conversation_id, direction, provider_sid, kind,
                 body, from_address, to_address, media, payload, status, correlation_id)
-            values (%s, %s, 'inbound', %s, %s, %s, %s, %s, %s, %s, 'received', %s)
+            select %(tenant)s, c.id, 'inbound', %(sid)s, %(kind)s, %(body)s, %(from)s, %(to)s,
+                   %(media)s, %(payload)s, 'received', %(cid)s
+            from c
             on conflict (tenant_id, provider_sid) do nothing
             returning {_MSG}""",
-        (tenant_id, conversation_id, provider_sid, kind, body, from_address, to_address,
-         Jsonb(media), Jsonb(payload), correlation_id),
+        {
+            "tenant": tenant_id, "sid": provider_sid, "wa_id": wa_id, "from": from_address,
+            "name": profile_name, "conv": conversation_id,
+            "thread": thread_id_for(tenant_id, conversation_id), "kind": kind, "body": body,
+            "to": to_address, "media": Jsonb(media), "payload": Jsonb(payload),
+            "cid": correlation_id,
+        },
     )  # fmt: skip
 
 
@@ -371,24 +390,37 @@ def set_opted_out(conn: psycopg.Connection, user_id: UUID, opted_out: bool) -> N
     )
 
 
-def claim_overdue(
+def claim_due(
     conn: psycopg.Connection,
     *,
-    min_age_seconds: float,
+    outbox_min_age_seconds: float,
     stale_after_seconds: float,
-    limit: int = 100,
+    limit: int = 500,
 ) -> list[Message]:
-    """Lock messages whose job never ran or was lost (Redis down or wiped, a worker killed)."""
+    """Lock the messages that are due a job, oldest first.
+
+    Due: an inbound message never enqueued; an outbound message at the head of its
+    conversation's outbox that no job took within `outbox_min_age_seconds` (workers enqueue
+    those themselves); and any unfinished message whose job is `stale_after_seconds` old
+    (Redis wiped, a worker killed mid-run).
+    """
     return _all(
         conn,
         Message,
-        f"""select {_MSG} from messages
+        f"""select {_MSG} from messages m
             where status in ('received', 'pending') and processed_at is null
-              and ((enqueued_at is null and created_at < now() - make_interval(secs => %s))
-                   or enqueued_at < now() - make_interval(secs => %s))
+              and (
+                (direction = 'inbound' and enqueued_at is null)
+                or (direction = 'outbound' and enqueued_at is null
+                    and created_at < now() - make_interval(secs => %s))
+                or enqueued_at < now() - make_interval(secs => %s)
+              )
+              and not (direction = 'outbound' and exists (
+                select 1 from messages e where e.conversation_id = m.conversation_id
+                  and e.direction = 'outbound' and e.status = 'pending' and e.id < m.id))
             order by id limit %s
             for update skip locked""",
-        (min_age_seconds, stale_after_seconds, limit),
+        (outbox_min_age_seconds, stale_after_seconds, limit),
     )
 
 

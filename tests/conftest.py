@@ -23,6 +23,8 @@ from channels.twilio_sandbox import TwilioSandbox
 from graphs.llm_server import ChatCompletionsServer
 from server.app import create_app
 from server.chat import whatsapp_form
+from server.relay import relay_once
+from server.services import Services
 from server.settings import QUEUES, Settings, get_settings
 from store import repository as repo
 from store.embedded import EmbeddedRedis, start_postgres, start_redis
@@ -135,7 +137,7 @@ def settings(
         "LLM_MODEL": "scripted",
         "LLM_MAX_RETRIES": "0",
         "JOB_RETRIES": "0",
-        "SWEEP_MIN_AGE_SECONDS": "0",
+        "OUTBOX_MIN_AGE_SECONDS": "0",
         "DB_POOL_TIMEOUT": "2",
         "INBOUND_DEBOUNCE_SECONDS": "0",
         "TYPING_AFTER_SECONDS": "0",
@@ -168,8 +170,8 @@ def tenant(settings: Settings, sandbox: TwilioSandbox) -> Tenant:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    """The API, with its lifespan run (the background sweeper off: tests sweep by hand)."""
-    with TestClient(create_app(settings, sweeper=False)) as test_client:
+    """The API, with its lifespan run (the background relay off: `run_jobs` relays by hand)."""
+    with TestClient(create_app(settings, relay=False)) as test_client:
         yield test_client
 
 
@@ -196,9 +198,19 @@ def post_inbound(
     return client.post("/webhooks/inbound", data=form, headers=headers)
 
 
+def relay(settings: Settings) -> int:
+    """Move stored messages onto the queues, as the API's relay thread does."""
+    services = Services.build(settings)
+    try:
+        return relay_once(services.pool, services.redis, settings)
+    finally:
+        services.close()
+
+
 def run_jobs(settings: Settings) -> None:
-    """Run every queued job (and the jobs they queue) with a real RQ worker, then return."""
+    """Relay, then run every queued job (and the jobs they queue) with a real RQ worker."""
     assert settings.redis_url
+    relay(settings)
     connection = Redis.from_url(settings.redis_url)
     queues = [Queue(name, connection=connection) for name in QUEUES]
     SimpleWorker(queues, connection=connection).work(burst=True)

@@ -46,7 +46,7 @@ def retrying(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Te
     """The API and the jobs with one retry per job (the suite's default is none)."""
     monkeypatch.setenv("JOB_RETRIES", "1")
     get_settings.cache_clear()
-    with TestClient(create_app(get_settings(), sweeper=False)) as client:
+    with TestClient(create_app(get_settings(), relay=False)) as client:
         yield client
 
 
@@ -54,7 +54,7 @@ def test_model_failure_with_retries_left_leaves_the_message_open(
     retrying: TestClient, settings: Settings, tenant: Tenant, llm: ScriptedModel
 ) -> None:
     post_inbound(retrying, settings, tenant, inbound_form(tenant, "Oi"))
-    run_jobs(settings)
+    run_jobs(get_settings())
 
     assert rows(settings, "select status from messages") == [("received",)]
     assert rows(settings, "select count(*) from ai_results where error is not null") == [(1,)]
@@ -64,7 +64,7 @@ def test_model_failure_with_retries_left_leaves_the_message_open(
     # The retry runs (now, instead of after the backoff) and this time the model answers.
     llm.say("Voltei!")
     _run_scheduled_now(settings, QUEUE_PROCESS)
-    run_jobs(settings)
+    run_jobs(get_settings())
     assert rows(settings, "select status from messages where direction = 'inbound'") == [
         ("answered",)
     ]
@@ -100,14 +100,14 @@ def test_twilio_server_error_is_retried_then_sent(
     llm.say("Olá!")
     sandbox.inject_error(20500, 500, "Internal Server Error")
     post_inbound(retrying, settings, tenant, inbound_form(tenant, "Oi"))
-    run_jobs(settings)
+    run_jobs(get_settings())
 
     assert rows(settings, "select status from messages where direction = 'outbound'") == [
         ("pending",)
     ]
     assert sandbox.messages == []
     _run_scheduled_now(settings, QUEUE_SEND)
-    run_jobs(settings)
+    run_jobs(get_settings())
 
     assert [m["body"] for m in sandbox.messages] == ["Olá!"]
     assert rows(settings, "select status from messages where direction = 'outbound'") == [

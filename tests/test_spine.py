@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 from channels.twilio_sandbox import TwilioSandbox
 from server.settings import QUEUE_PROCESS, Settings
 from store.records import Tenant
-from tests.conftest import USER, inbound_form, post_inbound, queued_jobs, rows, run_jobs
+from tests.conftest import USER, inbound_form, post_inbound, queued_jobs, relay, rows, run_jobs
 from tests.fakes import ScriptedModel
 
 
@@ -30,6 +30,10 @@ def test_message_travels_end_to_end(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/xml")
     assert "<Response" in response.text and "<Message" not in response.text
+    assert rows(settings, "select status, enqueued_at is null from messages") == [
+        ("received", True)
+    ], "stored before the 200; the relay enqueues it"
+    assert relay(settings) == 1
     assert queued_jobs(settings, QUEUE_PROCESS) == 1
 
     run_jobs(settings)
@@ -113,6 +117,7 @@ def test_replayed_message_sid_is_answered_once(
     assert (first.status_code, again.status_code) == (200, 200)
     assert "<Response" in again.text
     assert rows(settings, "select count(*) from messages") == [(1,)]
+    assert relay(settings) == 1
     assert queued_jobs(settings, QUEUE_PROCESS) == 1
     run_jobs(settings)
     # A replay a day later (after the answer) is dropped too.

@@ -51,8 +51,8 @@ class Stack:
             "API_PORT": str(self.port),
             "TWILIO_API_BASE_URL": sandbox.url,
             "TWILIO_STATUS_CALLBACKS": "true",
-            "SWEEP_INTERVAL_SECONDS": "0.5",
-            "SWEEP_MIN_AGE_SECONDS": "1",
+            "RELAY_INTERVAL_SECONDS": "0.5",
+            "OUTBOX_MIN_AGE_SECONDS": "1",
             **env,
         }
         self.settings = settings

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 from redis import RedisError
 
 from channels.inbound import sign
 from server.app import create_app
+from server.relay import relay_once
 from server.services import Services
 from server.settings import QUEUE_PROCESS, Settings
-from server.sweeper import sweep
 from store.embedded import free_port
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, queued_jobs, rows, run_jobs
@@ -147,7 +149,7 @@ def test_postgres_down_is_503_and_nothing_is_enqueued(settings: Settings, tenant
             "db_pool_timeout": 0.5,
         }
     )
-    with TestClient(create_app(dead, sweeper=False)) as client:
+    with TestClient(create_app(dead, relay=False)) as client:
         response = post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))
         health = client.get("/healthz")
 
@@ -158,14 +160,17 @@ def test_postgres_down_is_503_and_nothing_is_enqueued(settings: Settings, tenant
     _nothing_stored(settings)
 
 
-def test_redis_down_stores_answers_200_and_the_sweeper_enqueues_later(
+def test_redis_down_stores_answers_200_and_the_relay_enqueues_later(
     settings: Settings, tenant: Tenant, sandbox, llm: ScriptedModel
 ) -> None:
     llm.say("Cheguei atrasado, mas cheguei.")
     no_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    with TestClient(create_app(no_redis, sweeper=False)) as client:
+    with TestClient(create_app(no_redis)) as client:  # its relay runs, and fails
         response = post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))
         health = client.get("/healthz")
+        services: Services = client.app.state.services  # type: ignore[attr-defined]
+        with pytest.raises(RedisError):
+            relay_once(services.pool, services.redis, no_redis)
 
     assert response.status_code == 200
     assert health.status_code == 503 and health.json()["postgres"] == "ok"
@@ -174,13 +179,14 @@ def test_redis_down_stores_answers_200_and_the_sweeper_enqueues_later(
     ]
     assert queued_jobs(settings, QUEUE_PROCESS) == 0
 
-    # Redis is back: the sweeper finds the stored message and enqueues it, once.
+    # Redis is back: the relay finds the stored message and enqueues it, once.
     services = Services.build(settings)
     try:
-        assert sweep(services.pool, services.redis, settings) == 1
-        assert sweep(services.pool, services.redis, settings) == 0
+        assert relay_once(services.pool, services.redis, settings) == 1
+        assert relay_once(services.pool, services.redis, settings) == 0
     finally:
         services.close()
+    assert queued_jobs(settings, QUEUE_PROCESS) == 1
     run_jobs(settings)
 
     assert [m["body"] for m in sandbox.wait_for_messages(1)] == ["Cheguei atrasado, mas cheguei."]
@@ -189,17 +195,18 @@ def test_redis_down_stores_answers_200_and_the_sweeper_enqueues_later(
     ]
 
 
-def test_sweeper_leaves_everything_marked_unenqueued_while_redis_is_down(
-    settings: Settings, tenant: Tenant, client: TestClient
+def test_the_relay_thread_enqueues_what_the_webhook_stored(
+    settings: Settings, tenant: Tenant, sandbox, llm: ScriptedModel
 ) -> None:
-    no_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    with TestClient(create_app(no_redis, sweeper=False)) as down:
-        post_inbound(down, settings, tenant, inbound_form(tenant, "Oi"))
-        services: Services = down.app.state.services  # type: ignore[attr-defined]
-        with pytest.raises(RedisError):
-            sweep(services.pool, services.redis, no_redis)
+    llm.say("Oi!")
+    with TestClient(create_app(settings)) as client:
+        post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))
+        deadline = time.monotonic() + 10
+        while queued_jobs(settings, QUEUE_PROCESS) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
 
-    assert rows(settings, "select enqueued_at is null from messages") == [(True,)]
+    assert queued_jobs(settings, QUEUE_PROCESS) == 1
+    assert rows(settings, "select enqueued_at is not null from messages") == [(True,)]
 
 
 def test_healthz_ok(client: TestClient) -> None:

@@ -1,0 +1,97 @@
+"""Move stored messages onto the RQ queues: the webhook stores, the relay enqueues.
+
+The webhook's only write is one PostgreSQL statement; Twilio gets its `200` as soon as the
+message is durable. The relay (a thread in each API process, or `conversa sweep` once) claims
+stored messages that have no job yet, with `FOR UPDATE SKIP LOCKED` so several API processes
+share the work, and enqueues them in one Redis round trip per batch. Because it reads the
+database, it also heals every way a job can go missing: Redis down or wiped, a process killed
+between commit and enqueue, a worker killed mid-run (`STALE_JOB_SECONDS`). Jobs are idempotent,
+so a message enqueued twice is still answered once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+from psycopg_pool import ConnectionPool
+from redis import Redis, RedisError
+from rq import Queue
+
+from server.queueing import send_job_data, turn_job_data
+from server.services import Services
+from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
+from store import repository as repo
+
+log = structlog.get_logger(__name__)
+
+
+def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: int = 500) -> int:
+    """Enqueue every message that is due a job; return how many were enqueued."""
+    with pool.connection() as conn, conn.transaction():
+        claimed = repo.claim_due(
+            conn,
+            outbox_min_age_seconds=settings.outbox_min_age_seconds,
+            stale_after_seconds=settings.stale_job_seconds,
+            limit=limit,
+        )
+        if not claimed:
+            return 0
+        turns = [
+            turn_job_data(settings, m.id, m.correlation_id)
+            for m in claimed
+            if m.direction == "inbound"
+        ]
+        sends = [
+            send_job_data(m.id, m.correlation_id) for m in claimed if m.direction == "outbound"
+        ]
+        with redis.pipeline() as pipe:
+            if turns:
+                Queue(QUEUE_PROCESS, connection=redis).enqueue_many(turns, pipeline=pipe)
+            if sends:
+                Queue(QUEUE_SEND, connection=redis).enqueue_many(sends, pipeline=pipe)
+            pipe.execute()
+        # Marked only once Redis has the jobs: if it is down, the rows stay due.
+        repo.mark_enqueued(conn, [m.id for m in claimed])
+    log.debug("relayed stored messages to the queues", turns=len(turns), sends=len(sends))
+    return len(claimed)
+
+
+class Relay(threading.Thread):
+    """Run `relay_once` every `RELAY_INTERVAL_SECONDS` (sooner when woken) until stopped."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(name="relay", daemon=True)
+        self._services = services
+        self._wake = services.due
+        self._stopping = threading.Event()
+        self._failing = False
+
+    def run(self) -> None:
+        settings = self._services.settings
+        while not self._stopping.is_set():
+            self._wake.wait(settings.relay_interval_seconds)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                while relay_once(self._services.pool, self._services.redis, settings) >= 500:
+                    pass
+                if self._failing:
+                    log.info("relay: back to normal")
+                self._failing = False
+            except (RedisError, OSError) as exc:
+                self._complain("relay: redis unavailable; messages stay stored", exc)
+            except Exception as exc:
+                self._complain("relay failed; will retry", exc)
+
+    def _complain(self, event: str, exc: Exception) -> None:
+        if not self._failing:
+            log.warning(event, error=str(exc))
+        self._failing = True
+
+    def stop(self) -> None:
+        """End the loop and wait for it."""
+        self._stopping.set()
+        self._wake.set()
+        self.join(timeout=5)
