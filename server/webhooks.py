@@ -17,6 +17,7 @@ import structlog
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg_pool import PoolTimeout
+from starlette.requests import ClientDisconnect
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.inbound import InboundMessage, InvalidInboundError, is_valid_signature, parse_inbound
@@ -99,6 +100,8 @@ async def _read_form(request: Request) -> dict[str, str]:
     try:
         text = (await request.body()).decode("utf-8")
         return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
+    except ClientDisconnect as exc:  # nobody is left to answer; nothing was stored
+        raise ApiError(400, "client_disconnected", "The client went away mid-request.") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "invalid_form", "The form is not valid UTF-8 URL encoding.") from exc
 

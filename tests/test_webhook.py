@@ -214,3 +214,19 @@ def test_healthz_ok(client: TestClient) -> None:
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
+
+
+def test_tenants_are_remembered_for_a_while(settings: Settings, tenant: Tenant) -> None:
+    services = Services.build(settings.model_copy(update={"tenant_cache_seconds": 60}))
+    uncached = Services.build(settings.model_copy(update={"tenant_cache_seconds": 0}))
+    try:
+        assert services.tenants.cached(tenant.whatsapp_sender) is None
+        assert services.tenants.by_sender(tenant.whatsapp_sender) == tenant
+        assert services.tenants.cached(tenant.whatsapp_sender) == tenant
+        assert services.tenants.by_sender("whatsapp:+19999999999") is None
+        assert services.tenants.cached("whatsapp:+19999999999") is None
+        assert uncached.tenants.by_sender(tenant.whatsapp_sender) == tenant
+        assert uncached.tenants.cached(tenant.whatsapp_sender) is None
+    finally:
+        services.close()
+        uncached.close()
