@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from uuid import UUID
 
 from server.settings import QUEUES, Settings, get_settings
 
@@ -108,6 +109,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat_from_settings(_settings(), args)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a management API token signed with the configured JWT key."""
+    from server.auth import AuthConfigError, Role, mint_token
+
+    settings = _settings()
+    role, tenant, ttl = Role(args.role), args.tenant, args.ttl
+    try:
+        token = mint_token(settings, subject=args.subject, role=role, tenant_id=tenant, ttl=ttl)
+    except (AuthConfigError, ValueError) as exc:
+        print(f"conversa token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
 def cmd_sandbox(argv: list[str]) -> int:
     """Serve the local Twilio API sandbox."""
     from channels.twilio_sandbox import main
@@ -165,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--say", action="append", metavar="TEXT", help="send TEXT and exit")
     chat.add_argument("--timeout", type=float, default=90.0, help="seconds to wait per reply")
     chat.set_defaults(func=cmd_chat)
+
+    token = sub.add_parser("token", help=cmd_token.__doc__)
+    roles = ("platform_admin", "tenant_admin", "support_agent")
+    token.add_argument("--role", required=True, choices=roles, help="the token's role")
+    token.add_argument("--tenant", type=UUID, help="tenant id (required for tenant roles)")
+    token.add_argument("--subject", default="conversa-cli", help="who the token is for")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default JWT_TTL_SECONDS)")
+    token.set_defaults(func=cmd_token)
 
     for name, tool in _TOOLS.items():
         sub.add_parser(name, help=tool.__doc__, add_help=False)

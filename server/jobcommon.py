@@ -16,16 +16,23 @@ from channels.twilio_client import make_twilio_client
 from server.services import redis_client
 from server.settings import Settings
 from store.records import Tenant
+from store.scoping import scope_session, use_role
 
 
 @contextmanager
-def connect(settings: Settings) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """Open the job's own autocommit connection (dict rows, as LangGraph's saver wants)."""
+def connect(settings: Settings, tenant_id: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """Open the job's own connection, as the app role, scoped to one tenant for its life.
+
+    Autocommit with dict rows, as LangGraph's Postgres saver wants; row-level security sees
+    only `tenant_id`'s rows, whatever the job reads or writes.
+    """
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; start workers with `conversa worker`")
     with psycopg.connect(
         settings.database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
     ) as conn:
+        use_role(conn, settings.database_app_role)
+        scope_session(conn, tenant_id)
         yield conn
 
 

@@ -23,7 +23,7 @@ from channels.policy import UNSUBSCRIBED, SendOutcome, classify_twilio_error
 from channels.ratelimit import SenderRateLimiter
 from server.jobcommon import connect, redis_for, twilio_for
 from server.logs import bind_correlation_id
-from server.queueing import SEND_JOB, enqueue_send
+from server.queueing import enqueue_send, send_job_data
 from server.settings import QUEUE_SEND, Settings, get_settings
 from store import repository as repo
 from store.records import Conversation, Message, Tenant, User
@@ -42,13 +42,15 @@ class _Retry(Exception):
         self.error, self.code = error, code
 
 
-def send_whatsapp_message(message_id: int, correlation_id: str, attempt: int = 0) -> str:
+def send_whatsapp_message(
+    tenant_id: str, message_id: int, correlation_id: str, attempt: int = 0
+) -> str:
     """Send outbound message `message_id`, unless it was sent, suppressed or failed already."""
     settings = get_settings()
     bind_correlation_id(
         correlation_id, message_id=message_id, job="send_whatsapp_message", attempt=attempt
     )
-    with connect(settings) as conn:
+    with connect(settings, tenant_id) as conn:
         try:
             with conn.transaction():
                 message = repo.message_by_id(conn, message_id, lock=True)
@@ -66,7 +68,7 @@ def send_whatsapp_message(message_id: int, correlation_id: str, attempt: int = 0
                     return "waiting"
                 outcome = _send(conn, settings, message)
         except _Retry as retry:
-            return _retry_or_fail(conn, settings, message_id, correlation_id, attempt, retry)
+            return _retry_or_fail(conn, settings, message_id, attempt, retry)
         _queue_next(conn, settings, message.conversation_id)
         return outcome
 
@@ -170,26 +172,23 @@ def backoff(settings: Settings, attempt: int) -> float:
 
 
 def _retry_or_fail(
-    conn: Conn, settings: Settings, message_id: int, cid: str, attempt: int, retry: _Retry
+    conn: Conn, settings: Settings, message_id: int, attempt: int, retry: _Retry
 ) -> str:
+    message = repo.message_by_id(conn, message_id)
+    assert message is not None
     if attempt + 1 >= settings.send_max_attempts:
         repo.mark_failed(conn, message_id, f"{retry.error} (gave up after {attempt + 1} tries)",
                          error_code=retry.code)  # fmt: skip
         log.error("send failed for good", error=retry.error, attempts=attempt + 1)
-        message = repo.message_by_id(conn, message_id)
-        if message is not None:
-            _queue_next(conn, settings, message.conversation_id)
+        _queue_next(conn, settings, message.conversation_id)
         return "failed"
     repo.record_attempt(conn, message_id, retry.error, retry.code)
     delay = backoff(settings, attempt)
+    job = send_job_data(message, attempt + 1)
     Queue(QUEUE_SEND, connection=redis_for(settings)).enqueue_in(
-        timedelta(seconds=delay),
-        SEND_JOB,
-        args=(message_id, cid, attempt + 1),
-        job_timeout=60,
-        meta={"correlation_id": cid},
-        description=f"send message {message_id} (try {attempt + 2})",
-    )
+        timedelta(seconds=delay), job.func, args=job.args, job_timeout=job.timeout,
+        meta=job.meta, description=job.description,
+    )  # fmt: skip
     repo.mark_enqueued(conn, [message_id])
     log.warning("send failed; retrying", error=retry.error, delay=round(delay, 2))
     return "retrying"
@@ -199,5 +198,5 @@ def _queue_next(conn: Conn, settings: Settings, conversation_id: Any) -> None:
     """Queue the conversation's next outbound message, if one waits."""
     following = repo.first_pending_outbound(conn, conversation_id)
     if following is not None:
-        enqueue_send(redis_for(settings), following.id, following.correlation_id)
+        enqueue_send(redis_for(settings), following)
         repo.mark_enqueued(conn, [following.id])

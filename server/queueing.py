@@ -12,6 +12,7 @@ from rq.job import Job
 from rq.queue import EnqueueData
 
 from server.settings import QUEUE_SEND, Settings
+from store.records import Message
 
 PROCESS_JOB = "server.turns.process_ai_response"
 SEND_JOB = "server.outbound.send_whatsapp_message"
@@ -24,32 +25,30 @@ def _retry(settings: Settings) -> Retry | None:
     return Retry(max=settings.job_retries, interval=_RETRY_INTERVALS[: settings.job_retries])
 
 
-def turn_job_data(settings: Settings, message_id: int, correlation_id: str) -> EnqueueData:
-    """Describe the graph run that answers inbound message `message_id` (and any waiting)."""
+def turn_job_data(settings: Settings, message: Message) -> EnqueueData:
+    """Describe the graph run that answers an inbound message (and any waiting with it)."""
     return Queue.prepare_data(
         PROCESS_JOB,
-        args=(message_id, correlation_id),
+        args=(str(message.tenant_id), message.id, message.correlation_id),
         timeout=settings.job_timeout,
         retry=_retry(settings),
-        meta={"correlation_id": correlation_id},
-        description=f"answer message {message_id}",
+        meta={"correlation_id": message.correlation_id},
+        description=f"answer message {message.id}",
     )
 
 
-def send_job_data(message_id: int, correlation_id: str) -> EnqueueData:
-    """Describe the Twilio send of outbound message `message_id` (it retries by Twilio's codes)."""
+def send_job_data(message: Message, attempt: int = 0) -> EnqueueData:
+    """Describe the Twilio send of an outbound message (it retries by Twilio's codes)."""
     return Queue.prepare_data(
         SEND_JOB,
-        args=(message_id, correlation_id),
+        args=(str(message.tenant_id), message.id, message.correlation_id, attempt),
         timeout=60,
-        meta={"correlation_id": correlation_id},
-        description=f"send message {message_id}",
+        meta={"correlation_id": message.correlation_id},
+        description=f"send message {message.id}" + (f" (try {attempt + 1})" if attempt else ""),
     )
 
 
-def enqueue_send(redis: Redis, message_id: int, correlation_id: str) -> Job:
-    """Queue the Twilio send of outbound message `message_id` now."""
-    (job,) = Queue(QUEUE_SEND, connection=redis).enqueue_many(
-        [send_job_data(message_id, correlation_id)]
-    )
+def enqueue_send(redis: Redis, message: Message) -> Job:
+    """Queue the Twilio send of an outbound message now."""
+    (job,) = Queue(QUEUE_SEND, connection=redis).enqueue_many([send_job_data(message)])
     return job

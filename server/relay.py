@@ -37,14 +37,8 @@ def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: in
         )
         if not claimed:
             return 0
-        turns = [
-            turn_job_data(settings, m.id, m.correlation_id)
-            for m in claimed
-            if m.direction == "inbound"
-        ]
-        sends = [
-            send_job_data(m.id, m.correlation_id) for m in claimed if m.direction == "outbound"
-        ]
+        turns = [turn_job_data(settings, m) for m in claimed if m.direction == "inbound"]
+        sends = [send_job_data(m) for m in claimed if m.direction == "outbound"]
         with redis.pipeline() as pipe:
             if turns:
                 Queue(QUEUE_PROCESS, connection=redis).enqueue_many(turns, pipeline=pipe)
@@ -52,7 +46,7 @@ def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: in
                 Queue(QUEUE_SEND, connection=redis).enqueue_many(sends, pipeline=pipe)
             pipe.execute()
         # Marked only once Redis has the jobs: if it is down, the rows stay due.
-        repo.mark_enqueued(conn, [m.id for m in claimed])
+        repo.mark_relayed(conn, [m.id for m in claimed])
     log.debug("relayed stored messages to the queues", turns=len(turns), sends=len(sends))
     return len(claimed)
 

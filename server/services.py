@@ -16,6 +16,7 @@ from server.settings import Settings, get_settings
 from store import repository as repo
 from store.embedded import start_postgres, start_redis
 from store.records import Tenant
+from store.scoping import use_role
 
 log = structlog.get_logger(__name__)
 
@@ -106,6 +107,7 @@ class Services:
             max_size=settings.db_pool_max_size,
             timeout=settings.db_pool_timeout,
             kwargs={"autocommit": True},
+            configure=lambda conn: use_role(conn, settings.database_app_role),
             # A connection the server dropped is checked (one round trip) before reuse, but
             # only once it has idled long enough for that to be likely.
             check=_check_if_idle,

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".data")
     database_url: str | None = None
+    database_app_role: str = "conversa_app"
     db_pool_max_size: int = Field(default=10, ge=1)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     redis_url: str | None = None
@@ -60,6 +61,14 @@ class Settings(BaseSettings):
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_private_key: SecretStr | None = None
+    jwt_issuer: str = "conversa"
+    jwt_audience: str = "conversa-api"
+    jwt_ttl_seconds: int = Field(default=3600, ge=60)
 
     @property
     def llm_configured(self) -> bool:

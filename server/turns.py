@@ -37,11 +37,11 @@ log = structlog.get_logger(__name__)
 Conn = psycopg.Connection[Any]
 
 
-def process_ai_response(message_id: int, correlation_id: str) -> str:
+def process_ai_response(tenant_id: str, message_id: int, correlation_id: str) -> str:
     """Answer inbound message `message_id` and whatever else waits in its conversation."""
     settings = get_settings()
     bind_correlation_id(correlation_id, message_id=message_id, job="process_ai_response")
-    with connect(settings) as conn:
+    with connect(settings, tenant_id) as conn:
         message = repo.message_by_id(conn, message_id)
         if message is None or message.direction != "inbound":
             log.warning("no such inbound message; nothing to do")
@@ -306,7 +306,7 @@ def _finish(
     log.info("turn answered", parts=len(parts), purpose=purpose)
     first = repo.first_pending_outbound(conn, conversation.id)
     if first is not None:
-        enqueue_send(redis_for(settings), first.id, first.correlation_id)
+        enqueue_send(redis_for(settings), first)
         repo.mark_enqueued(conn, [first.id])
 
 

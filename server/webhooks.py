@@ -26,6 +26,7 @@ from server.logs import bind_correlation_id, new_correlation_id
 from server.services import Services
 from store import repository as repo
 from store.records import Message, Tenant
+from store.scoping import tenant_scope
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -108,7 +109,7 @@ async def _read_form(request: Request) -> dict[str, str]:
 
 def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str) -> Message | None:
     """Store the message with its user and conversation (None for a replay)."""
-    with services.pool.connection() as conn:
+    with services.pool.connection() as conn, conn.pipeline(), tenant_scope(conn, tenant.id):
         return repo.store_inbound(
             conn,
             tenant_id=tenant.id,
@@ -156,7 +157,7 @@ async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
 def _apply_status(
     services: Services, tenant: Tenant, sid: str, status: str, code: int | None
 ) -> bool:
-    with services.pool.connection() as conn, conn.transaction():
+    with services.pool.connection() as conn, tenant_scope(conn, tenant.id):
         return repo.apply_status(conn, tenant.id, sid, status, code)
 
 

@@ -57,10 +57,8 @@ def _checkpointer_at_head(conn: psycopg.Connection) -> bool:
 def pending(database_url: str) -> list[str]:
     """Return what `migrate` would still apply to this database."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        todo = [m.version for m in available() if m.version not in applied(conn)]
-        if not _checkpointer_at_head(conn):
-            todo.append("langgraph-checkpointer")
-        return todo
+        todo = [] if _checkpointer_at_head(conn) else ["langgraph-checkpointer"]
+        return todo + [m.version for m in available() if m.version not in applied(conn)]
 
 
 def check_at_head(database_url: str) -> None:
@@ -73,11 +71,22 @@ def check_at_head(database_url: str) -> None:
 
 
 def migrate(database_url: str) -> list[str]:
-    """Apply every pending migration, each in its own transaction; return what was applied."""
+    """Apply every pending migration, each in its own transaction; return what was applied.
+
+    LangGraph's checkpointer and store create their tables first, so that our migrations can
+    put row-level security on them.
+    """
     done: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
+            if not _checkpointer_at_head(conn):
+                done.append("langgraph-checkpointer")
+            with psycopg.connect(
+                database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+            ) as langgraph:
+                PostgresSaver(langgraph).setup()  # type: ignore[arg-type]
+                PostgresStore(langgraph).setup()  # type: ignore[arg-type]
             _ensure_table(conn)
             have = applied(conn)
             for migration in available():
@@ -90,13 +99,6 @@ def migrate(database_url: str) -> list[str]:
                         (migration.version,),
                     )
                 done.append(migration.version)
-            if not _checkpointer_at_head(conn):
-                done.append("langgraph-checkpointer")
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
-    with psycopg.connect(
-        database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
-    ) as conn:
-        PostgresSaver(conn).setup()  # type: ignore[arg-type]
-        PostgresStore(conn).setup()  # type: ignore[arg-type]
     return done

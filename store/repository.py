@@ -95,9 +95,7 @@ def upsert_tenant(
 
 def tenant_by_sender(conn: psycopg.Connection, sender: str) -> Tenant | None:
     """Return the tenant whose WhatsApp sender is `sender` (Twilio's `To`)."""
-    return _one(
-        conn, Tenant, f"select {_TENANT} from tenants where whatsapp_sender = %s", (sender,)
-    )
+    return _one(conn, Tenant, f"select {_TENANT} from tenant_by_sender(%s)", (sender,))
 
 
 def tenant_by_id(conn: psycopg.Connection, tenant_id: UUID) -> Tenant | None:
@@ -397,31 +395,25 @@ def claim_due(
     stale_after_seconds: float,
     limit: int = 500,
 ) -> list[Message]:
-    """Lock the messages that are due a job, oldest first.
+    """Lock, across tenants, the messages that are due a job, oldest first.
 
     Due: an inbound message never enqueued; an outbound message at the head of its
     conversation's outbox that no job took within `outbox_min_age_seconds` (workers enqueue
     those themselves); and any unfinished message whose job is `stale_after_seconds` old
-    (Redis wiped, a worker killed mid-run).
+    (Redis wiped, a worker killed mid-run). Runs through the `claim_due_messages` function,
+    the relay's one way past row-level security.
     """
     return _all(
         conn,
         Message,
-        f"""select {_MSG} from messages m
-            where status in ('received', 'pending') and processed_at is null
-              and (
-                (direction = 'inbound' and enqueued_at is null)
-                or (direction = 'outbound' and enqueued_at is null
-                    and created_at < now() - make_interval(secs => %s))
-                or enqueued_at < now() - make_interval(secs => %s)
-              )
-              and not (direction = 'outbound' and exists (
-                select 1 from messages e where e.conversation_id = m.conversation_id
-                  and e.direction = 'outbound' and e.status = 'pending' and e.id < m.id))
-            order by id limit %s
-            for update skip locked""",
+        f"select {_MSG} from claim_due_messages(%s, %s, %s)",
         (outbox_min_age_seconds, stale_after_seconds, limit),
     )
+
+
+def mark_relayed(conn: psycopg.Connection, message_ids: Sequence[int]) -> None:
+    """Record, across tenants, that the relay queued jobs for these messages."""
+    conn.execute("select mark_messages_enqueued(%s)", (list(message_ids),))
 
 
 def record_ai_result(

@@ -1,7 +1,7 @@
 """Fixtures: real embedded PostgreSQL (pgvector) and Redis, the Twilio sandbox, a scripted model.
 
 Set TEST_DATABASE_URL / TEST_REDIS_URL to run against servers of your own instead; the suite
-creates and drops its own database `conversa_test` there.
+creates and drops its own database `conversa_test_<pid>` there.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from store.records import Tenant
 from tests.fakes import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_DB = "conversa_test"
+TEST_DB = f"conversa_test_{os.getpid()}"  # concurrent sessions do not share a database
 USER = "whatsapp:+5511988887777"
 
 
@@ -44,7 +44,7 @@ def _with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> str:
+def pg_url() -> Iterator[str]:
     """A fresh, migrated database on the embedded PostgreSQL (or TEST_DATABASE_URL's server)."""
     admin = os.environ.get("TEST_DATABASE_URL") or start_postgres(ROOT / ".data" / "test")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -52,7 +52,9 @@ def pg_url() -> str:
         conn.execute(f"create database {TEST_DB}")
     url = _with_database(admin, TEST_DB)
     migrate(url)
-    return url
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {TEST_DB} with (force)")
 
 
 @pytest.fixture(scope="session")

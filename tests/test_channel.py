@@ -89,13 +89,13 @@ def test_a_reply_already_queued_is_suppressed_after_stop(
     _say(client, settings, tenant, "Oi")
     # Run only the turn; the send job stays queued while the user opts out.
     ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
-    assert process_ai_response(inbound_id, cid) == "answered"
+    assert process_ai_response(str(tenant.id), inbound_id, cid) == "answered"
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
         conn.execute("update users set opted_out_at = now()")
     ((outbound_id,),) = rows(settings, "select id from messages where direction = 'outbound'")
 
-    assert send_whatsapp_message(outbound_id, cid) == "suppressed"
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "suppressed"
     assert sandbox.messages == []
     assert rows(settings, "select status from messages where id = %s", outbound_id) == [
         ("suppressed",)
@@ -227,14 +227,14 @@ def test_later_parts_wait_for_earlier_ones(
     llm.say("a " * 900)
     _say(client, settings, tenant, "Oi")
     ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
-    process_ai_response(inbound_id, cid)
+    process_ai_response(str(tenant.id), inbound_id, cid)
     first, second = (
         r[0]
         for r in rows(settings, "select id from messages where direction = 'outbound' order by id")
     )
 
-    assert send_whatsapp_message(second, cid) == "waiting"
-    assert send_whatsapp_message(first, cid) == "sent"
+    assert send_whatsapp_message(str(tenant.id), second, cid) == "waiting"
+    assert send_whatsapp_message(str(tenant.id), first, cid) == "sent"
     run_jobs(settings)  # the first send queued the second
     assert len(sandbox.messages) == 2
     assert rows(settings, "select status from messages where id = %s", second) == [("queued",)]
@@ -343,9 +343,9 @@ def _close_window(settings: Settings) -> None:
         conn.execute("update conversations set last_inbound_at = now() - interval '25 hours'")
 
 
-def _answer_without_sending(settings: Settings) -> tuple[int, str]:
+def _answer_without_sending(settings: Settings, tenant: Tenant) -> tuple[int, str]:
     ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
-    assert process_ai_response(inbound_id, cid) == "answered"
+    assert process_ai_response(str(tenant.id), inbound_id, cid) == "answered"
     ((outbound_id,),) = rows(settings, "select id from messages where direction = 'outbound'")
     return outbound_id, cid
 
@@ -359,10 +359,10 @@ def test_closed_window_without_template_fails_with_the_reason(
 ) -> None:
     llm.say("Tarde demais.")
     _say(client, settings, tenant, "Oi")
-    outbound_id, cid = _answer_without_sending(settings)
+    outbound_id, cid = _answer_without_sending(settings, tenant)
     _close_window(settings)
 
-    assert send_whatsapp_message(outbound_id, cid) == "failed"
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "failed"
     assert sandbox.messages == []
     ((status, code, error),) = rows(
         settings, "select status, error_code, error from messages where id = %s", outbound_id
@@ -386,10 +386,10 @@ def test_closed_window_with_template_sends_the_template(
     )
     llm.say("Tarde demais.")
     _say(client, settings, tenant, "Oi")
-    outbound_id, cid = _answer_without_sending(settings)
+    outbound_id, cid = _answer_without_sending(settings, tenant)
     _close_window(settings)
 
-    assert send_whatsapp_message(outbound_id, cid) == "sent"
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
     (sent,) = sandbox.messages
     assert sent["content_sid"] == TEMPLATE and sent["content_variables"] == '{"1": "Ana"}'
     assert rows(settings, "select template_sid from messages where id = %s", outbound_id) == [
@@ -567,14 +567,16 @@ def test_a_run_that_crashed_after_the_graph_reuses_the_checkpointed_reply(
     llm.say("Resposta única.")
     _say(client, settings, tenant, "Oi")
     ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
-    process_ai_response(inbound_id, cid)
+    process_ai_response(str(tenant.id), inbound_id, cid)
     # As if the worker died after the graph's checkpoint but before the outbox commit:
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
         conn.execute("delete from messages where direction = 'outbound'")
         conn.execute("update messages set processed_at = null, status = 'received'")
 
-    assert process_ai_response(inbound_id, cid) == "answered"  # no model call left in the script
+    assert (
+        process_ai_response(str(tenant.id), inbound_id, cid) == "answered"
+    )  # no model call left in the script
     run_jobs(settings)
     assert _bodies(sandbox) == ["Resposta única."]
     assert len(llm.requests) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -132,8 +133,8 @@ def _run_scheduled_now(settings: Settings, queue_name: str) -> None:
 
 
 def test_jobs_for_unknown_messages_do_nothing(settings: Settings) -> None:
-    assert process_ai_response(987654, "cid") == "missing"
-    assert send_whatsapp_message(987654, "cid") == "missing"
+    assert process_ai_response(str(uuid.uuid4()), 987654, "cid") == "missing"
+    assert send_whatsapp_message(str(uuid.uuid4()), 987654, "cid") == "missing"
 
 
 def test_a_burst_stored_before_the_run_is_answered_in_one_turn(

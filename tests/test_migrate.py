@@ -23,11 +23,11 @@ def empty_db(pg_url: str) -> Iterator[str]:
 
 def test_fresh_database_is_behind_and_migrate_brings_it_to_head(empty_db: str) -> None:
     versions = [m.version for m in available()]
-    assert pending(empty_db) == [*versions, "langgraph-checkpointer"]
+    assert pending(empty_db) == ["langgraph-checkpointer", *versions]
     with pytest.raises(MigrationsPendingError, match="conversa migrate"):
         check_at_head(empty_db)
 
-    assert migrate(empty_db) == [*versions, "langgraph-checkpointer"]
+    assert migrate(empty_db) == ["langgraph-checkpointer", *versions]
     assert migrate(empty_db) == []
     check_at_head(empty_db)
 
@@ -57,7 +57,7 @@ def test_a_failing_migration_leaves_nothing_half_applied(
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("select version from schema_migrations").fetchall() == [("0001_ok",)]
         assert conn.execute("select to_regclass('second_one')").fetchone() == (None,)
-    assert pending(empty_db)[0] == "0002_bad"
+    assert pending(empty_db) == ["0002_bad"]
 
 
 def test_unique_message_sid_per_tenant_is_enforced_by_the_database(pg_url: str) -> None:

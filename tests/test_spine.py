@@ -143,8 +143,8 @@ def test_jobs_run_twice_send_nothing_twice(
     inbound_id, cid = rows(settings, "select id, correlation_id from messages order by id")[0]
     outbound_id = rows(settings, "select id from messages where direction = 'outbound'")[0][0]
 
-    assert process_ai_response(inbound_id, cid) == "already answered"
-    assert send_whatsapp_message(outbound_id, cid) == "queued"
+    assert process_ai_response(str(tenant.id), inbound_id, cid) == "already answered"
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "queued"
     run_jobs(settings)
 
     assert len(sandbox.messages) == 1

@@ -1,0 +1,60 @@
+"""Tenant scope for database work: row-level security reads it from the transaction.
+
+Every connection the service uses for tenant data switches to the application role
+(`conversa_app`: owns nothing, cannot bypass row-level security), and every transaction says
+whose data it touches with `SET LOCAL app.tenant_id`. Without a scope, tables look empty.
+Platform admins take the one explicit, audited way across tenants: `platform_scope`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+APP_ROLE = "conversa_app"
+
+
+def use_role(conn: psycopg.Connection[Any], role: str | None) -> None:
+    """Act as `role` for the rest of this session (no-op for None or an empty name)."""
+    if role:
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+        if not conn.autocommit:
+            conn.commit()
+
+
+@contextmanager
+def tenant_scope(conn: psycopg.Connection[Any], tenant_id: UUID | str) -> Iterator[None]:
+    """Run a transaction that sees and writes only `tenant_id`'s rows."""
+    with conn.transaction():
+        conn.execute("select set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        yield
+
+
+def scope_session(conn: psycopg.Connection[Any], tenant_id: UUID | str) -> None:
+    """Scope a whole dedicated connection (a job's own) to one tenant."""
+    conn.execute("select set_config('app.tenant_id', %s, false)", (str(tenant_id),))
+
+
+@contextmanager
+def platform_scope(
+    conn: psycopg.Connection[Any],
+    *,
+    actor: str,
+    action: str,
+    tenant_id: UUID | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Iterator[None]:
+    """Run a transaction across tenants, for a platform admin, leaving an audit record."""
+    with conn.transaction():
+        conn.execute("select set_config('app.platform', 'on', true)")
+        conn.execute(
+            "insert into admin_audit (actor, action, tenant_id, detail) values (%s, %s, %s, %s)",
+            (actor, action, tenant_id, Jsonb(detail or {})),
+        )
+        yield
