@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from redis import RedisError
 
+from server.api.routes import router as api_router
 from server.errors import install_error_handlers
 from server.relay import Relay
 from server.services import Services
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(webhooks_router)
+    app.include_router(api_router)
 
     @app.get("/livez", tags=["health"])
     async def livez() -> dict[str, str]:

@@ -59,7 +59,7 @@ create table usage_days (
     user_id           uuid not null references users (id) on delete cascade,
     day               date not null,
     messages          integer not null default 0,
-    over_quota_noted  boolean not null default false,
+    notice_sent       boolean not null default false,
     primary key (user_id, day)
 );
 

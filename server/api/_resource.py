@@ -1,0 +1,325 @@
+"""One place that turns a resource description into list/create/read/update/delete routes.
+
+(No `from __future__ import annotations` here: the routes' annotations are built at run time.)
+
+Every route runs in one database transaction scoped to the tenant in its path: a tenant role
+may only name its own tenant (any other id is a 404, as if it did not exist), and a platform
+admin goes through the audited platform scope. Row-level security enforces the same again.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+from fastapi import APIRouter, Depends, Query, Request, Response
+from psycopg import errors, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, ConfigDict
+
+from server.auth import Principal, Role, current_principal
+from server.errors import ApiError
+from server.services import Services
+from store.scoping import platform_scope, tenant_scope
+
+ALL_ROLES = frozenset(Role)
+Row = dict[str, Any]
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields (a `tenant_id`, a `role`...) are refused with 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel):
+    """One page of a list; pass `next` back as `after` for the following page."""
+
+    items: list[dict[str, Any]]
+    next: str | None
+
+
+def services_of(request: Request) -> Services:
+    """Return the app's shared services."""
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def not_found(what: str) -> ApiError:
+    """The answer for anything the caller may not see, too: it does not exist for them."""
+    return ApiError(404, "not_found", f"No such {what}.")
+
+
+@contextmanager
+def scoped(
+    services: Services, principal: Principal, tenant_id: UUID, action: str
+) -> Iterator[psycopg.Connection[Row]]:
+    """Open a transaction that can see `tenant_id`'s rows, if `principal` may."""
+    if principal.role is not Role.platform_admin and principal.tenant_id != tenant_id:
+        raise not_found("tenant")
+    try:
+        with services.pool.connection() as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            if principal.role is Role.platform_admin:
+                scope = platform_scope(
+                    conn, actor=principal.subject, action=action, tenant_id=tenant_id
+                )
+            else:
+                scope = tenant_scope(conn, tenant_id)
+            with scope:
+                yield conn  # type: ignore[misc]
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise ApiError(
+            503, "database_unavailable", "The database is unavailable.", retry=5
+        ) from exc
+
+
+def db_error(exc: psycopg.Error, what: str) -> ApiError:
+    """Turn a constraint the database enforced into a 409 or 422 that names the problem."""
+    diag = exc.diag
+    if isinstance(exc, errors.UniqueViolation):
+        return ApiError(
+            409, "conflict", f"A {what} with these values exists ({diag.constraint_name})."
+        )
+    if isinstance(exc, errors.ForeignKeyViolation):
+        return ApiError(
+            422,
+            "invalid_reference",
+            f"A referenced record does not exist in this tenant ({diag.constraint_name}).",
+        )
+    if isinstance(
+        exc, errors.CheckViolation | errors.NotNullViolation | errors.InvalidTextRepresentation
+    ):
+        return ApiError(
+            422, "invalid_value", f"Invalid value ({diag.constraint_name or diag.message_primary})."
+        )
+    raise exc
+
+
+def _jsonable(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, dict | list) and not _is_text_array(value) else value
+
+
+def _is_text_array(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+@dataclass
+class Resource:
+    """A table exposed under `/tenants/{tenant_id}/<name>`."""
+
+    name: str
+    singular: str
+    table: str
+    columns: tuple[str, ...]
+    """What reads return (never a secret)."""
+    create: type[Strict] | None = None
+    update: type[Strict] | None = None
+    filters: dict[str, str] = field(default_factory=dict)
+    """Query parameter -> column, for equality filters on lists."""
+    read_roles: frozenset[Role] = ALL_ROLES
+    write_roles: frozenset[Role] = frozenset({Role.platform_admin, Role.tenant_admin})
+    key_type: type = UUID
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] = lambda values: values
+    """Turn validated body values into column values (derive, rename)."""
+
+    def select(self) -> sql.Composed:
+        return sql.SQL("select {} from {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, self.columns)), sql.Identifier(self.table)
+        )
+
+
+def allow(principal: Principal, roles: frozenset[Role]) -> None:
+    """Answer 403 unless the caller's role is one of `roles`."""
+    if principal.role not in roles:
+        needed = ", ".join(sorted(roles))
+        message = f"Your role {principal.role} cannot do this; it needs one of: {needed}."
+        raise ApiError(403, "forbidden", message)
+
+
+def _role_guard(roles: frozenset[Role]) -> Callable[..., Principal]:
+    def guard(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        allow(principal, roles)
+        return principal
+
+    return guard
+
+
+RULES: dict[tuple[str, str], frozenset[Role]] = {}
+"""Which roles each route admits, by (method, path); the authorization matrix test reads it."""
+
+
+def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{tenant_id}") -> None:
+    """Register the list/create/read/update/delete routes of `resource` on `router`."""
+    base = f"{prefix}/{resource.name}"
+    item = f"{base}/{{item_id}}"
+    Reader = Annotated[Principal, Depends(_role_guard(resource.read_roles))]
+    Writer = Annotated[Principal, Depends(_role_guard(resource.write_roles))]
+    ServicesDep = Annotated[Services, Depends(services_of)]
+    key = resource.key_type
+    tag = [resource.name]
+
+    def list_rows(
+        tenant_id: UUID,
+        principal: Reader,
+        services: ServicesDep,
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        after: Annotated[str | None, Query(description="`next` from the previous page")] = None,
+    ) -> Page:
+        unknown = set(request.query_params) - {"limit", "after", *resource.filters}
+        if unknown:
+            known = ", ".join(resource.filters) or "none"
+            message = f"Unknown query parameter(s) {', '.join(sorted(unknown))}; filters: {known}."
+            raise ApiError(422, "invalid_filter", message)
+        clauses = [sql.SQL("tenant_id = %s") if resource.table != "tenants" else sql.SQL("id = %s")]
+        params: list[Any] = [tenant_id]
+        for name, column in resource.filters.items():
+            if (value := request.query_params.get(name)) is not None:
+                clauses.append(sql.SQL("{}::text = %s").format(sql.Identifier(column)))
+                params.append(value)
+        if after is not None:
+            try:
+                params.append(key(after))
+            except ValueError as exc:
+                raise ApiError(
+                    422, "invalid_cursor", "`after` is not a cursor from this list."
+                ) from exc
+            clauses.append(sql.SQL("id > %s"))
+        query = sql.SQL("{} where {} order by id limit %s").format(
+            resource.select(), sql.SQL(" and ").join(clauses)
+        )
+        params.append(limit + 1)
+        with scoped(services, principal, tenant_id, f"list {resource.name}") as conn:
+            rows = conn.execute(query, params).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(items=rows, next=str(rows[-1]["id"]) if more else None)
+
+    def get_row(
+        tenant_id: UUID, item_id: key, principal: Reader, services: ServicesDep
+    ) -> dict[str, Any]:  # type: ignore[valid-type]
+        with scoped(services, principal, tenant_id, f"read {resource.singular}") as conn:
+            row = conn.execute(
+                sql.SQL("{} where id = %s and {} = %s").format(resource.select(), _owner(resource)),
+                (item_id, tenant_id),
+            ).fetchone()
+        if row is None:
+            raise not_found(resource.singular)
+        return row
+
+    router.add_api_route(
+        base,
+        list_rows,
+        methods=["GET"],
+        tags=tag,
+        response_model=Page,
+        summary=f"List {resource.name}",
+    )
+    router.add_api_route(
+        item, get_row, methods=["GET"], tags=tag, summary=f"Read one {resource.singular}"
+    )
+    RULES[("GET", base)] = RULES[("GET", item)] = resource.read_roles
+
+    if resource.create is not None:
+        Body = resource.create
+
+        def create_row(
+            tenant_id: UUID,
+            body: Body,
+            principal: Writer,
+            services: ServicesDep,
+            response: Response,
+        ) -> dict[str, Any]:  # type: ignore[valid-type]
+            values = resource.prepare(body.model_dump())  # type: ignore[attr-defined]
+            values["tenant_id"] = tenant_id
+            query = sql.SQL("insert into {} ({}) values ({}) returning {}").format(
+                sql.Identifier(resource.table),
+                sql.SQL(", ").join(map(sql.Identifier, values)),
+                sql.SQL(", ").join(sql.Placeholder() * len(values)),
+                sql.SQL(", ").join(map(sql.Identifier, resource.columns)),
+            )
+            try:
+                with scoped(services, principal, tenant_id, f"create {resource.singular}") as conn:
+                    row = conn.execute(query, [_jsonable(v) for v in values.values()]).fetchone()
+            except psycopg.Error as exc:
+                raise db_error(exc, resource.singular) from exc
+            response.status_code = 201
+            return row  # type: ignore[return-value]
+
+        router.add_api_route(
+            base,
+            create_row,
+            methods=["POST"],
+            tags=tag,
+            status_code=201,
+            summary=f"Create a {resource.singular}",
+        )
+        RULES[("POST", base)] = resource.write_roles
+
+    if resource.update is not None:
+        Patch = resource.update
+
+        def update_row(
+            tenant_id: UUID, item_id: key, body: Patch, principal: Writer, services: ServicesDep
+        ) -> dict[str, Any]:  # type: ignore[valid-type]
+            values = resource.prepare(body.model_dump(exclude_unset=True))  # type: ignore[attr-defined]
+            if not values:
+                raise ApiError(422, "empty_update", "Send at least one field to change.")
+            assignments = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values]
+            assignments.append(sql.SQL("updated_at = now()"))
+            query = sql.SQL("update {} set {} where id = %s and {} = %s returning {}").format(
+                sql.Identifier(resource.table),
+                sql.SQL(", ").join(assignments),
+                _owner(resource),
+                sql.SQL(", ").join(map(sql.Identifier, resource.columns)),
+            )
+            try:
+                with scoped(services, principal, tenant_id, f"update {resource.singular}") as conn:
+                    row = conn.execute(
+                        query, [*map(_jsonable, values.values()), item_id, tenant_id]
+                    ).fetchone()
+            except psycopg.Error as exc:
+                raise db_error(exc, resource.singular) from exc
+            if row is None:
+                raise not_found(resource.singular)
+            return row
+
+        router.add_api_route(
+            item, update_row, methods=["PATCH"], tags=tag, summary=f"Change a {resource.singular}"
+        )
+        RULES[("PATCH", item)] = resource.write_roles
+
+    if resource.create is not None:
+
+        def delete_row(
+            tenant_id: UUID, item_id: key, principal: Writer, services: ServicesDep
+        ) -> Response:  # type: ignore[valid-type]
+            query = sql.SQL("delete from {} where id = %s and {} = %s returning id").format(
+                sql.Identifier(resource.table), _owner(resource)
+            )
+            try:
+                with scoped(services, principal, tenant_id, f"delete {resource.singular}") as conn:
+                    gone = conn.execute(query, (item_id, tenant_id)).fetchone()
+            except psycopg.Error as exc:
+                raise db_error(exc, resource.singular) from exc
+            if gone is None:
+                raise not_found(resource.singular)
+            return Response(status_code=204)
+
+        router.add_api_route(
+            item,
+            delete_row,
+            methods=["DELETE"],
+            tags=tag,
+            status_code=204,
+            summary=f"Delete a {resource.singular}",
+        )
+        RULES[("DELETE", item)] = resource.write_roles
+
+
+def _owner(resource: Resource) -> sql.Composable:
+    return sql.Identifier("id" if resource.table == "tenants" else "tenant_id")

@@ -1,0 +1,345 @@
+"""The management API's resources and their rules (`/api/v1`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+from zoneinfo import available_timezones
+
+import psycopg
+from fastapi import APIRouter, Depends, Query, Response
+from psycopg import sql
+from psycopg.rows import dict_row
+from pydantic import Field, SecretStr, field_validator
+
+from server.api._resource import (
+    ALL_ROLES,
+    RULES,
+    Page,
+    Resource,
+    Strict,
+    add_routes,
+    allow,
+    db_error,
+    not_found,
+    scoped,
+    services_of,
+)  # fmt: skip
+from server.auth import Principal, Role, current_principal
+from server.errors import ApiError
+from server.services import Services
+from store.identity import Feature, entitlement
+from store.scoping import platform_scope
+
+router = APIRouter(prefix="/api/v1")
+
+ADMINS = frozenset({Role.platform_admin, Role.tenant_admin})
+PLATFORM = frozenset({Role.platform_admin})
+WA_ID = r"^(\d{7,15}|[a-z0-9][a-z0-9._]{2,63})$"
+SENDER = r"^whatsapp:\+[1-9]\d{6,14}$"
+LOCALE = r"^[a-z]{2}(-[A-Z]{2})?$"
+_ZONES = frozenset(available_timezones())
+
+
+def _timezone(value: str | None) -> str | None:
+    if value is not None and value not in _ZONES:
+        raise ValueError(f"unknown IANA timezone {value!r}")
+    return value
+
+
+# -- tenants ---------------------------------------------------------------------------------
+
+TENANT_COLUMNS = (
+    "id", "slug", "name", "whatsapp_sender", "twilio_account_sid", "default_locale", "timezone",
+    "persona", "system_prompt", "default_plan_id", "auto_enroll", "trace_privacy",
+    "typing_indicator", "closed_window_template_sid", "closed_window_template_variables",
+    "created_at", "updated_at",
+)  # fmt: skip
+"""What the API shows of a tenant: never its Twilio auth token."""
+
+
+class TenantChange(Strict):
+    """Fields a tenant admin may change on its own tenant."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    whatsapp_sender: str | None = Field(default=None, pattern=SENDER)
+    twilio_account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr | None = Field(default=None, description="Write-only.")
+    default_locale: str | None = Field(default=None, pattern=LOCALE)
+    timezone: str | None = None
+    persona: str | None = Field(default=None, max_length=4000)
+    system_prompt: str | None = Field(default=None, max_length=20000)
+    default_plan_id: UUID | None = None
+    auto_enroll: bool | None = None
+    trace_privacy: Literal["full", "masked"] | None = None
+    typing_indicator: bool | None = None
+    closed_window_template_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
+    closed_window_template_variables: dict[str, str] | None = None
+
+    _tz = field_validator("timezone")(_timezone)
+
+
+class TenantCreate(TenantChange):
+    """A new tenant (platform admins only)."""
+
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    name: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+    whatsapp_sender: str = Field(pattern=SENDER)  # type: ignore[assignment]
+    twilio_account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")  # type: ignore[assignment]
+    twilio_auth_token: SecretStr  # type: ignore[assignment]
+
+
+def _tenant_values(body: TenantChange, *, exclude_unset: bool) -> dict[str, Any]:
+    values = body.model_dump(exclude_unset=exclude_unset, exclude_none=not exclude_unset)
+    if isinstance(token := values.get("twilio_auth_token"), SecretStr):
+        values["twilio_auth_token"] = token.get_secret_value()
+    return values
+
+
+def _tenant_select() -> sql.Composed:
+    return sql.SQL("select {} from tenants").format(
+        sql.SQL(", ").join(map(sql.Identifier, TENANT_COLUMNS))
+    )
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+ServicesDep = Annotated[Services, Depends(services_of)]
+
+
+@router.get("/tenants", tags=["tenants"], response_model=Page, summary="List tenants")
+def list_tenants(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: UUID | None = None,
+) -> Page:
+    """Every tenant (platform admins only; audited)."""
+    allow(principal, PLATFORM)
+    with services.pool.connection() as conn:
+        conn.row_factory = dict_row  # type: ignore[assignment]
+        with platform_scope(conn, actor=principal.subject, action="list tenants"):
+            rows = conn.execute(
+                sql.SQL("{} where id > coalesce(%s, '00000000-0000-0000-0000-000000000000'::uuid) "
+                        "order by id limit %s").format(_tenant_select()),
+                (after, limit + 1),
+            ).fetchall()  # fmt: skip
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(items=rows, next=str(rows[-1]["id"]) if more else None)
+
+
+@router.post("/tenants", tags=["tenants"], status_code=201, summary="Create a tenant")
+def create_tenant(
+    body: TenantCreate, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """A new tenant (platform admins only; audited)."""
+    allow(principal, PLATFORM)
+    values = _tenant_values(body, exclude_unset=False)
+    query = sql.SQL("insert into tenants ({}) values ({}) returning {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, values)),
+        sql.SQL(", ").join(sql.Placeholder() * len(values)),
+        sql.SQL(", ").join(map(sql.Identifier, TENANT_COLUMNS)),
+    )
+    try:
+        with services.pool.connection() as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            with platform_scope(conn, actor=principal.subject, action="create tenant",
+                                detail={"slug": body.slug}):  # fmt: skip
+                return conn.execute(query, [_json(v) for v in values.values()]).fetchone()  # type: ignore[return-value]
+    except psycopg.Error as exc:
+        raise db_error(exc, "tenant") from exc
+
+
+def _json(value: Any) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value) if isinstance(value, dict) else value
+
+
+@router.get("/tenants/{tenant_id}", tags=["tenants"], summary="Read a tenant")
+def get_tenant(tenant_id: UUID, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    """One tenant: platform admins any, tenant roles their own."""
+    with scoped(services, principal, tenant_id, "read tenant") as conn:
+        row = conn.execute(
+            sql.SQL("{} where id = %s").format(_tenant_select()), (tenant_id,)
+        ).fetchone()
+    if row is None:
+        raise not_found("tenant")
+    return row
+
+
+@router.patch("/tenants/{tenant_id}", tags=["tenants"], summary="Change a tenant")
+def update_tenant(
+    tenant_id: UUID, body: TenantChange, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Change a tenant's settings, prompts or WhatsApp sender (admins)."""
+    allow(principal, ADMINS)
+    values = _tenant_values(body, exclude_unset=True)
+    if not values:
+        raise ApiError(422, "empty_update", "Send at least one field to change.")
+    query = sql.SQL("update tenants set {}, updated_at = now() where id = %s returning {}").format(
+        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values),
+        sql.SQL(", ").join(map(sql.Identifier, TENANT_COLUMNS)),
+    )
+    try:
+        with scoped(services, principal, tenant_id, "update tenant") as conn:
+            row = conn.execute(query, [*map(_json, values.values()), tenant_id]).fetchone()
+    except psycopg.Error as exc:
+        raise db_error(exc, "tenant") from exc
+    if row is None:
+        raise not_found("tenant")
+    return row
+
+
+@router.delete("/tenants/{tenant_id}", tags=["tenants"], status_code=204, summary="Delete a tenant")
+def delete_tenant(tenant_id: UUID, principal: PrincipalDep, services: ServicesDep) -> Response:
+    """Delete a tenant and everything it holds (platform admins only; audited)."""
+    allow(principal, PLATFORM)
+    with scoped(services, principal, tenant_id, "delete tenant") as conn:
+        gone = conn.execute(
+            "delete from tenants where id = %s returning id", (tenant_id,)
+        ).fetchone()
+    if gone is None:
+        raise not_found("tenant")
+    return Response(status_code=204)
+
+
+RULES.update({
+    ("GET", "/tenants"): PLATFORM, ("POST", "/tenants"): PLATFORM,
+    ("GET", "/tenants/{tenant_id}"): ALL_ROLES, ("PATCH", "/tenants/{tenant_id}"): ADMINS,
+    ("DELETE", "/tenants/{tenant_id}"): PLATFORM,
+})  # fmt: skip
+
+
+# -- users, plans, subscriptions, flags --------------------------------------------------------
+
+
+class UserCreate(Strict):
+    wa_id: str = Field(pattern=WA_ID, description="Twilio's WaId: digits, or a WhatsApp username")
+    profile_name: str | None = Field(default=None, max_length=200)
+    locale: str | None = Field(default=None, pattern=LOCALE)
+    timezone: str | None = None
+    enabled: bool = True
+
+    _tz = field_validator("timezone")(_timezone)
+
+
+class UserChange(Strict):
+    profile_name: str | None = Field(default=None, max_length=200)
+    locale: str | None = Field(default=None, pattern=LOCALE)
+    timezone: str | None = None
+    enabled: bool | None = None
+
+    _tz = field_validator("timezone")(_timezone)
+
+
+def _user_values(values: dict[str, Any]) -> dict[str, Any]:
+    if wa_id := values.get("wa_id"):
+        values["address"] = f"whatsapp:+{wa_id}" if wa_id.isdigit() else f"whatsapp:{wa_id}"
+    return values
+
+
+class PlanCreate(Strict):
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    name: str = Field(min_length=1, max_length=200)
+    features: list[Feature] = Field(default_factory=list)
+    messages_per_day: int | None = Field(default=None, ge=0)
+
+
+class PlanChange(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    features: list[Feature] | None = None
+    messages_per_day: int | None = Field(default=None, ge=0)
+
+
+class SubscriptionCreate(Strict):
+    user_id: UUID
+    plan_id: UUID
+    status: Literal["active", "past_due", "cancelled"] = "active"
+    period_end: datetime | None = None
+
+
+class SubscriptionChange(Strict):
+    plan_id: UUID | None = None
+    status: Literal["active", "past_due", "cancelled"] | None = None
+    period_end: datetime | None = None
+
+
+class OverrideCreate(Strict):
+    feature: Feature
+    enabled: bool
+    user_id: UUID | None = Field(default=None, description="Omit for a tenant-wide override")
+
+
+class OverrideChange(Strict):
+    enabled: bool
+
+
+def _unique_features(values: dict[str, Any]) -> dict[str, Any]:
+    if "features" in values and values["features"] is not None:
+        values["features"] = sorted(set(values["features"]))
+    return values
+
+
+READERS = ALL_ROLES
+RESOURCES = [
+    Resource("users", "user", "users",
+             ("id", "wa_id", "address", "profile_name", "locale", "timezone", "enabled",
+              "opted_out_at", "created_at", "updated_at"),
+             UserCreate, UserChange, filters={"wa_id": "wa_id", "enabled": "enabled"},
+             read_roles=READERS, prepare=_user_values),
+    Resource("plans", "plan", "plans",
+             ("id", "slug", "name", "features", "messages_per_day", "created_at", "updated_at"),
+             PlanCreate, PlanChange, filters={"slug": "slug"}, read_roles=ADMINS,
+             prepare=_unique_features),
+    Resource("subscriptions", "subscription", "subscriptions",
+             ("id", "user_id", "plan_id", "status", "period_start", "period_end", "created_at",
+              "updated_at"),
+             SubscriptionCreate, SubscriptionChange,
+             filters={"user_id": "user_id", "status": "status"}, read_roles=ADMINS),
+    Resource("feature-overrides", "feature override", "feature_overrides",
+             ("id", "user_id", "feature", "enabled", "created_at", "updated_at"),
+             OverrideCreate, OverrideChange, filters={"user_id": "user_id", "feature": "feature"},
+             read_roles=ADMINS),
+    Resource("conversations", "conversation", "conversations",
+             ("id", "user_id", "state", "thread_id", "last_inbound_at", "created_at",
+              "updated_at"),
+             filters={"user_id": "user_id", "state": "state"}, read_roles=READERS),
+    Resource("messages", "message", "messages",
+             ("id", "conversation_id", "direction", "provider_sid", "kind", "body",
+              "from_address", "to_address", "media", "status", "error", "error_code", "purpose",
+              "correlation_id", "created_at", "processed_at"),
+             filters={"conversation_id": "conversation_id", "direction": "direction",
+                      "status": "status"},
+             read_roles=READERS, key_type=int),
+    Resource("ai-results", "AI result", "ai_results",
+             ("id", "conversation_id", "thread_id", "correlation_id", "inbound_message_ids",
+              "reply", "model", "error", "duration_ms", "created_at"),
+             filters={"conversation_id": "conversation_id"}, read_roles=READERS, key_type=int),
+]  # fmt: skip
+for _resource in RESOURCES:
+    add_routes(router, _resource)
+
+
+@router.get("/tenants/{tenant_id}/users/{item_id}/features", tags=["users"],
+            summary="A user's effective features")  # fmt: skip
+def user_features(
+    tenant_id: UUID, item_id: UUID, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """The features and daily quota this user has now: plan, then tenant and user overrides."""
+    with scoped(services, principal, tenant_id, "read user features") as conn:
+        exists = conn.execute(
+            "select 1 from users where id = %s and tenant_id = %s", (item_id, tenant_id)
+        ).fetchone()
+        if exists is None:
+            raise not_found("user")
+        result = entitlement(conn, tenant_id, item_id)
+    return {
+        "features": sorted(result.features),
+        "plan": result.plan,
+        "messages_per_day": result.messages_per_day,
+    }
+
+
+RULES[("GET", "/tenants/{tenant_id}/users/{item_id}/features")] = READERS
