@@ -38,6 +38,16 @@ NOTICES: dict[str, dict[Language, str]] = {
         "pt": "Que bom ter você de volta! Como posso ajudar?",
         "en": "Welcome back! How can I help?",
     },
+    "not_enabled": {
+        "pt": "Olá! Este número ainda não está habilitado para você. "
+        "Fale com quem te indicou este serviço para ter acesso.",
+        "en": "Hi! This number is not enabled for you yet. "
+        "Please ask whoever gave you this service for access.",
+    },
+    "over_quota": {
+        "pt": "Você chegou ao limite de mensagens de hoje. Amanhã eu volto a responder!",
+        "en": "You have reached today's message limit. I will answer again tomorrow!",
+    },
     "unsupported": {
         "pt": "Desculpe, ainda não consigo entender esse tipo de mensagem. "
         "Pode me escrever em texto?",

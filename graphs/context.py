@@ -42,3 +42,6 @@ class Context:
 
     timezone: str = "America/Sao_Paulo"
     """The user's IANA timezone."""
+
+    features: list[str] = field(default_factory=lambda: list(prompts.FEATURE_NAMES))
+    """The features this user's plan and flags enable; the assistant offers only these."""

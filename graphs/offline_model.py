@@ -23,6 +23,7 @@ from typing import Any
 
 from graphs.language import detect_language
 from graphs.llm_server import ChatCompletionsServer, last_user_text, new_tool_call_id
+from graphs.prompts import CAPABILITIES_MARKER
 from graphs.state import Language
 
 # --------------------------------------------------------------------------- #
@@ -153,14 +154,26 @@ _OFFLINE_REPLIES: dict[Language, dict[str, str]] = {
         "quote": 'Você disse: "{text}".',
         "no_text": "Recebi sua mensagem.",
         "hint": "Configure OPENAI_API_KEY (ou OPENAI_BASE_URL) para usar um modelo real.",
+        "offer": "Com um modelo real eu poderia: {offer}.",
     },
     "en": {
         "intro": "Hi! I'm an offline model (no API key configured), so I can't really think.",
         "quote": 'You said: "{text}".',
         "no_text": "I got your message.",
         "hint": "Set OPENAI_API_KEY (or OPENAI_BASE_URL) to use a real model.",
+        "offer": "With a real model I could: {offer}.",
     },
 }
+
+
+def _offer(request: dict[str, Any]) -> str:
+    """Return what the system prompt says this user may be offered, if it says so."""
+    for message in request.get("messages") or []:
+        if isinstance(message, dict) and message.get("role") == "system":
+            for line in str(message.get("content") or "").splitlines():
+                if line.startswith(CAPABILITIES_MARKER):
+                    return line.removeprefix(CAPABILITIES_MARKER).strip().rstrip(".")
+    return ""
 
 
 def _shorten(text: str, limit: int = 80) -> str:
@@ -229,7 +242,9 @@ class OfflineResponder:
         strings = _OFFLINE_REPLIES[detect_language(text)]
         shortened = _shorten(text)
         middle = strings["quote"].format(text=shortened) if shortened else strings["no_text"]
-        return f"{strings['intro']} {middle} {strings['hint']}"
+        offer = _offer(request)
+        offer = " " + strings["offer"].format(offer=offer) if offer else ""
+        return f"{strings['intro']} {middle}{offer} {strings['hint']}"
 
 
 # --------------------------------------------------------------------------- #

@@ -76,6 +76,10 @@ class TenantDirectory:
             return None
         return entry[1]
 
+    def forget(self) -> None:
+        """Drop everything remembered (this process changed a tenant)."""
+        self._entries.clear()
+
     def by_sender(self, sender: str) -> Tenant | None:
         """Look the tenant up in the database (and remember it)."""
         with self._pool.connection() as conn:

@@ -29,6 +29,7 @@ from server.jobcommon import connect, final_attempt, redis_for, twilio_for
 from server.logs import bind_correlation_id
 from server.queueing import enqueue_send
 from server.settings import Settings, get_settings
+from store import identity
 from store import repository as repo
 from store.records import Conversation, Message, Tenant, User
 
@@ -135,6 +136,21 @@ def _answer(
             repo.mark_processed(conn, ids, "suppressed", "The user opted out (STOP).")
         log.info("user opted out; message kept, no answer")
         return
+    rights = identity.entitlement(conn, tenant.id, user.id)
+    used, noticed = identity.count_message(conn, tenant.id, user.id, len(pending), tenant.timezone)
+    refusal = _refusal(user, rights, used)
+    if refusal is not None:
+        if noticed:
+            with conn.transaction():
+                repo.mark_processed(conn, ids, "suppressed", f"Not answered: {refusal}.")
+            log.info("not answered; today's notice already went out", reason=refusal)
+            return
+        identity.note_notice(conn, user.id, tenant.timezone)
+        notice = "not_enabled" if not user.enabled else "over_quota"
+        _finish(conn, settings, conversation, tenant, user, pending, [NOTICES[notice][language]],
+                key=f"{notice}:{turn_key}", purpose="notice", cid=cid)  # fmt: skip
+        log.info("answered with a notice, without the model", reason=refusal)
+        return
     if not any(_answerable(m) for m in pending):
         notice = _notice_for(pending)
         _finish(conn, settings, conversation, tenant, user, pending, [NOTICES[notice][language]],
@@ -142,11 +158,20 @@ def _answer(
         log.info("answered with a notice", notice=notice)
         return
 
-    reply = _run_graph(conn, settings, conversation, tenant, user, pending, cid)
+    reply = _run_graph(conn, settings, conversation, tenant, user, pending, cid, rights)
     if reply is None:
         return
     _finish(conn, settings, conversation, tenant, user, pending, split_body(reply),
             key=f"reply:{turn_key}", purpose="reply", cid=cid)  # fmt: skip
+
+
+def _refusal(user: User, rights: identity.Entitlement, used: int) -> str | None:
+    """Why this user gets no answer from the model today, if they do not."""
+    if not user.enabled:
+        return "the user is not enabled for this tenant"
+    if rights.messages_per_day is not None and used > rights.messages_per_day:
+        return f"over the plan's {rights.messages_per_day} messages a day"
+    return None
 
 
 def _language(tenant: Tenant, user: User, pending: list[Message]) -> Language:
@@ -189,7 +214,8 @@ def _human(message: Message) -> HumanMessage:
     return HumanMessage(content="\n".join(parts), id=f"wa-{message.id}")
 
 
-def _context(tenant: Tenant, user: User) -> Context:
+def _context(tenant: Tenant, user: User, rights: identity.Entitlement) -> Context:
+    prompt = {"system_prompt": tenant.system_prompt} if tenant.system_prompt else {}
     return Context(
         tenant_id=str(tenant.id),
         tenant_name=tenant.name,
@@ -197,7 +223,9 @@ def _context(tenant: Tenant, user: User) -> Context:
         user_id=str(user.id),
         user_name=user.profile_name or "",
         locale=user.locale or tenant.default_locale,
-        timezone=tenant.timezone,
+        timezone=user.timezone or tenant.timezone,
+        features=sorted(rights.features),
+        **prompt,
     )
 
 
@@ -209,9 +237,10 @@ def _run_graph(
     user: User,
     pending: list[Message],
     cid: str,
+    rights: identity.Entitlement,
 ) -> str | None:
     """Run the graph for the turn and return the reply; None when it failed but will retry."""
-    context = _context(tenant, user)
+    context = _context(tenant, user, rights)
     config: RunnableConfig = {
         "configurable": {"thread_id": conversation.thread_id},
         "run_name": "assistant",

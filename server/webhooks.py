@@ -123,6 +123,7 @@ def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str
             media=[asdict(m) for m in inbound.media],
             payload=inbound.raw,
             correlation_id=cid,
+            enroll=tenant.auto_enroll,
         )
 
 

@@ -24,6 +24,10 @@ class Tenant:
     typing_indicator: bool
     closed_window_template_sid: str | None
     closed_window_template_variables: dict[str, Any]
+    default_plan_id: UUID | None
+    auto_enroll: bool
+    trace_privacy: str
+    system_prompt: str | None
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class User:
     profile_name: str | None
     locale: str | None
     opted_out_at: datetime | None
+    enabled: bool
+    timezone: str | None
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,11 @@ def store_inbound(
     media: list[dict[str, Any]],
     payload: dict[str, Any],
     correlation_id: str,
+    enroll: bool = True,
 ) -> Message | None:
     """Store an inbound message with its user and open conversation, in one statement.
+
+    A user seen for the first time is enabled when `enroll` (the tenant's auto-enrolment).
 
     Returns None, and changes nothing, when this `MessageSid` is already stored. The relay
     enqueues its job (`enqueued_at` stays null until then).
@@ -175,8 +178,8 @@ def store_inbound(
                 select not exists (select 1 from messages where tenant_id = %(tenant)s
                                    and provider_sid = %(sid)s) as ok
             ), u as (
-                insert into users (tenant_id, wa_id, address, profile_name)
-                select %(tenant)s, %(wa_id)s, %(from)s, %(name)s from fresh where ok
+                insert into users (tenant_id, wa_id, address, profile_name, enabled)
+                select %(tenant)s, %(wa_id)s, %(from)s, %(name)s, %(enroll)s from fresh where ok
                 on conflict (tenant_id, wa_id) do update
                    set profile_name = coalesce(excluded.profile_name, users.profile_name),
                        address = excluded.address,
@@ -204,7 +207,7 @@ def store_inbound(
             "name": profile_name, "conv": conversation_id,
             "thread": thread_id_for(tenant_id, conversation_id), "kind": kind, "body": body,
             "to": to_address, "media": Jsonb(media), "payload": Jsonb(payload),
-            "cid": correlation_id,
+            "cid": correlation_id, "enroll": enroll,
         },
     )  # fmt: skip
 

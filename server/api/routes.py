@@ -189,6 +189,7 @@ def update_tenant(
         raise db_error(exc, "tenant") from exc
     if row is None:
         raise not_found("tenant")
+    services.tenants.forget()
     return row
 
 
