@@ -29,11 +29,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.auth import check_auth_config
     from store.migrate import check_at_head
 
     settings = _resolved()
     assert settings.database_url
     check_at_head(settings.database_url)
+    check_auth_config(settings)
     workers = args.workers or settings.api_workers
     uvicorn.run(
         "server.app:app_from_env" if workers > 1 else create_app(settings),
@@ -115,6 +117,14 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     settings = _settings()
     role, tenant, ttl = Role(args.role), args.tenant, args.ttl
+    if tenant is not None:
+        try:
+            tenant = UUID(tenant)
+        except ValueError:
+            tenant = _tenant_id_by_slug(tenant)
+            if tenant is None:
+                print(f"conversa token: no tenant with slug {args.tenant!r}", file=sys.stderr)
+                return 2
     try:
         token = mint_token(settings, subject=args.subject, role=role, tenant_id=tenant, ttl=ttl)
     except (AuthConfigError, ValueError) as exc:
@@ -122,6 +132,16 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 2
     print(token)
     return 0
+
+
+def _tenant_id_by_slug(slug: str) -> UUID | None:
+    import psycopg
+
+    settings = _resolved()
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:  # the migrating user: sees all tenants
+        row = conn.execute("select id from tenants where slug = %s", (slug,)).fetchone()
+    return row[0] if row else None
 
 
 def cmd_sandbox(argv: list[str]) -> int:
@@ -185,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help=cmd_token.__doc__)
     roles = ("platform_admin", "tenant_admin", "support_agent")
     token.add_argument("--role", required=True, choices=roles, help="the token's role")
-    token.add_argument("--tenant", type=UUID, help="tenant id (required for tenant roles)")
+    token.add_argument("--tenant", help="tenant id or slug (required for tenant roles)")
     token.add_argument("--subject", default="conversa-cli", help="who the token is for")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default JWT_TTL_SECONDS)")
     token.set_defaults(func=cmd_token)
@@ -208,9 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from pydantic import ValidationError
 
+        from server.auth import AuthConfigError
         from store.migrate import MigrationsPendingError
 
-        if isinstance(exc, MigrationsPendingError):
+        if isinstance(exc, MigrationsPendingError | AuthConfigError):
             print(f"conversa: {exc}", file=sys.stderr)
             return 2
         if isinstance(exc, ValidationError):

@@ -171,6 +171,8 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
             lambda: _wait_worker(settings.redis_url or "", worker, log_dir / "worker.log"),
         )
         print(f"Logs: {log_dir}/api.log, {log_dir}/worker.log")
+        print(f"Management API: {api_url}/docs  (a token: conversa token --role tenant_admin "
+              "--tenant demo)")  # fmt: skip
 
         client = ChatClient(
             api_url=api_url,
@@ -212,4 +214,16 @@ def seed_demo(database_url: str) -> None:
             wa_id=DEMO_USER.removeprefix("whatsapp:+"),
             address=DEMO_USER,
             profile_name="Demo User",
+        )
+        plan_id = conn.execute(
+            """insert into plans (tenant_id, slug, name, features) values (%s, 'demo', 'Demo',
+                   array['finance', 'relationships', 'long_term_memory', 'audio_transcription',
+                         'human_handoff', 'reminders'])
+               on conflict (tenant_id, slug) do update set name = excluded.name
+               returning id""",
+            (tenant.id,),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            "update tenants set default_plan_id = coalesce(default_plan_id, %s) where id = %s",
+            (plan_id, tenant.id),
         )

@@ -520,7 +520,18 @@ def test_cli_token_errors_are_plain_and_exit_2(
     assert main(["token", "--role", "platform_admin"]) == 2
     assert "JWT_SECRET is not set" in capsys.readouterr().err
 
-    for bad in (["--role", "root"], ["--role", "tenant_admin", "--tenant", "acme"]):
+    for bad in (["--role", "root"],):
         with pytest.raises(SystemExit) as exited:
             main(["token", *bad])
         assert exited.value.code == 2
+
+
+def test_cli_token_takes_a_tenant_slug(
+    settings: Settings, tenant: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "--role", "tenant_admin", "--tenant", tenant.slug]) == 0
+    principal = decode_token(capsys.readouterr().out.strip(), get_settings())
+    assert principal.tenant_id == tenant.id
+
+    assert main(["token", "--role", "tenant_admin", "--tenant", "no-such-tenant"]) == 2
+    assert "no tenant with slug" in capsys.readouterr().err
