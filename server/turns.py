@@ -9,6 +9,7 @@ turn runs, or inside the debounce window, are merged into the next turn in arriv
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -103,6 +104,55 @@ def _debounce(conn: Conn, settings: Settings, conversation: Conversation) -> Non
         time.sleep(remaining)
 
 
+@dataclass
+class Turn:
+    """One turn being answered: who it is for and the waiting messages it answers."""
+
+    conn: Conn
+    settings: Settings
+    conversation: Conversation
+    tenant: Tenant
+    user: User
+    pending: list[Message]
+    language: Language
+
+    @property
+    def ids(self) -> list[int]:
+        return [m.id for m in self.pending]
+
+    @property
+    def cid(self) -> str:
+        """The turn's correlation id: its newest message's."""
+        return self.pending[-1].correlation_id
+
+    def close(self, status: str, reason: str) -> None:
+        """Close the turn's messages without a reply, with the reason kept on them."""
+        with self.conn.transaction():
+            repo.mark_processed(self.conn, self.ids, status, reason)
+
+    def notify(self, notice: str, purpose: str = "notice") -> None:
+        """Answer the turn with one of the channel's fixed notices (no model)."""
+        self.finish([NOTICES[notice][self.language]], kind=notice, purpose=purpose)
+
+    def finish(self, parts: list[str], *, kind: str, purpose: str) -> None:
+        """Put the answer in the outbox and close the messages, atomically; then send."""
+        key = f"{kind}:{self.ids[0]}-{self.ids[-1]}"
+        with self.conn.transaction():
+            for index, body in enumerate(parts):
+                repo.insert_outbound(
+                    self.conn, tenant_id=self.tenant.id, conversation_id=self.conversation.id,
+                    idempotency_key=f"{key}:{index}", body=body,
+                    from_address=self.tenant.whatsapp_sender, to_address=self.user.address,
+                    correlation_id=self.cid, purpose=purpose,
+                )  # fmt: skip
+            repo.mark_processed(self.conn, self.ids, "answered")
+        log.info("turn answered", parts=len(parts), purpose=purpose)
+        first = repo.first_pending_outbound(self.conn, self.conversation.id)
+        if first is not None:
+            enqueue_send(redis_for(self.settings), first)
+            repo.mark_enqueued(self.conn, [first.id])
+
+
 def _answer(
     conn: Conn, settings: Settings, conversation: Conversation, pending: list[Message]
 ) -> None:
@@ -110,30 +160,25 @@ def _answer(
     tenant = repo.tenant_by_id(conn, conversation.tenant_id)
     user = repo.user_by_id(conn, conversation.user_id)
     assert tenant is not None and user is not None
-    ids = [m.id for m in pending]
-    cid = pending[-1].correlation_id
-    bind_correlation_id(
-        cid, job="process_ai_response", tenant=tenant.slug, thread_id=conversation.thread_id,
-        inbound_ids=ids, inbound_correlation_ids=sorted({m.correlation_id for m in pending}),
-    )  # fmt: skip
-    language = _language(tenant, user, pending)
-    turn_key = f"{ids[0]}-{ids[-1]}"
-
     keyword, upto = _last_keyword(pending)
-    if keyword is not None and upto < len(pending):
-        # Answer up to the keyword now; what follows it is the next turn, under the new choice.
-        pending, ids = pending[:upto], ids[:upto]
-        turn_key = f"{ids[0]}-{ids[-1]}"
+    # Answer up to a keyword now; what follows it is the next turn, under the new choice.
+    pending = pending[:upto]
+    turn = Turn(conn, settings, conversation, tenant, user, pending,
+                _language(tenant, user, pending))  # fmt: skip
+    bind_correlation_id(
+        turn.cid, job="process_ai_response", tenant=tenant.slug,
+        thread_id=conversation.thread_id, inbound_ids=turn.ids,
+        inbound_correlation_ids=sorted({m.correlation_id for m in pending}),
+    )  # fmt: skip
+
     opted_out = user.opted_out_at is not None
     if (keyword == "opt_out" and not opted_out) or (keyword == "opt_in" and opted_out):
         repo.set_opted_out(conn, user.id, opted_out=keyword == "opt_out")
-        _finish(conn, settings, conversation, tenant, user, pending, [NOTICES[keyword][language]],
-                key=f"{keyword}:{turn_key}", purpose=keyword, cid=cid)  # fmt: skip
+        turn.notify(keyword, purpose=keyword)
         log.info("opt choice recorded", choice=keyword)
         return
     if opted_out:
-        with conn.transaction():
-            repo.mark_processed(conn, ids, "suppressed", "The user opted out (STOP).")
+        turn.close("suppressed", "The user opted out (STOP).")
         log.info("user opted out; message kept, no answer")
         return
     rights = identity.entitlement(conn, tenant.id, user.id)
@@ -141,28 +186,20 @@ def _answer(
     refusal = _refusal(user, rights, used)
     if refusal is not None:
         if noticed:
-            with conn.transaction():
-                repo.mark_processed(conn, ids, "suppressed", f"Not answered: {refusal}.")
+            turn.close("suppressed", f"Not answered: {refusal}.")
             log.info("not answered; today's notice already went out", reason=refusal)
             return
         identity.note_notice(conn, user.id, tenant.timezone)
-        notice = "not_enabled" if not user.enabled else "over_quota"
-        _finish(conn, settings, conversation, tenant, user, pending, [NOTICES[notice][language]],
-                key=f"{notice}:{turn_key}", purpose="notice", cid=cid)  # fmt: skip
+        turn.notify("not_enabled" if not user.enabled else "over_quota")
         log.info("answered with a notice, without the model", reason=refusal)
         return
     if not any(_answerable(m) for m in pending):
-        notice = _notice_for(pending)
-        _finish(conn, settings, conversation, tenant, user, pending, [NOTICES[notice][language]],
-                key=f"notice:{turn_key}", purpose="notice", cid=cid)  # fmt: skip
-        log.info("answered with a notice", notice=notice)
+        turn.notify(_notice_for(pending))
+        log.info("answered with a notice")
         return
-
-    reply = _run_graph(conn, settings, conversation, tenant, user, pending, cid, rights)
-    if reply is None:
-        return
-    _finish(conn, settings, conversation, tenant, user, pending, split_body(reply),
-            key=f"reply:{turn_key}", purpose="reply", cid=cid)  # fmt: skip
+    reply = _run_graph(turn, rights)
+    if reply is not None:
+        turn.finish(split_body(reply), kind="reply", purpose="reply")
 
 
 def _refusal(user: User, rights: identity.Entitlement, used: int) -> str | None:
@@ -229,17 +266,12 @@ def _context(tenant: Tenant, user: User, rights: identity.Entitlement) -> Contex
     )
 
 
-def _run_graph(
-    conn: Conn,
-    settings: Settings,
-    conversation: Conversation,
-    tenant: Tenant,
-    user: User,
-    pending: list[Message],
-    cid: str,
-    rights: identity.Entitlement,
-) -> str | None:
-    """Run the graph for the turn and return the reply; None when it failed but will retry."""
+def _run_graph(turn: Turn, rights: identity.Entitlement) -> str | None:
+    """Run the graph for the turn and return the reply; None when it failed for good."""
+    conn, settings, conversation, tenant, user, pending, cid = (
+        turn.conn, turn.settings, turn.conversation, turn.tenant, turn.user, turn.pending,
+        turn.cid,
+    )  # fmt: skip
     context = _context(tenant, user, rights)
     config: RunnableConfig = {
         "configurable": {"thread_id": conversation.thread_id},
@@ -307,36 +339,6 @@ def _checkpointed_reply(values: dict[str, Any], pending: list[Message]) -> str |
                 return str(values["reply"])
             return None
     return None
-
-
-def _finish(
-    conn: Conn,
-    settings: Settings,
-    conversation: Conversation,
-    tenant: Tenant,
-    user: User,
-    pending: list[Message],
-    parts: list[str],
-    *,
-    key: str,
-    purpose: str,
-    cid: str,
-) -> None:
-    """Put the turn's answer in the outbox and close its messages, atomically; then send."""
-    with conn.transaction():
-        for index, body in enumerate(parts):
-            repo.insert_outbound(
-                conn, tenant_id=tenant.id, conversation_id=conversation.id,
-                idempotency_key=f"{key}:{index}", body=body,
-                from_address=tenant.whatsapp_sender, to_address=user.address,
-                correlation_id=cid, purpose=purpose,
-            )  # fmt: skip
-        repo.mark_processed(conn, [m.id for m in pending], "answered")
-    log.info("turn answered", parts=len(parts), purpose=purpose)
-    first = repo.first_pending_outbound(conn, conversation.id)
-    if first is not None:
-        enqueue_send(redis_for(settings), first)
-        repo.mark_enqueued(conn, [first.id])
 
 
 def _ms(started: float) -> int:
