@@ -226,6 +226,7 @@ def _start_server(
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "APP_ENV": "production",
         "LOG_LEVEL": "WARNING",
+        "JWT_SECRET": secrets.token_urlsafe(48),  # production refuses to start without one
     }
     with log_path.open("wb") as log:
         return subprocess.Popen(

@@ -4,6 +4,7 @@ workers (`conversa worker`), Twilio's status callbacks from the sandbox, kills a
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ class Stack:
         self.env = {
             **os.environ,
             "APP_ENV": "production",
+            "JWT_SECRET": secrets.token_urlsafe(48),
             "LOG_LEVEL": "INFO",
             "PUBLIC_BASE_URL": self.url,
             "API_PORT": str(self.port),
