@@ -354,3 +354,26 @@ def test_the_app_role_cannot_switch_off_isolation(
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("drop policy tenant_isolation on users")
         assert conn.execute("select count(*) from users").fetchone() == (0,), "no scope, no rows"
+
+
+def test_a_body_cannot_point_into_another_tenant(
+    client: TestClient, settings: Settings, tenant: Tenant, other: Tenant
+) -> None:
+    (other_user,) = rows(settings, "select id from users where tenant_id = %s", other.id)[0]
+    auth = token(settings, Role.tenant_admin, tenant)
+    base = f"{PREFIX}/tenants/{tenant.id}"
+    plan = client.post(f"{base}/plans", headers=auth, json={"slug": "p", "name": "P"}).json()
+
+    subscription = client.post(
+        f"{base}/subscriptions", headers=auth,
+        json={"user_id": str(other_user), "plan_id": plan["id"]},
+    )  # fmt: skip
+    override = client.post(
+        f"{base}/feature-overrides", headers=auth,
+        json={"feature": "finance", "enabled": True, "user_id": str(other_user)},
+    )  # fmt: skip
+    listing = client.get(f"{base}/users/{other_user}", headers=auth)
+
+    assert (subscription.status_code, override.status_code, listing.status_code) == (422, 422, 404)
+    assert rows(settings, "select count(*) from subscriptions") == [(0,)]
+    assert rows(settings, "select count(*) from feature_overrides") == [(0,)]

@@ -27,40 +27,46 @@ alter table tenants
 
 alter table users
     add column enabled boolean not null default true,
-    add column timezone text;
+    add column timezone text,
+    -- References to a user name its tenant too, so no row can point into another tenant
+    -- (foreign key checks do not see row-level security).
+    add constraint users_tenant_user_key unique (tenant_id, id);
 
 create table subscriptions (
     id            uuid primary key default gen_random_uuid(),
     tenant_id     uuid not null references tenants (id) on delete cascade,
-    user_id       uuid not null unique references users (id) on delete cascade,
+    user_id       uuid not null unique,
     plan_id       uuid not null,
     status        text not null default 'active' check (status in ('active', 'past_due', 'cancelled')),
     period_start  timestamptz not null default now(),
     period_end    timestamptz check (period_end is null or period_end > period_start),
     created_at    timestamptz not null default now(),
     updated_at    timestamptz not null default now(),
-    foreign key (tenant_id, plan_id) references plans (tenant_id, id) on delete restrict
+    foreign key (tenant_id, plan_id) references plans (tenant_id, id) on delete restrict,
+    foreign key (tenant_id, user_id) references users (tenant_id, id) on delete cascade
 );
 
 create table feature_overrides (
     id          uuid primary key default gen_random_uuid(),
     tenant_id   uuid not null references tenants (id) on delete cascade,
-    user_id     uuid references users (id) on delete cascade,
+    user_id     uuid,
     feature     text not null check (feature in ('finance', 'relationships', 'long_term_memory',
                     'audio_transcription', 'human_handoff', 'reminders')),
     enabled     boolean not null,
     created_at  timestamptz not null default now(),
     updated_at  timestamptz not null default now(),
-    unique nulls not distinct (tenant_id, user_id, feature)
+    unique nulls not distinct (tenant_id, user_id, feature),
+    foreign key (tenant_id, user_id) references users (tenant_id, id) on delete cascade
 );
 
 create table usage_days (
     tenant_id         uuid not null references tenants (id) on delete cascade,
-    user_id           uuid not null references users (id) on delete cascade,
+    user_id           uuid not null,
     day               date not null,
     messages          integer not null default 0,
     notice_sent       boolean not null default false,
-    primary key (user_id, day)
+    primary key (user_id, day),
+    foreign key (tenant_id, user_id) references users (tenant_id, id) on delete cascade
 );
 
 create table admin_audit (
