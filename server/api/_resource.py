@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict
 
-from server.auth import Principal, Role, current_principal
+from server.auth import Principal, Role, require_roles
 from server.errors import ApiError
 from server.services import Services
 from store.scoping import platform_scope, tenant_scope
@@ -132,22 +132,6 @@ class Resource:
         )
 
 
-def allow(principal: Principal, roles: frozenset[Role]) -> None:
-    """Answer 403 unless the caller's role is one of `roles`."""
-    if principal.role not in roles:
-        needed = ", ".join(sorted(roles))
-        message = f"Your role {principal.role} cannot do this; it needs one of: {needed}."
-        raise ApiError(403, "forbidden", message)
-
-
-def _role_guard(roles: frozenset[Role]) -> Callable[..., Principal]:
-    def guard(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        allow(principal, roles)
-        return principal
-
-    return guard
-
-
 RULES: dict[tuple[str, str], frozenset[Role]] = {}
 """Which roles each route admits, by (method, path); the authorization matrix test reads it."""
 
@@ -156,8 +140,8 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
     """Register the list/create/read/update/delete routes of `resource` on `router`."""
     base = f"{prefix}/{resource.name}"
     item = f"{base}/{{item_id}}"
-    Reader = Annotated[Principal, Depends(_role_guard(resource.read_roles))]
-    Writer = Annotated[Principal, Depends(_role_guard(resource.write_roles))]
+    Reader = Annotated[Principal, Depends(require_roles(*sorted(resource.read_roles)))]
+    Writer = Annotated[Principal, Depends(require_roles(*sorted(resource.write_roles)))]
     ServicesDep = Annotated[Services, Depends(services_of)]
     key = resource.key_type
     tag = [resource.name]

@@ -20,13 +20,12 @@ from server.api._resource import (
     Resource,
     Strict,
     add_routes,
-    allow,
     db_error,
     not_found,
     scoped,
     services_of,
 )  # fmt: skip
-from server.auth import Principal, Role, current_principal
+from server.auth import Principal, Role, current_principal, require_roles
 from server.errors import ApiError
 from server.services import Services
 from store.identity import Feature, entitlement
@@ -104,18 +103,19 @@ def _tenant_select() -> sql.Composed:
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+PlatformAdmin = Annotated[Principal, Depends(require_roles(Role.platform_admin))]
+Admin = Annotated[Principal, Depends(require_roles(Role.platform_admin, Role.tenant_admin))]
 ServicesDep = Annotated[Services, Depends(services_of)]
 
 
 @router.get("/tenants", tags=["tenants"], response_model=Page, summary="List tenants")
 def list_tenants(
-    principal: PrincipalDep,
+    principal: PlatformAdmin,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: UUID | None = None,
 ) -> Page:
     """Every tenant (platform admins only; audited)."""
-    allow(principal, PLATFORM)
     with services.pool.connection() as conn:
         conn.row_factory = dict_row  # type: ignore[assignment]
         with platform_scope(conn, actor=principal.subject, action="list tenants"):
@@ -131,10 +131,9 @@ def list_tenants(
 
 @router.post("/tenants", tags=["tenants"], status_code=201, summary="Create a tenant")
 def create_tenant(
-    body: TenantCreate, principal: PrincipalDep, services: ServicesDep
+    body: TenantCreate, principal: PlatformAdmin, services: ServicesDep
 ) -> dict[str, Any]:
     """A new tenant (platform admins only; audited)."""
-    allow(principal, PLATFORM)
     values = _tenant_values(body, exclude_unset=False)
     query = sql.SQL("insert into tenants ({}) values ({}) returning {}").format(
         sql.SQL(", ").join(map(sql.Identifier, values)),
@@ -171,10 +170,9 @@ def get_tenant(tenant_id: UUID, principal: PrincipalDep, services: ServicesDep) 
 
 @router.patch("/tenants/{tenant_id}", tags=["tenants"], summary="Change a tenant")
 def update_tenant(
-    tenant_id: UUID, body: TenantChange, principal: PrincipalDep, services: ServicesDep
+    tenant_id: UUID, body: TenantChange, principal: Admin, services: ServicesDep
 ) -> dict[str, Any]:
     """Change a tenant's settings, prompts or WhatsApp sender (admins)."""
-    allow(principal, ADMINS)
     values = _tenant_values(body, exclude_unset=True)
     if not values:
         raise ApiError(422, "empty_update", "Send at least one field to change.")
@@ -194,9 +192,8 @@ def update_tenant(
 
 
 @router.delete("/tenants/{tenant_id}", tags=["tenants"], status_code=204, summary="Delete a tenant")
-def delete_tenant(tenant_id: UUID, principal: PrincipalDep, services: ServicesDep) -> Response:
+def delete_tenant(tenant_id: UUID, principal: PlatformAdmin, services: ServicesDep) -> Response:
     """Delete a tenant and everything it holds (platform admins only; audited)."""
-    allow(principal, PLATFORM)
     with scoped(services, principal, tenant_id, "delete tenant") as conn:
         gone = conn.execute(
             "delete from tenants where id = %s returning id", (tenant_id,)
