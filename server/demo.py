@@ -171,8 +171,8 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
             lambda: _wait_worker(settings.redis_url or "", worker, log_dir / "worker.log"),
         )
         print(f"Logs: {log_dir}/api.log, {log_dir}/worker.log")
-        print(f"Management API: {api_url}/docs  (a token: conversa token --role tenant_admin "
-              "--tenant demo)")  # fmt: skip
+        print(f"Management API: {api_url}/docs  (a token: .venv/bin/conversa token --role "
+              "tenant_admin --tenant demo)")  # fmt: skip
 
         client = ChatClient(
             api_url=api_url,
