@@ -45,32 +45,66 @@ class _Retry(Exception):
 def send_whatsapp_message(
     tenant_id: str, message_id: int, correlation_id: str, attempt: int = 0
 ) -> str:
-    """Send outbound message `message_id`, unless it was sent, suppressed or failed already."""
+    """Send outbound message `message_id`, unless it was sent, suppressed or failed already.
+
+    The message is marked `sending` (committed) before Twilio is called, and an advisory lock
+    keyed by the message is held until the job ends. A job that finds the lock taken leaves (the
+    other job is sending); one that finds `sending` without the lock knows a worker died
+    mid-send, and asks Twilio whether that send got through before sending again.
+    """
     settings = get_settings()
     bind_correlation_id(
         correlation_id, message_id=message_id, job="send_whatsapp_message", attempt=attempt
     )
     with connect(settings, tenant_id) as conn:
+        if not _try_lock(conn, message_id):
+            log.info("another job is sending this message")
+            return "in flight"
         try:
-            with conn.transaction():
-                message = repo.message_by_id(conn, message_id, lock=True)
-                if message is None or message.direction != "outbound":
-                    log.warning("no such outbound message; nothing to do")
-                    return "missing"
-                if message.status != "pending":
-                    log.info("already handled", status=message.status)
-                    return message.status
-                first = repo.first_pending_outbound(conn, message.conversation_id)
-                if first is not None and first.id != message.id:
-                    log.info(
-                        "an earlier message goes first; it will queue this one", first=first.id
-                    )
-                    return "waiting"
+            message = repo.message_by_id(conn, message_id)
+            if message is None or message.direction != "outbound":
+                log.warning("no such outbound message; nothing to do")
+                return "missing"
+            if message.status not in ("pending", "sending"):
+                log.info("already handled", status=message.status)
+                return message.status
+            first = repo.first_pending_outbound(conn, message.conversation_id)
+            if first is not None and first.id != message.id:
+                log.info("an earlier message goes first; it will queue this one", first=first.id)
+                return "waiting"
+            try:
                 outcome = _send(conn, settings, message)
-        except _Retry as retry:
-            return _retry_or_fail(conn, settings, message_id, attempt, retry)
-        _queue_next(conn, settings, message.conversation_id)
-        return outcome
+            except _Retry as retry:
+                return _retry_or_fail(conn, settings, message, attempt, retry)
+            _queue_next(conn, settings, message)
+            return outcome
+        finally:
+            _unlock(conn, message_id)
+
+
+def _try_lock(conn: Conn, message_id: int) -> bool:
+    row = conn.execute(
+        "select pg_try_advisory_lock(hashtextextended(%s, 0)) as ok", (f"send:{message_id}",)
+    ).fetchone()
+    return bool(row and row["ok"])
+
+
+def _unlock(conn: Conn, message_id: int) -> None:
+    conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (f"send:{message_id}",))
+
+
+def _already_sent(settings: Settings, tenant: Tenant, message: Message) -> Any | None:
+    """Find, at Twilio, a send of this message that a dead worker made but never recorded."""
+    client = twilio_for(settings, tenant)
+    since = message.created_at - timedelta(minutes=1)
+    for sent in client.messages.list(
+        to=message.to_address, from_=message.from_address, date_sent_after=since, limit=50
+    ):
+        if sent.body == message.body or (
+            message.template_sid is not None and getattr(sent, "body", None) is None
+        ):
+            return sent
+    return None
 
 
 def _send(conn: Conn, settings: Settings, message: Message) -> str:
@@ -88,6 +122,17 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
         repo.mark_failed(conn, message.id, _NO_TEMPLATE, error_code=63016)
         log.warning("not sent: the 24-hour window is closed and there is no template")
         return "failed"
+    if message.status == "sending":
+        try:
+            earlier = _already_sent(settings, tenant, message)
+        except (TwilioException, requests.RequestException) as exc:
+            raise _Retry(f"could not check an interrupted send: {_describe(exc)}", None) from exc
+        if earlier is not None:
+            repo.mark_sent(conn, message.id, str(earlier.sid), str(earlier.status or "queued"))
+            log.warning("an interrupted send had got through; recorded it, not sending again",
+                        provider_sid=earlier.sid)  # fmt: skip
+            return "sent"
+    repo.begin_send(conn, message.id)
     return _create(conn, settings, message, tenant, user, use_template=template)
 
 
@@ -172,31 +217,29 @@ def backoff(settings: Settings, attempt: int) -> float:
 
 
 def _retry_or_fail(
-    conn: Conn, settings: Settings, message_id: int, attempt: int, retry: _Retry
+    conn: Conn, settings: Settings, message: Message, attempt: int, retry: _Retry
 ) -> str:
-    message = repo.message_by_id(conn, message_id)
-    assert message is not None
     if attempt + 1 >= settings.send_max_attempts:
-        repo.mark_failed(conn, message_id, f"{retry.error} (gave up after {attempt + 1} tries)",
+        repo.mark_failed(conn, message.id, f"{retry.error} (gave up after {attempt + 1} tries)",
                          error_code=retry.code)  # fmt: skip
         log.error("send failed for good", error=retry.error, attempts=attempt + 1)
-        _queue_next(conn, settings, message.conversation_id)
+        _queue_next(conn, settings, message)
         return "failed"
-    repo.record_attempt(conn, message_id, retry.error, retry.code)
+    repo.record_attempt(conn, message.id, retry.error, retry.code)
     delay = backoff(settings, attempt)
     job = send_job_data(message, attempt + 1)
     Queue(QUEUE_SEND, connection=redis_for(settings)).enqueue_in(
         timedelta(seconds=delay), job.func, args=job.args, job_timeout=job.timeout,
         meta=job.meta, description=job.description,
     )  # fmt: skip
-    repo.mark_enqueued(conn, [message_id])
+    repo.mark_enqueued(conn, [message.id])
     log.warning("send failed; retrying", error=retry.error, delay=round(delay, 2))
     return "retrying"
 
 
-def _queue_next(conn: Conn, settings: Settings, conversation_id: Any) -> None:
-    """Queue the conversation's next outbound message, if one waits."""
-    following = repo.first_pending_outbound(conn, conversation_id)
-    if following is not None:
+def _queue_next(conn: Conn, settings: Settings, done: Message) -> None:
+    """Queue the conversation's next outbound message, if one waits behind `done`."""
+    following = repo.first_pending_outbound(conn, done.conversation_id)
+    if following is not None and following.id != done.id:
         enqueue_send(redis_for(settings), following)
         repo.mark_enqueued(conn, [following.id])

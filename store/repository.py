@@ -304,8 +304,9 @@ def mark_sent(
     """Record that Twilio accepted an outbound message (a callback may already be ahead)."""
     conn.execute(
         """update messages set provider_sid = %s, template_sid = %s, error = null,
-               error_code = null, processed_at = now(), attempts = attempts + 1,
-               status = case when message_status_rank(status) < message_status_rank(%s)
+               error_code = null, processed_at = now(),
+               status = case when status in ('pending', 'sending')
+                                  or message_status_rank(status) < message_status_rank(%s)
                              then %s else status end,
                status_updated_at = now()
            where id = %s""",
@@ -324,16 +325,26 @@ def mark_failed(
     """Close a message that could not be handled, with a reason a person can read."""
     conn.execute(
         """update messages set status = %s, error = %s, error_code = %s, processed_at = now(),
-               attempts = attempts + 1, status_updated_at = now()
+               status_updated_at = now()
            where id = %s""",
         (status, error, error_code, message_id),
     )
 
 
-def record_attempt(conn: psycopg.Connection, message_id: int, error: str, code: int | None) -> None:
-    """Note a failed send that will be retried."""
+def begin_send(conn: psycopg.Connection, message_id: int) -> None:
+    """Mark a send as under way, durably, before Twilio is called (a crash leaves 'sending')."""
     conn.execute(
-        "update messages set attempts = attempts + 1, error = %s, error_code = %s where id = %s",
+        """update messages set status = 'sending', attempts = attempts + 1,
+               status_updated_at = now()
+           where id = %s and status in ('pending', 'sending')""",
+        (message_id,),
+    )
+
+
+def record_attempt(conn: psycopg.Connection, message_id: int, error: str, code: int | None) -> None:
+    """Note a failed send that will be retried: back to pending, with the reason."""
+    conn.execute(
+        "update messages set status = 'pending', error = %s, error_code = %s where id = %s",
         (error, code, message_id),
     )
 
@@ -375,7 +386,8 @@ def first_pending_outbound(conn: psycopg.Connection, conversation_id: UUID) -> M
         conn,
         Message,
         f"""select {_MSG} from messages
-            where conversation_id = %s and direction = 'outbound' and status = 'pending'
+            where conversation_id = %s and direction = 'outbound'
+              and status in ('pending', 'sending')
             order by id limit 1""",
         (conversation_id,),
     )

@@ -580,3 +580,82 @@ def test_a_run_that_crashed_after_the_graph_reuses_the_checkpointed_reply(
     run_jobs(settings)
     assert _bodies(sandbox) == ["Resposta única."]
     assert len(llm.requests) == 1
+
+
+# -- a worker killed mid-send ----------------------------------------------------------------------
+
+
+def _sent_once(
+    client: TestClient, settings: Settings, tenant: Tenant, llm: ScriptedModel
+) -> tuple[int, str]:
+    llm.say("Só uma vez.")
+    _say(client, settings, tenant, "Oi")
+    run_jobs(settings)
+    ((outbound_id, cid),) = rows(
+        settings, "select id, correlation_id from messages where direction = 'outbound'"
+    )
+    return outbound_id, cid
+
+
+def _as_if_killed_mid_send(settings: Settings, outbound_id: int) -> None:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "update messages set status = 'sending', provider_sid = null, processed_at = null "
+            "where id = %s",
+            (outbound_id,),
+        )
+
+
+def test_a_send_that_got_through_before_the_crash_is_not_sent_again(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    outbound_id, cid = _sent_once(client, settings, tenant, llm)
+    (first,) = sandbox.messages
+    _as_if_killed_mid_send(settings, outbound_id)
+
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
+
+    assert len(sandbox.messages) == 1
+    assert rows(settings, "select provider_sid from messages where id = %s", outbound_id) == [
+        (first["sid"],)
+    ]
+
+
+def test_a_send_that_died_before_twilio_is_sent_once(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    outbound_id, cid = _sent_once(client, settings, tenant, llm)
+    sandbox.reset()  # Twilio never saw it
+    _as_if_killed_mid_send(settings, outbound_id)
+
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "queued"
+    assert [m["body"] for m in sandbox.messages] == ["Só uma vez."]
+
+
+def test_a_send_in_flight_elsewhere_is_left_alone(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    outbound_id, cid = _sent_once(client, settings, tenant, llm)
+    sandbox.reset()
+    _as_if_killed_mid_send(settings, outbound_id)
+    assert settings.database_url
+    with psycopg.connect(settings.database_url, autocommit=True) as other_worker:
+        other_worker.execute(
+            "select pg_advisory_lock(hashtextextended(%s, 0))", (f"send:{outbound_id}",)
+        )
+        assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "in flight"
+    assert sandbox.messages == []

@@ -51,4 +51,4 @@ create index messages_outbox_idx on messages (conversation_id, id)
     where direction = 'outbound' and status = 'pending';
 -- The relay's "due a job" scan: unfinished messages by when their job was queued.
 create index messages_unfinished_idx on messages (enqueued_at, id)
-    where processed_at is null and status in ('received', 'pending');
+    where processed_at is null and status in ('received', 'pending', 'sending');

@@ -160,7 +160,7 @@ begin
     perform set_config('app.platform', 'on', true);
     return query
         select * from messages m
-        where status in ('received', 'pending') and processed_at is null
+        where status in ('received', 'pending', 'sending') and processed_at is null
           and (
             (direction = 'inbound' and enqueued_at is null)
             or (direction = 'outbound' and enqueued_at is null
@@ -169,7 +169,8 @@ begin
           )
           and not (direction = 'outbound' and exists (
             select 1 from messages e where e.conversation_id = m.conversation_id
-              and e.direction = 'outbound' and e.status = 'pending' and e.id < m.id))
+              and e.direction = 'outbound' and e.status in ('pending', 'sending')
+              and e.id < m.id))
         order by id limit max_rows
         for update skip locked;
     perform set_config('app.platform', '', true);
