@@ -39,6 +39,7 @@ from redis import Redis  # noqa: E402
 
 from channels.inbound import sign  # noqa: E402
 from server.chat import whatsapp_form  # noqa: E402
+from server.demo import stop_process  # noqa: E402
 from store import repository as repo  # noqa: E402
 from store.embedded import EmbeddedRedis, free_port, start_postgres, start_redis  # noqa: E402
 from store.migrate import migrate  # noqa: E402
@@ -560,13 +561,8 @@ def main() -> int:
         print(f"setup failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        if server is not None:
+            stop_process(server, timeout=20)
         if redis_server is not None:
             redis_server.stop()
         for path in forms.values():

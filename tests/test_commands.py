@@ -14,6 +14,7 @@ import httpx
 import psycopg
 import pytest
 
+from server.demo import stop_process
 from store.embedded import free_port
 from tests.conftest import ROOT
 
@@ -116,11 +117,7 @@ def langgraph_dev(tmp_path: Path) -> Iterator[str]:
             raise AssertionError((tmp_path / "langgraph.log").read_text()[-3000:])
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, timeout=20)
         log.close()
 
 
