@@ -25,6 +25,8 @@ from store import repository as repo
 
 log = structlog.get_logger(__name__)
 
+_BATCH_PAUSE_SECONDS = 0.02
+
 
 def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: int = 500) -> int:
     """Enqueue every message that is due a job; return how many were enqueued."""
@@ -65,6 +67,9 @@ class Relay(threading.Thread):
         settings = self._services.settings
         while not self._stopping.is_set():
             self._wake.wait(settings.relay_interval_seconds)
+            # Under load the webhook wakes the relay per message; a short pause batches them.
+            if self._stopping.wait(_BATCH_PAUSE_SECONDS):
+                return
             self._wake.clear()
             if self._stopping.is_set():
                 return

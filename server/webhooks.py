@@ -109,7 +109,7 @@ async def _read_form(request: Request) -> dict[str, str]:
 
 def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str) -> Message | None:
     """Store the message with its user and conversation (None for a replay)."""
-    with services.pool.connection() as conn, conn.pipeline(), tenant_scope(conn, tenant.id):
+    with services.pool.connection() as conn:
         return repo.store_inbound(
             conn,
             tenant_id=tenant.id,

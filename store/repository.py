@@ -165,6 +165,9 @@ def store_inbound(
 ) -> Message | None:
     """Store an inbound message with its user and open conversation, in one statement.
 
+    The statement (`store_inbound_message`) scopes itself to `tenant_id` first, so it needs no
+    transaction around it.
+
     A user seen for the first time is enabled when `enroll` (the tenant's auto-enrolment).
 
     Returns None, and changes nothing, when this `MessageSid` is already stored. The relay
@@ -174,41 +177,11 @@ def store_inbound(
     return _one(
         conn,
         Message,
-        f"""with fresh as (
-                select not exists (select 1 from messages where tenant_id = %(tenant)s
-                                   and provider_sid = %(sid)s) as ok
-            ), u as (
-                insert into users (tenant_id, wa_id, address, profile_name, enabled)
-                select %(tenant)s, %(wa_id)s, %(from)s, %(name)s, %(enroll)s from fresh where ok
-                on conflict (tenant_id, wa_id) do update
-                   set profile_name = coalesce(excluded.profile_name, users.profile_name),
-                       address = excluded.address,
-                       updated_at = case when users.profile_name is distinct from
-                           coalesce(excluded.profile_name, users.profile_name)
-                           or users.address <> excluded.address then now()
-                           else users.updated_at end
-                returning id
-            ), c as (
-                insert into conversations (id, tenant_id, user_id, thread_id, last_inbound_at)
-                select %(conv)s, %(tenant)s, u.id, %(thread)s, now() from u
-                on conflict (tenant_id, user_id) where state <> 'CLOSED'
-                do update set last_inbound_at = now(), updated_at = now()
-                returning id
-            )
-            insert into messages (tenant_id, conversation_id, direction, provider_sid, kind,
-                body, from_address, to_address, media, payload, status, correlation_id)
-            select %(tenant)s, c.id, 'inbound', %(sid)s, %(kind)s, %(body)s, %(from)s, %(to)s,
-                   %(media)s, %(payload)s, 'received', %(cid)s
-            from c
-            on conflict (tenant_id, provider_sid) do nothing
-            returning {_MSG}""",
-        {
-            "tenant": tenant_id, "sid": provider_sid, "wa_id": wa_id, "from": from_address,
-            "name": profile_name, "conv": conversation_id,
-            "thread": thread_id_for(tenant_id, conversation_id), "kind": kind, "body": body,
-            "to": to_address, "media": Jsonb(media), "payload": Jsonb(payload),
-            "cid": correlation_id, "enroll": enroll,
-        },
+        f"""select {_MSG} from store_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                                                     %s, %s, %s, %s)""",
+        (tenant_id, provider_sid, wa_id, from_address, profile_name, enroll, conversation_id,
+         thread_id_for(tenant_id, conversation_id), kind, body, to_address, Jsonb(media),
+         Jsonb(payload), correlation_id),
     )  # fmt: skip
 
 
