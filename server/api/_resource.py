@@ -195,18 +195,20 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             raise not_found(resource.singular)
         return row
 
-    router.add_api_route(
-        base,
-        list_rows,
-        methods=["GET"],
-        tags=tag,
-        response_model=Page,
-        summary=f"List {resource.name}",
-    )
-    router.add_api_route(
-        item, get_row, methods=["GET"], tags=tag, summary=f"Read one {resource.singular}"
-    )
-    RULES[("GET", base)] = RULES[("GET", item)] = resource.read_roles
+    def route(
+        method: str,
+        path: str,
+        endpoint: Callable[..., Any],
+        roles: frozenset[Role],
+        summary: str,
+        **options: Any,
+    ) -> None:
+        """Register one route, and the roles it admits for the authorization matrix."""
+        router.add_api_route(path, endpoint, methods=[method], tags=tag, summary=summary, **options)
+        RULES[(method, path)] = roles
+
+    route("GET", base, list_rows, resource.read_roles, f"List {resource.name}", response_model=Page)
+    route("GET", item, get_row, resource.read_roles, f"Read one {resource.singular}")
 
     if resource.create is not None:
         Body = resource.create
@@ -216,7 +218,6 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             body: Body,
             principal: Writer,
             services: ServicesDep,
-            response: Response,
         ) -> dict[str, Any]:  # type: ignore[valid-type]
             values = resource.prepare(body.model_dump())  # type: ignore[attr-defined]
             values["tenant_id"] = tenant_id
@@ -231,18 +232,16 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
                     row = conn.execute(query, [_jsonable(v) for v in values.values()]).fetchone()
             except psycopg.Error as exc:
                 raise db_error(exc, resource.singular) from exc
-            response.status_code = 201
             return row  # type: ignore[return-value]
 
-        router.add_api_route(
+        route(
+            "POST",
             base,
             create_row,
-            methods=["POST"],
-            tags=tag,
+            resource.write_roles,
+            f"Create a {resource.singular}",
             status_code=201,
-            summary=f"Create a {resource.singular}",
         )
-        RULES[("POST", base)] = resource.write_roles
 
     if resource.update is not None:
         Patch = resource.update
@@ -272,10 +271,7 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
                 raise not_found(resource.singular)
             return row
 
-        router.add_api_route(
-            item, update_row, methods=["PATCH"], tags=tag, summary=f"Change a {resource.singular}"
-        )
-        RULES[("PATCH", item)] = resource.write_roles
+        route("PATCH", item, update_row, resource.write_roles, f"Change a {resource.singular}")
 
     if resource.create is not None:
 
@@ -294,15 +290,14 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
                 raise not_found(resource.singular)
             return Response(status_code=204)
 
-        router.add_api_route(
+        route(
+            "DELETE",
             item,
             delete_row,
-            methods=["DELETE"],
-            tags=tag,
+            resource.write_roles,
+            f"Delete a {resource.singular}",
             status_code=204,
-            summary=f"Delete a {resource.singular}",
         )
-        RULES[("DELETE", item)] = resource.write_roles
 
 
 def _owner(resource: Resource) -> sql.Composable:
