@@ -31,10 +31,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.auth import check_auth_config
     from store.migrate import check_at_head
+    from store.scoping import check_app_role
 
     settings = _resolved()
     assert settings.database_url
     check_at_head(settings.database_url)
+    check_app_role(settings.database_url, settings.database_app_role)
     check_auth_config(settings)
     workers = args.workers or settings.api_workers
     uvicorn.run(
@@ -54,10 +56,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run an RQ worker."""
     from server.worker import run_worker
     from store.migrate import check_at_head
+    from store.scoping import check_app_role
 
     settings = _resolved()
     assert settings.database_url
     check_at_head(settings.database_url)
+    check_app_role(settings.database_url, settings.database_app_role)
     run_worker(settings, args.queues or QUEUES, burst=args.burst)
     return 0
 
@@ -230,8 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from server.auth import AuthConfigError
         from store.migrate import MigrationsPendingError
+        from store.scoping import AppRoleError
 
-        if isinstance(exc, MigrationsPendingError | AuthConfigError):
+        if isinstance(exc, MigrationsPendingError | AuthConfigError | AppRoleError):
             print(f"conversa: {exc}", file=sys.stderr)
             return 2
         if isinstance(exc, ValidationError):

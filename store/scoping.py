@@ -28,6 +28,31 @@ def use_role(conn: psycopg.Connection[Any], role: str | None) -> None:
             conn.commit()
 
 
+class AppRoleError(RuntimeError):
+    """The database user cannot act as the application role; the message says what to grant."""
+
+
+def check_app_role(database_url: str, role: str | None) -> None:
+    """Fail early, and plainly, when the service could not `SET ROLE` to `role`."""
+    if not role:
+        return
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        try:
+            use_role(conn, role)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            user = conn.info.user
+            raise AppRoleError(
+                f"The database user {user!r} may not act as {role!r}, the role the service uses "
+                f"for tenant data. Run `GRANT {role} TO {user}` as the database owner, or set "
+                "DATABASE_APP_ROLE to a role it may use."
+            ) from exc
+        except psycopg.errors.InvalidParameterValue as exc:
+            raise AppRoleError(
+                f"The role {role!r} does not exist: run `conversa migrate` first, or set "
+                "DATABASE_APP_ROLE."
+            ) from exc
+
+
 @contextmanager
 def tenant_scope(conn: psycopg.Connection[Any], tenant_id: UUID | str) -> Iterator[None]:
     """Run a transaction that sees and writes only `tenant_id`'s rows."""

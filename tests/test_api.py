@@ -377,3 +377,24 @@ def test_a_body_cannot_point_into_another_tenant(
     assert (subscription.status_code, override.status_code, listing.status_code) == (422, 422, 404)
     assert rows(settings, "select count(*) from subscriptions") == [(0,)]
     assert rows(settings, "select count(*) from feature_overrides") == [(0,)]
+
+
+def test_a_database_user_that_cannot_act_as_the_app_role_is_told_what_to_grant(
+    pg_url: str,
+) -> None:
+    from store.scoping import AppRoleError, check_app_role
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("drop role if exists conversa_outsider")
+        conn.execute("create role conversa_outsider login")
+    info = psycopg.conninfo.conninfo_to_dict(pg_url)
+    outsider = psycopg.conninfo.make_conninfo(**{**info, "user": "conversa_outsider"})
+    try:
+        with pytest.raises(AppRoleError, match="GRANT conversa_app TO conversa_outsider"):
+            check_app_role(outsider, APP_ROLE)
+        with pytest.raises(AppRoleError, match="does not exist"):
+            check_app_role(pg_url, "no_such_role")
+        check_app_role(pg_url, APP_ROLE)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("drop role if exists conversa_outsider")
