@@ -16,7 +16,7 @@ OFFLINE_MODEL = "offline"
 def load_chat_model(model: str) -> ChatOpenAI:
     """Return a `ChatOpenAI` for `model` as configured in the environment."""
     settings = LLMSettings()
-    if settings.openai_api_key is None and settings.openai_base_url is None:
+    if not settings.configured:
         from graphs.offline_model import ensure_offline_server
 
         return ChatOpenAI(

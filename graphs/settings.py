@@ -17,3 +17,8 @@ class LLMSettings(BaseSettings):
     llm_temperature: float = 0.3
     llm_timeout_seconds: float = 60.0
     llm_max_retries: int = 2
+
+    @property
+    def configured(self) -> bool:
+        """Whether a real (or explicitly chosen) OpenAI-compatible model is configured."""
+        return self.openai_api_key is not None or self.openai_base_url is not None

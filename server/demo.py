@@ -123,21 +123,22 @@ def run_demo(says: list[str], timeout: float = 90.0) -> int:
 @contextlib.contextmanager
 def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
     from channels.twilio_sandbox import TwilioSandbox
-    from server.services import resolve_backends
     from store.embedded import start_postgres, start_redis
 
     data_dir = settings.data_dir
     log_dir = data_dir / "logs"
     with contextlib.ExitStack() as stack:
         if not settings.database_url:
-            _step("Starting PostgreSQL (embedded, pgvector)", lambda: start_postgres(data_dir))
-        redis_server = None
+            url = _step(
+                "Starting PostgreSQL (embedded, pgvector)", lambda: start_postgres(data_dir)
+            )
+            settings = settings.model_copy(update={"database_url": url})
         if not settings.redis_url:
             redis_server = _step(
                 "Starting Redis (embedded)", lambda: start_redis(data_dir / "redis")
             )
             stack.callback(redis_server.stop)
-        settings = resolve_backends(settings)
+            settings = settings.model_copy(update={"redis_url": redis_server.url})
         assert settings.database_url and settings.redis_url
         _step("Applying migrations", lambda: _migrate(settings.database_url or ""))
         _step("Creating the demo tenant and user", lambda: seed_demo(settings.database_url or ""))
@@ -158,7 +159,9 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
             "API_PORT": str(port),
             "TWILIO_API_BASE_URL": sandbox.url,
         }
-        if not settings.llm_configured:
+        from graphs.settings import LLMSettings
+
+        if not LLMSettings().configured:
             from graphs.offline_model import serve
 
             offline = _step("Starting the offline model (no OPENAI_API_KEY set)", serve)

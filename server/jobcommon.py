@@ -1,9 +1,10 @@
-"""What both jobs need: a database connection opened inside the job, and the retry state."""
+"""What both jobs need: their own database connection, advisory locks, clients, retry state."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -36,11 +37,29 @@ def connect(settings: Settings, tenant_id: str) -> Iterator[psycopg.Connection[d
         yield conn
 
 
+def try_lock(conn: psycopg.Connection[Any], key: str) -> bool:
+    """Take the session advisory lock `key` if free; a dead worker's locks go with its session."""
+    row = conn.execute(
+        "select pg_try_advisory_lock(hashtextextended(%s, 0)) as ok", (key,)
+    ).fetchone()
+    return bool(row and row["ok"])
+
+
+def unlock(conn: psycopg.Connection[Any], key: str) -> None:
+    """Release the session advisory lock `key`."""
+    conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+
 def redis_for(settings: Settings) -> Redis:
-    """Return a Redis client for the job's follow-up enqueues."""
+    """Return the process's Redis client for the job's follow-up enqueues."""
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set; start workers with `conversa worker`")
-    return redis_client(settings.redis_url)
+    return _redis(settings.redis_url)
+
+
+@lru_cache(maxsize=4)
+def _redis(url: str) -> Redis:
+    return redis_client(url)
 
 
 def twilio_for(settings: Settings, tenant: Tenant) -> Client:

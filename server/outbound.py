@@ -12,6 +12,7 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import requests
@@ -21,7 +22,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from channels.policy import UNSUBSCRIBED, SendOutcome, classify_twilio_error
 from channels.ratelimit import SenderRateLimiter
-from server.jobcommon import connect, redis_for, twilio_for
+from server.jobcommon import connect, redis_for, try_lock, twilio_for, unlock
 from server.logs import bind_correlation_id
 from server.queueing import enqueue_send, send_job_data
 from server.settings import QUEUE_SEND, Settings, get_settings
@@ -56,8 +57,9 @@ def send_whatsapp_message(
     bind_correlation_id(
         correlation_id, message_id=message_id, job="send_whatsapp_message", attempt=attempt
     )
+    lock = f"send:{message_id}"
     with connect(settings, tenant_id) as conn:
-        if not _try_lock(conn, message_id):
+        if not try_lock(conn, lock):
             log.info("another job is sending this message")
             return "in flight"
         try:
@@ -76,35 +78,24 @@ def send_whatsapp_message(
                 outcome = _send(conn, settings, message)
             except _Retry as retry:
                 return _retry_or_fail(conn, settings, message, attempt, retry)
-            _queue_next(conn, settings, message)
+            queue_next_send(conn, settings, message.conversation_id, after=message.id)
             return outcome
         finally:
-            _unlock(conn, message_id)
-
-
-def _try_lock(conn: Conn, message_id: int) -> bool:
-    row = conn.execute(
-        "select pg_try_advisory_lock(hashtextextended(%s, 0)) as ok", (f"send:{message_id}",)
-    ).fetchone()
-    return bool(row and row["ok"])
-
-
-def _unlock(conn: Conn, message_id: int) -> None:
-    conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (f"send:{message_id}",))
+            unlock(conn, lock)
 
 
 def _already_sent(settings: Settings, tenant: Tenant, message: Message) -> Any | None:
-    """Find, at Twilio, a send of this message that a dead worker made but never recorded."""
+    """Find, at Twilio, a send of this message that a dead worker made but never recorded.
+
+    Matched by recipient, sender, time and body; an interrupted template send (closed window)
+    carries the template's text instead of ours, so it is not recognised and goes out again.
+    """
     client = twilio_for(settings, tenant)
     since = message.created_at - timedelta(minutes=1)
-    for sent in client.messages.list(
+    sent = client.messages.list(
         to=message.to_address, from_=message.from_address, date_sent_after=since, limit=50
-    ):
-        if sent.body == message.body or (
-            message.template_sid is not None and getattr(sent, "body", None) is None
-        ):
-            return sent
-    return None
+    )
+    return next((s for s in sent if s.body == message.body), None)
 
 
 def _send(conn: Conn, settings: Settings, message: Message) -> str:
@@ -223,7 +214,7 @@ def _retry_or_fail(
         repo.mark_failed(conn, message.id, f"{retry.error} (gave up after {attempt + 1} tries)",
                          error_code=retry.code)  # fmt: skip
         log.error("send failed for good", error=retry.error, attempts=attempt + 1)
-        _queue_next(conn, settings, message)
+        queue_next_send(conn, settings, message.conversation_id, after=message.id)
         return "failed"
     repo.record_attempt(conn, message.id, retry.error, retry.code)
     delay = backoff(settings, attempt)
@@ -237,9 +228,12 @@ def _retry_or_fail(
     return "retrying"
 
 
-def _queue_next(conn: Conn, settings: Settings, done: Message) -> None:
-    """Queue the conversation's next outbound message, if one waits behind `done`."""
-    following = repo.first_pending_outbound(conn, done.conversation_id)
-    if following is not None and following.id != done.id:
+def queue_next_send(
+    conn: Conn, settings: Settings, conversation_id: UUID, *, after: int | None = None
+) -> None:
+    """Queue the send of the conversation's oldest outbound message still waiting, if any
+    (other than `after`, the one just handled: a send never re-queues itself)."""
+    following = repo.first_pending_outbound(conn, conversation_id)
+    if following is not None and following.id != after:
         enqueue_send(redis_for(settings), following)
         repo.mark_enqueued(conn, [following.id])

@@ -26,9 +26,11 @@ from store import repository as repo
 log = structlog.get_logger(__name__)
 
 _BATCH_PAUSE_SECONDS = 0.02
+BATCH = 500
+"""Messages claimed per pass; a full batch means more may be waiting."""
 
 
-def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: int = 500) -> int:
+def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: int = BATCH) -> int:
     """Enqueue every message that is due a job; return how many were enqueued."""
     with pool.connection() as conn, conn.transaction():
         claimed = repo.claim_due(
@@ -74,7 +76,7 @@ class Relay(threading.Thread):
             if self._stopping.is_set():
                 return
             try:
-                while relay_once(self._services.pool, self._services.redis, settings) >= 500:
+                while relay_once(self._services.pool, self._services.redis, settings) >= BATCH:
                     pass
                 if self._failing:
                     log.info("relay: back to normal")

@@ -59,9 +59,6 @@ class Settings(BaseSettings):
     typing_after_seconds: float = Field(default=3.0, ge=0)
     typing_refresh_seconds: float = Field(default=20.0, gt=0)
 
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str | None = None
-
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
@@ -69,11 +66,6 @@ class Settings(BaseSettings):
     jwt_issuer: str = "conversa"
     jwt_audience: str = "conversa-api"
     jwt_ttl_seconds: int = Field(default=3600, ge=60)
-
-    @property
-    def llm_configured(self) -> bool:
-        """Whether a real (or explicitly chosen) OpenAI-compatible model is configured."""
-        return bool(self.openai_api_key or self.openai_base_url)
 
     @property
     def status_callback_url(self) -> str | None:

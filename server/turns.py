@@ -26,9 +26,9 @@ from graphs.assistant import build_graph
 from graphs.context import Context
 from graphs.language import detect_language
 from graphs.state import Language
-from server.jobcommon import connect, final_attempt, redis_for, twilio_for
+from server.jobcommon import connect, final_attempt, try_lock, twilio_for, unlock
 from server.logs import bind_correlation_id
-from server.queueing import enqueue_send
+from server.outbound import queue_next_send
 from server.settings import Settings, get_settings
 from store import identity
 from store import repository as repo
@@ -53,9 +53,9 @@ def process_ai_response(tenant_id: str, message_id: int, correlation_id: str) ->
             return "already answered"
         conversation = repo.conversation_by_id(conn, message.conversation_id)
         assert conversation is not None
-        outcome = "busy"
+        lock, outcome = f"conversation:{conversation.id}", "busy"
         while True:
-            if not _try_lock(conn, conversation):
+            if not try_lock(conn, lock):
                 log.info("another run holds the conversation; it will take this message")
                 return outcome
             try:
@@ -64,25 +64,10 @@ def process_ai_response(tenant_id: str, message_id: int, correlation_id: str) ->
                     _answer(conn, settings, conversation, pending)
                     outcome = "answered"
             finally:
-                _unlock(conn, conversation)
+                unlock(conn, lock)
             # A message committed while we held the lock may have had its job turned away.
             if not repo.unanswered_inbound(conn, conversation.id):
                 return outcome
-
-
-def _lock_key(conversation: Conversation) -> str:
-    return f"conversation:{conversation.id}"
-
-
-def _try_lock(conn: Conn, conversation: Conversation) -> bool:
-    row = conn.execute(
-        "select pg_try_advisory_lock(hashtextextended(%s, 0)) as ok", (_lock_key(conversation),)
-    ).fetchone()
-    return bool(row and row["ok"])
-
-
-def _unlock(conn: Conn, conversation: Conversation) -> None:
-    conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(conversation),))
 
 
 def _debounce(conn: Conn, settings: Settings, conversation: Conversation) -> None:
@@ -147,10 +132,7 @@ class Turn:
                 )  # fmt: skip
             repo.mark_processed(self.conn, self.ids, "answered")
         log.info("turn answered", parts=len(parts), purpose=purpose)
-        first = repo.first_pending_outbound(self.conn, self.conversation.id)
-        if first is not None:
-            enqueue_send(redis_for(self.settings), first)
-            repo.mark_enqueued(self.conn, [first.id])
+        queue_next_send(self.conn, self.settings, self.conversation.id)
 
 
 def _answer(
@@ -268,25 +250,23 @@ def _context(tenant: Tenant, user: User, rights: identity.Entitlement) -> Contex
 
 def _run_graph(turn: Turn, rights: identity.Entitlement) -> str | None:
     """Run the graph for the turn and return the reply; None when it failed for good."""
-    conn, settings, conversation, tenant, user, pending, cid = (
-        turn.conn, turn.settings, turn.conversation, turn.tenant, turn.user, turn.pending,
-        turn.cid,
+    conn, settings, conversation, tenant, pending, cid, ids = (
+        turn.conn, turn.settings, turn.conversation, turn.tenant, turn.pending, turn.cid, turn.ids,
     )  # fmt: skip
-    context = _context(tenant, user, rights)
+    context = _context(tenant, turn.user, rights)
     config: RunnableConfig = {
         "configurable": {"thread_id": conversation.thread_id},
         "run_name": "assistant",
         "tags": [f"tenant:{tenant.slug}"],
         "metadata": {
             "tenant_id": str(tenant.id),
-            "user_id": str(user.id),
+            "user_id": str(turn.user.id),
             "conversation_id": str(conversation.id),
             "correlation_id": cid,
-            "inbound_message_ids": [m.id for m in pending],
+            "inbound_message_ids": ids,
         },
     }
     graph = build_graph().compile(checkpointer=PostgresSaver(conn), store=PostgresStore(conn))
-    ids = [m.id for m in pending]
     started = time.monotonic()
     typing_client = twilio_for(settings, tenant) if tenant.typing_indicator else None
     try:

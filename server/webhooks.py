@@ -145,6 +145,10 @@ async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
     structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid)
     try:
         message = await run_in_threadpool(_store, services, tenant, inbound, cid)
+    except psycopg.errors.ForeignKeyViolation as exc:
+        # The tenant was deleted by another API process after this one cached it.
+        services.tenants.forget()
+        raise ApiError(404, "unknown_sender", f"No tenant uses {inbound.to_address}.") from exc
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
     if message is None:

@@ -5,7 +5,6 @@ Every function takes an open `psycopg.Connection`; the caller owns the transacti
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -132,11 +131,6 @@ def user_by_id(conn: psycopg.Connection, user_id: UUID) -> User | None:
     return _one(conn, User, f"select {_USER} from users where id = %s", (user_id,))
 
 
-def thread_id_for(tenant_id: UUID, conversation_id: UUID) -> str:
-    """Return the LangGraph thread id of a conversation; it carries the tenant."""
-    return f"{tenant_id}:{conversation_id}"
-
-
 def conversation_by_id(conn: psycopg.Connection, conversation_id: UUID) -> Conversation | None:
     """Return one conversation by id."""
     return _one(
@@ -173,15 +167,13 @@ def store_inbound(
     Returns None, and changes nothing, when this `MessageSid` is already stored. The relay
     enqueues its job (`enqueued_at` stays null until then).
     """
-    conversation_id = uuid.uuid4()
     return _one(
         conn,
         Message,
         f"""select {_MSG} from store_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                                                     %s, %s, %s, %s)""",
-        (tenant_id, provider_sid, wa_id, from_address, profile_name, enroll, conversation_id,
-         thread_id_for(tenant_id, conversation_id), kind, body, to_address, Jsonb(media),
-         Jsonb(payload), correlation_id),
+                                                     %s, %s)""",
+        (tenant_id, provider_sid, wa_id, from_address, profile_name, enroll, kind, body,
+         to_address, Jsonb(media), Jsonb(payload), correlation_id),
     )  # fmt: skip
 
 
@@ -221,12 +213,9 @@ def insert_outbound(
     return existing
 
 
-def message_by_id(
-    conn: psycopg.Connection, message_id: int, *, lock: bool = False
-) -> Message | None:
-    """Return one message, optionally locking its row until the transaction ends."""
-    suffix = " for update" if lock else ""
-    return _one(conn, Message, f"select {_MSG} from messages where id = %s{suffix}", (message_id,))
+def message_by_id(conn: psycopg.Connection, message_id: int) -> Message | None:
+    """Return one message."""
+    return _one(conn, Message, f"select {_MSG} from messages where id = %s", (message_id,))
 
 
 def unanswered_inbound(conn: psycopg.Connection, conversation_id: UUID) -> list[Message]:
@@ -238,16 +227,6 @@ def unanswered_inbound(conn: psycopg.Connection, conversation_id: UUID) -> list[
             where conversation_id = %s and direction = 'inbound' and processed_at is null
               and status in ('received', 'pending')
             order by id""",
-        (conversation_id,),
-    )
-
-
-def conversation_messages(conn: psycopg.Connection, conversation_id: UUID) -> list[Message]:
-    """Return every message of a conversation, oldest first."""
-    return _all(
-        conn,
-        Message,
-        f"select {_MSG} from messages where conversation_id = %s order by id",
         (conversation_id,),
     )
 
@@ -381,7 +360,7 @@ def claim_due(
     *,
     outbox_min_age_seconds: float,
     stale_after_seconds: float,
-    limit: int = 500,
+    limit: int,
 ) -> list[Message]:
     """Lock, across tenants, the messages that are due a job, oldest first.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from redis import RedisError
@@ -230,3 +231,19 @@ def test_tenants_are_remembered_for_a_while(settings: Settings, tenant: Tenant) 
     finally:
         services.close()
         uncached.close()
+
+
+def test_a_tenant_deleted_behind_the_cache_is_404_not_500(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    assert post_inbound(client, settings, tenant, inbound_form(tenant, "Oi")).status_code == 200
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:  # another API process deletes it
+        conn.execute("delete from tenants where id = %s", (tenant.id,))
+
+    response = post_inbound(client, settings, tenant, inbound_form(tenant, "Ainda aí?"))
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_sender"
+    assert rows(settings, "select count(*) from messages") == [(0,)]
+    assert post_inbound(client, settings, tenant, inbound_form(tenant, "?")).status_code == 404

@@ -99,12 +99,9 @@ def db_error(exc: psycopg.Error, what: str) -> ApiError:
     raise exc
 
 
-def _jsonable(value: Any) -> Any:
-    return Jsonb(value) if isinstance(value, dict | list) and not _is_text_array(value) else value
-
-
-def _is_text_array(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+def to_db(value: Any) -> Any:
+    """Adapt a body value for its column: objects go to jsonb; lists of text to text[]."""
+    return Jsonb(value) if isinstance(value, dict) else value
 
 
 @dataclass
@@ -229,7 +226,7 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             )
             try:
                 with scoped(services, principal, tenant_id, f"create {resource.singular}") as conn:
-                    row = conn.execute(query, [_jsonable(v) for v in values.values()]).fetchone()
+                    row = conn.execute(query, [to_db(v) for v in values.values()]).fetchone()
             except psycopg.Error as exc:
                 raise db_error(exc, resource.singular) from exc
             return row  # type: ignore[return-value]
@@ -263,7 +260,7 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             try:
                 with scoped(services, principal, tenant_id, f"update {resource.singular}") as conn:
                     row = conn.execute(
-                        query, [*map(_jsonable, values.values()), item_id, tenant_id]
+                        query, [*map(to_db, values.values()), item_id, tenant_id]
                     ).fetchone()
             except psycopg.Error as exc:
                 raise db_error(exc, resource.singular) from exc

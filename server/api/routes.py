@@ -24,6 +24,7 @@ from server.api._resource import (
     not_found,
     scoped,
     services_of,
+    to_db,
 )  # fmt: skip
 from server.auth import Principal, Role, current_principal, require_roles
 from server.errors import ApiError
@@ -145,15 +146,9 @@ def create_tenant(
             conn.row_factory = dict_row  # type: ignore[assignment]
             with platform_scope(conn, actor=principal.subject, action="create tenant",
                                 detail={"slug": body.slug}):  # fmt: skip
-                return conn.execute(query, [_json(v) for v in values.values()]).fetchone()  # type: ignore[return-value]
+                return conn.execute(query, [to_db(v) for v in values.values()]).fetchone()  # type: ignore[return-value]
     except psycopg.Error as exc:
         raise db_error(exc, "tenant") from exc
-
-
-def _json(value: Any) -> Any:
-    from psycopg.types.json import Jsonb
-
-    return Jsonb(value) if isinstance(value, dict) else value
 
 
 @router.get("/tenants/{tenant_id}", tags=["tenants"], summary="Read a tenant")
@@ -182,7 +177,7 @@ def update_tenant(
     )
     try:
         with scoped(services, principal, tenant_id, "update tenant") as conn:
-            row = conn.execute(query, [*map(_json, values.values()), tenant_id]).fetchone()
+            row = conn.execute(query, [*map(to_db, values.values()), tenant_id]).fetchone()
     except psycopg.Error as exc:
         raise db_error(exc, "tenant") from exc
     if row is None:
@@ -200,6 +195,7 @@ def delete_tenant(tenant_id: UUID, principal: PlatformAdmin, services: ServicesD
         ).fetchone()
     if gone is None:
         raise not_found("tenant")
+    services.tenants.forget()
     return Response(status_code=204)
 
 

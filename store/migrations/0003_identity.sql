@@ -190,8 +190,7 @@ $$;
 -- for this statement's own transaction only.
 create function store_inbound_message(
     p_tenant uuid, p_sid text, p_wa_id text, p_from text, p_name text, p_enroll boolean,
-    p_conversation uuid, p_thread text, p_kind text, p_body text, p_to text, p_media jsonb,
-    p_payload jsonb, p_correlation_id text)
+    p_kind text, p_body text, p_to text, p_media jsonb, p_payload jsonb, p_correlation_id text)
 returns setof messages
 language plpgsql volatile security invoker set search_path = public as $$
 begin
@@ -212,8 +211,10 @@ begin
                        else existing.updated_at end
             returning existing.id
         ), c as (
+            -- A conversation's LangGraph thread id carries its tenant: "<tenant>:<conversation>".
             insert into conversations as open (id, tenant_id, user_id, thread_id, last_inbound_at)
-            select p_conversation, p_tenant, u.id, p_thread, now() from u
+            select new.id, p_tenant, u.id, p_tenant::text || ':' || new.id::text, now()
+            from u, (select gen_random_uuid() as id) as new
             on conflict (tenant_id, user_id) where state <> 'CLOSED'
             do update set last_inbound_at = now(), updated_at = now()
             returning open.id
