@@ -1,0 +1,106 @@
+"""What a tool may touch: the run's tenant and user, and a database connection scoped to them.
+
+Tools never take a tenant or user id from the model. They read both from the run context
+(`ToolRuntime.context`, filled by the worker from the database) and reach PostgreSQL through
+`tool_db`, which yields a connection whose row-level security sees only that tenant.
+
+In a worker the job binds its own tenant-scoped connection (and Redis) with `bind_resources`
+for the length of the graph run, so tool writes share the job's session. Anywhere else
+(`langgraph dev`, the eval command, a test) `tool_db` opens a connection from `DATABASE_URL`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from redis import Redis
+
+from graphs.context import Context
+from store.scoping import scope_session, use_role
+
+
+class ToolError(Exception):
+    """A problem the model should read and can fix (bad date, unknown id); never a crash."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose data a tool call reads and writes, from the run context."""
+
+    tenant_id: str
+    user_id: str
+    timezone: str
+    locale: str
+
+
+def scope_of(context: Context | None) -> Scope:
+    """Return the run's scope, or raise `ToolError` when the run has no tenant and user."""
+    if context is None or not context.tenant_id or not context.user_id:
+        raise ToolError(
+            "This conversation has no tenant and user, so nothing can be stored or read. "
+            "Tell the user this feature is unavailable here."
+        )
+    return Scope(context.tenant_id, context.user_id, context.timezone, context.locale)
+
+
+@dataclass
+class ToolResources:
+    """A job's tenant-scoped connection and Redis client, shared with its tools."""
+
+    conn: psycopg.Connection[dict[str, Any]]
+    tenant_id: str
+    redis: Redis | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_bound: ContextVar[ToolResources | None] = ContextVar("conversa_tool_resources", default=None)
+
+
+@contextmanager
+def bind_resources(resources: ToolResources) -> Iterator[None]:
+    """Let the tools of the graph run inside this block use `resources`."""
+    token = _bound.set(resources)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def bound_redis() -> Redis | None:
+    """The Redis client bound by the worker, if any."""
+    resources = _bound.get()
+    return resources.redis if resources is not None else None
+
+
+@contextmanager
+def tool_db(scope: Scope) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """Yield a connection scoped to `scope.tenant_id`, inside one transaction.
+
+    Parallel tool calls run on threads; the bound connection is used by one at a time.
+    """
+    resources = _bound.get()
+    if resources is not None:
+        if resources.tenant_id != scope.tenant_id:
+            raise ToolError("This run's tenant does not match the job's; refusing.")
+        with resources.lock, resources.conn.transaction():
+            yield resources.conn
+        return
+    from server.settings import get_settings
+
+    settings = get_settings()
+    if not settings.database_url:
+        raise ToolError("No database is configured (DATABASE_URL); this tool cannot run here.")
+    with psycopg.connect(
+        settings.database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    ) as conn:
+        use_role(conn, settings.database_app_role)
+        scope_session(conn, scope.tenant_id)
+        with conn.transaction():
+            yield conn
