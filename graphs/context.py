@@ -19,8 +19,23 @@ class Context:
     model: str = field(default_factory=_default_model)
     """Chat model name on the OpenAI-compatible endpoint."""
 
+    router_model: str = ""
+    """Model for the routing call; empty means `model`."""
+
     system_prompt: str = prompts.SYSTEM_PROMPT
     """The general assistant's instructions; tenants may override it."""
+
+    router_prompt: str = prompts.ROUTER_PROMPT
+    """How the router chooses a specialist; `{choices}` and `{active}` are filled in."""
+
+    finance_prompt: str = prompts.FINANCE_PROMPT
+    """The finance specialist's instructions."""
+
+    relationships_prompt: str = prompts.RELATIONSHIPS_PROMPT
+    """The relationships specialist's instructions."""
+
+    handoff_message: str = ""
+    """What the user is told when a person takes over; empty means the built-in text."""
 
     tenant_id: str = ""
     """The tenant this run belongs to. Tools scope every read and write by it."""

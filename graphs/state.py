@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
 Language = Literal["pt", "en"]
+Route = Literal["general", "finance", "relationships", "handoff"]
 
 
 @dataclass
@@ -29,6 +30,21 @@ class State(InputState):
     local_time: str = ""
     """The user's local date and time when the turn started (ISO 8601)."""
 
+    memories: list[str] = field(default_factory=list)
+    """Long-term memories relevant to this turn, retrieved before routing."""
+
+    route: Route | Literal[""] = ""
+    """Where the router sent this turn."""
+
+    route_reason: str = ""
+    """Why, in the router's words (or the rule that decided without a model)."""
+
+    active_specialist: str = ""
+    """The specialist that answered last; it keeps the user while they stay on its topic."""
+
+    handoff: dict[str, Any] | None = None
+    """The request a person must answer, while the conversation waits for one."""
+
     reply: str = ""
     """The text to send back to the user for this turn."""
 
@@ -36,6 +52,9 @@ class State(InputState):
 @dataclass
 class OutputState:
     """What a turn hands back to its caller."""
+
+    route: str = ""
+    """Where the router sent this turn."""
 
     reply: str = ""
     """The text to send back to the user for this turn."""

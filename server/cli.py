@@ -18,6 +18,12 @@ def _settings() -> Settings:
     return settings
 
 
+def _embedding_dims() -> int:
+    from graphs.settings import EmbeddingSettings
+
+    return EmbeddingSettings().embeddings_dims
+
+
 def _resolved() -> Settings:
     from server.services import resolve_backends
 
@@ -35,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _resolved()
     assert settings.database_url
-    check_at_head(settings.database_url)
+    check_at_head(settings.database_url, embedding_dims=_embedding_dims())
     check_app_role(settings.database_url, settings.database_app_role)
     check_auth_config(settings)
     workers = args.workers or settings.api_workers
@@ -60,7 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _resolved()
     assert settings.database_url
-    check_at_head(settings.database_url)
+    check_at_head(settings.database_url, embedding_dims=_embedding_dims())
     check_app_role(settings.database_url, settings.database_app_role)
     run_worker(settings, args.queues or QUEUES, burst=args.burst)
     return 0
@@ -72,7 +78,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
     settings = _resolved()
     assert settings.database_url
-    done = migrate(settings.database_url)
+    done = migrate(settings.database_url, embedding_dims=_embedding_dims())
     print("applied: " + ", ".join(done) if done else "database already at head")
     return 0
 
@@ -80,13 +86,25 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_sweep(_: argparse.Namespace) -> int:
     """Enqueue, once, every stored message that is due a job (what the API's relay does)."""
     from server.relay import relay_once
+    from server.reminders import sweep_reminders
     from server.services import Services
 
     services = Services.build(_resolved())
     try:
         print(f"enqueued {relay_once(services.pool, services.redis, services.settings)} message(s)")
+        reminders = sweep_reminders(services.pool, services.redis, services.settings)
+        print(f"enqueued {reminders} overdue reminder(s)")
     finally:
         services.close()
+    return 0
+
+
+def cmd_prune(_: argparse.Namespace) -> int:
+    """Prune old LangGraph checkpoints once, keeping each thread's latest (what the job does)."""
+    from server.retention import prune_checkpoints
+
+    _resolved()
+    print(f"pruned {prune_checkpoints()} thread(s)")
     return 0
 
 
@@ -162,7 +180,14 @@ def cmd_offline_llm(argv: list[str]) -> int:
     return main(argv)
 
 
-_TOOLS = {"sandbox": cmd_sandbox, "offline-llm": cmd_offline_llm}
+def cmd_eval(argv: list[str]) -> int:
+    """Run the evaluation set through the assistant graph and print a score table."""
+    from evals.run import main
+
+    return main(argv)
+
+
+_TOOLS = {"sandbox": cmd_sandbox, "offline-llm": cmd_offline_llm, "eval": cmd_eval}
 """Subcommands that parse their own arguments (see `conversa sandbox --help`)."""
 
 
@@ -187,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help=cmd_migrate.__doc__).set_defaults(func=cmd_migrate)
     sub.add_parser("sweep", help=cmd_sweep.__doc__).set_defaults(func=cmd_sweep)
+    sub.add_parser("prune", help=cmd_prune.__doc__).set_defaults(func=cmd_prune)
     sub.add_parser("seed-demo", help=cmd_seed_demo.__doc__).set_defaults(func=cmd_seed_demo)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)

@@ -11,11 +11,12 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.queue import EnqueueData
 
-from server.settings import QUEUE_SEND, Settings
+from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
 from store.records import Message
 
 PROCESS_JOB = "server.turns.process_ai_response"
 SEND_JOB = "server.outbound.send_whatsapp_message"
+RESUME_JOB = "server.turns.resume_conversation"
 _RETRY_INTERVALS = [5, 30, 120]
 
 
@@ -52,3 +53,17 @@ def enqueue_send(redis: Redis, message: Message) -> Job:
     """Queue the Twilio send of an outbound message now."""
     (job,) = Queue(QUEUE_SEND, connection=redis).enqueue_many([send_job_data(message)])
     return job
+
+
+def enqueue_resume(
+    redis: Redis, settings: Settings, tenant_id: str, conversation_id: str, resume: object, cid: str
+) -> Job:
+    """Queue the resume of a conversation paused on a handoff, with staff's response."""
+    return Queue(QUEUE_PROCESS, connection=redis).enqueue(
+        RESUME_JOB,
+        args=(tenant_id, conversation_id, resume, cid),
+        job_timeout=settings.job_timeout,
+        retry=_retry(settings),
+        meta={"correlation_id": cid},
+        description=f"resume conversation {conversation_id}",
+    )

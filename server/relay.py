@@ -19,6 +19,8 @@ from redis import Redis, RedisError
 from rq import Queue
 
 from server.queueing import send_job_data, turn_job_data
+from server.reminders import sweep_reminders
+from server.retention import schedule_retention
 from server.services import Services
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
 from store import repository as repo
@@ -78,6 +80,8 @@ class Relay(threading.Thread):
             try:
                 while relay_once(self._services.pool, self._services.redis, settings) >= BATCH:
                     pass
+                sweep_reminders(self._services.pool, self._services.redis, settings)
+                schedule_retention(self._services.redis, settings)
                 if self._failing:
                     log.info("relay: back to normal")
                 self._failing = False

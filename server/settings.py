@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     jwt_audience: str = "conversa-api"
     jwt_ttl_seconds: int = Field(default=3600, ge=60)
 
+    retention_interval_seconds: float = Field(default=3600.0, ge=0)
+    retention_batch: int = Field(default=500, ge=1)
+
     @property
     def status_callback_url(self) -> str | None:
         """The URL Twilio posts delivery statuses to, when status callbacks are on."""

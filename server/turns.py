@@ -11,21 +11,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import structlog
-from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.postgres import PostgresSaver
-from langgraph.store.postgres import PostgresStore
 
 from channels.policy import NOTICES, is_opt_in, is_opt_out
 from channels.splitting import split_body
 from channels.typing import TypingIndicator
-from graphs.assistant import build_graph
 from graphs.context import Context
 from graphs.language import detect_language
 from graphs.state import Language
+from server import runs
 from server.jobcommon import connect, final_attempt, try_lock, twilio_for, unlock
 from server.logs import bind_correlation_id
 from server.outbound import queue_next_send
@@ -163,6 +160,11 @@ def _answer(
         turn.close("suppressed", "The user opted out (STOP).")
         log.info("user opted out; message kept, no answer")
         return
+    current = repo.conversation_by_id(conn, conversation.id)
+    if current is not None and current.state == "HANDOFF":
+        turn.close("handoff", "Waiting for a person: kept for support staff, not answered.")
+        log.info("conversation is with a person; message kept for staff")
+        return
     rights = identity.entitlement(conn, tenant.id, user.id)
     used, noticed = identity.count_message(conn, tenant.id, user.id, len(pending), tenant.timezone)
     refusal = _refusal(user, rights, used)
@@ -179,9 +181,68 @@ def _answer(
         turn.notify(_notice_for(pending))
         log.info("answered with a notice")
         return
-    reply = _run_graph(turn, rights)
-    if reply is not None:
-        turn.finish(split_body(reply), kind="reply", purpose="reply")
+    result = _run_graph(turn, rights)
+    if result is not None and result.reply:
+        turn.finish(split_body(result.reply), kind="reply", purpose="reply")
+    elif result is not None:
+        turn.close("answered", "The run ended without a reply.")
+
+
+def resume_conversation(
+    tenant_id: str, conversation_id: str, resume: Any, correlation_id: str
+) -> str:
+    """Resume a conversation paused on a handoff, with staff's response, on its own thread.
+
+    The run finishes the handoff (no message to the user: the person has spoken) and the
+    conversation is ACTIVE again; the user's next message is answered by the assistant.
+    """
+    settings = get_settings()
+    bind_correlation_id(correlation_id, job="resume_conversation", conversation_id=conversation_id)
+    with connect(settings, tenant_id) as conn:
+        conversation = repo.conversation_by_id(conn, UUID(conversation_id))
+        if conversation is None:
+            log.warning("no such conversation; nothing to resume")
+            return "missing"
+        lock = f"conversation:{conversation.id}"
+        conn.execute("select pg_advisory_lock(hashtextextended(%s, 0))", (lock,))
+        try:
+            return _resume(conn, settings, conversation, resume, correlation_id)
+        finally:
+            unlock(conn, lock)
+
+
+def _resume(
+    conn: Conn, settings: Settings, conversation: Conversation, resume: Any, cid: str
+) -> str:
+    tenant = repo.tenant_by_id(conn, conversation.tenant_id)
+    user = repo.user_by_id(conn, conversation.user_id)
+    assert tenant is not None and user is not None
+    rights = identity.entitlement(conn, tenant.id, user.id)
+    context = _context(tenant, user, rights)
+    config = runs.run_config(tenant, user, conversation, cid, [])
+    if not runs.waiting_for_human(runs.compile_graph(conn), config):
+        with conn.transaction():
+            repo.set_conversation_state(conn, conversation.id, "ACTIVE")
+        log.info("the thread was not waiting for a person; conversation set active")
+        return "not waiting"
+    started = time.monotonic()
+    try:
+        result = runs.resume_turn(
+            conn, settings, tenant=tenant, resume=resume, context=context, config=config
+        )
+    finally:
+        _flush_traces()
+    with conn.transaction():
+        repo.record_ai_result(
+            conn, conversation=conversation, correlation_id=cid, inbound_ids=[],
+            reply=None, model=context.model, error=None, duration_ms=runs.ms_since(started),
+            route="handoff", route_reason="Resumed by support staff.",
+            interrupted=result.interrupted,
+        )  # fmt: skip
+        if not result.interrupted:
+            repo.set_conversation_state(conn, conversation.id, "ACTIVE")
+    log.info("conversation resumed by staff", interrupted=result.interrupted)
+    return "resumed"
 
 
 def _refusal(user: User, rights: identity.Entitlement, used: int) -> str | None:
@@ -222,17 +283,6 @@ def _notice_for(pending: list[Message]) -> str:
     return "media" if types else "unsupported"
 
 
-def _human(message: Message) -> HumanMessage:
-    """Render one WhatsApp message for the model; the id makes a replay replace, not repeat."""
-    text = message.body.strip()
-    parts = [f"[shared a location: {text}]" if message.kind == "location" else text] if text else []
-    for item in message.media:
-        parts.append(f"[attached {item.get('content_type') or 'a file'}, which you cannot open]")
-    if not parts:
-        parts = [f"[{message.kind} message]"]
-    return HumanMessage(content="\n".join(parts), id=f"wa-{message.id}")
-
-
 def _context(tenant: Tenant, user: User, rights: identity.Entitlement) -> Context:
     prompt = {"system_prompt": tenant.system_prompt} if tenant.system_prompt else {}
     return Context(
@@ -248,49 +298,33 @@ def _context(tenant: Tenant, user: User, rights: identity.Entitlement) -> Contex
     )
 
 
-def _run_graph(turn: Turn, rights: identity.Entitlement) -> str | None:
-    """Run the graph for the turn and return the reply; None when it failed for good."""
+def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | None:
+    """Run the graph for the turn; None when it failed for good (the failure is recorded)."""
     conn, settings, conversation, tenant, pending, cid, ids = (
         turn.conn, turn.settings, turn.conversation, turn.tenant, turn.pending, turn.cid, turn.ids,
     )  # fmt: skip
     context = _context(tenant, turn.user, rights)
-    config: RunnableConfig = {
-        "configurable": {"thread_id": conversation.thread_id},
-        "run_name": "assistant",
-        "tags": [f"tenant:{tenant.slug}"],
-        "metadata": {
-            "tenant_id": str(tenant.id),
-            "user_id": str(turn.user.id),
-            "conversation_id": str(conversation.id),
-            "correlation_id": cid,
-            "inbound_message_ids": ids,
-        },
-    }
-    graph = build_graph().compile(checkpointer=PostgresSaver(conn), store=PostgresStore(conn))
+    config = runs.run_config(tenant, turn.user, conversation, cid, ids)
     started = time.monotonic()
     typing_client = twilio_for(settings, tenant) if tenant.typing_indicator else None
     try:
-        reply = _checkpointed_reply(graph.get_state(config).values, pending)
-        if reply is not None:
-            log.info("the checkpoint already holds this turn's reply; not running again")
-        else:
-            with TypingIndicator(
-                typing_client,
-                pending[-1].provider_sid or "",
-                after=settings.typing_after_seconds,
-                every=settings.typing_refresh_seconds,
-            ):
-                result = graph.invoke(
-                    {"messages": [_human(m) for m in pending]}, config, context=context
-                )
-            reply = str(result["reply"])
+        with TypingIndicator(
+            typing_client,
+            pending[-1].provider_sid or "",
+            after=settings.typing_after_seconds,
+            every=settings.typing_refresh_seconds,
+        ):
+            result = runs.run_turn(
+                conn, settings, tenant=tenant, user=turn.user, conversation=conversation,
+                pending=pending, context=context, config=config,
+            )  # fmt: skip
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         final = final_attempt()
         with conn.transaction():
             repo.record_ai_result(
                 conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
-                reply=None, model=context.model, error=error, duration_ms=_ms(started),
+                reply=None, model=context.model, error=error, duration_ms=runs.ms_since(started),
             )  # fmt: skip
             if final:
                 repo.mark_processed(conn, ids, "failed", f"The assistant failed: {error}")
@@ -303,26 +337,19 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> str | None:
     with conn.transaction():
         repo.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
-            reply=reply, model=context.model, error=None, duration_ms=_ms(started),
+            reply=result.reply, model=context.model, error=None,
+            duration_ms=runs.ms_since(started), route=result.route,
+            route_reason=result.route_reason, tool_calls=result.tool_calls,
+            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            interrupted=result.interrupted,
         )  # fmt: skip
-    return reply
-
-
-def _checkpointed_reply(values: dict[str, Any], pending: list[Message]) -> str | None:
-    """Return the reply a crashed run already produced for exactly this turn, if any."""
-    messages = values.get("messages") or []
-    last_id = f"wa-{pending[-1].id}"
-    for index, message in enumerate(messages):
-        if message.id == last_id:
-            after = messages[index + 1 :]
-            if after and isinstance(after[-1], AIMessage) and values.get("reply"):
-                return str(values["reply"])
-            return None
-    return None
-
-
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
+        if result.interrupted:
+            repo.set_conversation_state(conn, conversation.id, "HANDOFF")
+    log.info(
+        "graph run finished", route=result.route, tools=[c["name"] for c in result.tool_calls],
+        interrupted=result.interrupted, resumed=result.resumed_from_checkpoint,
+    )  # fmt: skip
+    return result
 
 
 def _flush_traces() -> None:

@@ -393,12 +393,42 @@ def record_ai_result(
     model: str | None,
     error: str | None,
     duration_ms: int,
+    route: str | None = None,
+    route_reason: str | None = None,
+    tool_calls: Sequence[dict[str, Any]] = (),
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    interrupted: bool = False,
 ) -> None:
     """Keep what one graph run produced (or why it failed), for people to audit."""
     conn.execute(
         """insert into ai_results (tenant_id, conversation_id, thread_id, correlation_id,
-               inbound_message_ids, reply, model, error, duration_ms)
-           values (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+               inbound_message_ids, reply, model, error, duration_ms, route, route_reason,
+               tool_calls, prompt_tokens, completion_tokens, interrupted)
+           values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         (conversation.tenant_id, conversation.id, conversation.thread_id, correlation_id,
-         list(inbound_ids), reply, model, error, duration_ms),
+         list(inbound_ids), reply, model, error, duration_ms, route, route_reason,
+         Jsonb(list(tool_calls)), prompt_tokens, completion_tokens, interrupted),
     )  # fmt: skip
+
+
+def set_conversation_state(conn: psycopg.Connection, conversation_id: UUID, state: str) -> None:
+    """Move a conversation to `state` (ACTIVE, WAITING_USER, HANDOFF, CLOSED)."""
+    conn.execute("update conversations set state = %s where id = %s", (state, conversation_id))
+
+
+def recent_history(
+    conn: psycopg.Connection, conversation_id: UUID, before_id: int, limit: int
+) -> list[Message]:
+    """The last `limit` answered or sent messages before `before_id`, oldest first."""
+    rows = _all(
+        conn,
+        Message,
+        f"""select {_columns(Message)} from messages
+            where conversation_id = %s and id < %s and body <> ''
+              and ((direction = 'inbound' and processed_at is not null)
+                   or (direction = 'outbound' and purpose = 'reply'))
+            order by id desc limit %s""",
+        (conversation_id, before_id, limit),
+    )
+    return rows[::-1]

@@ -145,6 +145,7 @@ def settings(
         "TYPING_AFTER_SECONDS": "0",
         "TWILIO_STATUS_CALLBACKS": "false",
         "SEND_BACKOFF_SECONDS": "0",
+        "RETENTION_INTERVAL_SECONDS": "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

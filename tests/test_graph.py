@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+from graphs import diagram
 from graphs.assistant import build_graph
 from graphs.context import Context
 from graphs.prompts import FALLBACK_REPLY
@@ -22,6 +25,8 @@ def scripted(llm_server, monkeypatch: pytest.MonkeyPatch) -> ScriptedModel:  # t
 
 
 def _run(text: str, context: Context, thread: str = "t1") -> dict[str, object]:
+    """Run one turn for a user whose plan has no features: the general assistant answers."""
+    context = replace(context, features=[])
     graph = build_graph().compile(checkpointer=InMemorySaver())
     return graph.invoke(
         {"messages": [{"role": "user", "content": text}]},
@@ -35,7 +40,7 @@ def test_english_message_gets_an_english_system_prompt(scripted: ScriptedModel) 
 
     result = _run("Hello, who are you?", Context(tenant_name="Acme", user_name="Ana"))
 
-    assert result == {"reply": "Hi Ana!"}
+    assert result == {"route": "general", "reply": "Hi Ana!"}
     system = scripted.requests[0]["messages"][0]["content"]
     assert "Answer in English" in system and "Acme" in system and "Ana" in system
 
@@ -53,7 +58,7 @@ def test_unclear_language_follows_the_locale(scripted: ScriptedModel) -> None:
 def test_empty_model_answer_becomes_a_polite_fallback(scripted: ScriptedModel) -> None:
     scripted.say("   ")
 
-    assert _run("Oi", Context()) == {"reply": FALLBACK_REPLY["pt"]}
+    assert _run("Oi", Context()) == {"route": "general", "reply": FALLBACK_REPLY["pt"]}
 
 
 def test_local_time_uses_the_timezone_and_survives_a_bad_one(scripted: ScriptedModel) -> None:
@@ -72,3 +77,8 @@ def test_persona_and_prompt_override_reach_the_model(scripted: ScriptedModel) ->
     _run("Oi", Context(system_prompt="Talk like a pirate for {tenant_name}.", tenant_name="Acme"))
 
     assert scripted.requests[0]["messages"][0]["content"] == "Talk like a pirate for Acme."
+
+
+def test_the_readme_diagram_is_the_graph_that_runs() -> None:
+    readme = diagram.README.read_text()
+    assert diagram.current(readme) == diagram.block(), "run `python -m graphs.diagram`"

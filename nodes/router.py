@@ -1,0 +1,132 @@
+"""Route the turn to one specialist, or to a person.
+
+The choice is one structured-output call among the routes this user's plan enables (feature
+flags decide which exist in the choice). Two cases need no model at all: an explicit request
+for a person goes straight to handoff, and a user with only the general assistant has nothing
+to choose between.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Literal
+
+import structlog
+from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field, create_model
+
+from graphs.context import Context
+from graphs.models import load_chat_model
+from graphs.prompts import ROUTE_DESCRIPTIONS, render
+from graphs.state import State
+from nodes.context import turn_text
+
+log = structlog.get_logger(__name__)
+
+SPECIALIST_FEATURES = {"finance": "finance", "relationships": "relationships"}
+"""The feature flag each specialist needs; `general` needs none."""
+
+ROUTER_HISTORY = 6
+"""How many recent messages the router reads besides the turn itself."""
+
+_HUMAN_REQUEST = re.compile(
+    r"\b(?:"
+    # Portuguese: falar com / quero / chama / preciso de + uma pessoa, um atendente, humano...
+    r"(?:falar|conversar|fale|falo)\s+com\s+(?:um|uma|o|a|algum|alguma)?\s*"
+    r"(?:atendente|humano|humana|pessoa|gente de verdade|operador|operadora|suporte|gerente)"
+    r"|(?:quero|preciso\s+de|chama|chame|chamar|me\s+passa\s+para|transfere|transferir)\s+"
+    r"(?:(?:para|pra)\s+)?(?:um|uma|o|a|algum|alguma)?\s*"
+    r"(?:atendente|humano|humana|pessoa|operador|operadora)"
+    r"|atendimento\s+humano"
+    # English: talk/speak to a person, human, agent, representative...
+    r"|(?:talk|speak|chat)\s+(?:to|with)\s+(?:a|an|the|some|real)?\s*(?:real\s+)?"
+    r"(?:person|human|agent|representative|operator|someone)"
+    r"|(?:get|want|need)\s+(?:me\s+)?(?:a|an)?\s*(?:real\s+)?(?:human|person|agent|representative)"
+    r"|human\s+(?:agent|support)"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+def _fold(text: str) -> str:
+    return "".join(
+        c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
+    ).lower()
+
+
+def asks_for_human(text: str) -> bool:
+    """Whether the user explicitly asks for a person (Portuguese or English)."""
+    return bool(_HUMAN_REQUEST.search(_fold(text)))
+
+
+def routes_for(features: list[str]) -> list[str]:
+    """The routes this user's plan enables, general first."""
+    routes = ["general"]
+    routes += [route for route, feature in SPECIALIST_FEATURES.items() if feature in features]
+    if "human_handoff" in features:
+        routes.append("handoff")
+    return routes
+
+
+class RouteDecision(BaseModel):
+    """Where the turn goes and why."""
+
+    route: str
+    reason: str = Field(description="One short sentence: why this route.")
+
+
+def decision_schema(routes: list[str]) -> type[RouteDecision]:
+    """`RouteDecision` with `route` limited to `routes` (the JSON schema lists them as an enum)."""
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "RouteDecision",
+        __base__=RouteDecision,
+        __doc__=RouteDecision.__doc__,
+        route=(Literal[tuple(routes)], Field(description="The route to take.")),
+    )
+
+
+def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Choose the route for this turn and remember the specialist that takes it."""
+    context = runtime.context or Context()
+    routes = routes_for(context.features)
+    text = turn_text(state.messages)
+    if "handoff" in routes and asks_for_human(text):
+        return _decided("handoff", "The user asked for a person.", state)
+    if len(routes) == 1:
+        return _decided(routes[0], "The only route this user's plan enables.", state)
+    active = state.active_specialist if state.active_specialist in routes else "none"
+    system = render(
+        context.router_prompt,
+        choices="\n".join(f"- {ROUTE_DESCRIPTIONS[r]}" for r in routes),
+        active=active,
+    )
+    model = load_chat_model(context.router_model or context.model)
+    router = model.with_structured_output(decision_schema(routes), method="json_schema")
+    try:
+        decision = router.invoke([SystemMessage(system), *_recent(state.messages)])
+        assert isinstance(decision, RouteDecision)
+    except Exception as exc:  # a bad or failed routing call must not cost the user an answer
+        fallback = active if active != "none" else "general"
+        log.warning("routing call failed; using a fallback", error=str(exc), route=fallback)
+        return _decided(fallback, f"Routing failed ({type(exc).__name__}); kept {fallback}.", state)
+    return _decided(decision.route, decision.reason, state)
+
+
+def _decided(chosen: str, reason: str, state: State) -> dict[str, Any]:
+    update: dict[str, Any] = {"route": chosen, "route_reason": reason}
+    if chosen != "handoff":
+        update["active_specialist"] = chosen
+    log.info("routed", route=chosen, reason=reason, previous=state.active_specialist or None)
+    return update
+
+
+def _recent(messages: list[AnyMessage]) -> list[AnyMessage]:
+    """The last few user and assistant texts (tool traffic left out), ending with the turn."""
+    plain = [
+        m
+        for m in messages
+        if isinstance(m, HumanMessage) or (m.type == "ai" and m.text and not m.tool_calls)
+    ]
+    return plain[-ROUTER_HISTORY:]

@@ -1,0 +1,176 @@
+"""The specialists: ReAct-style agents, each with its own prompt and tools.
+
+Each specialist is two nodes: `<name>` asks the model (with the tools this user's plan allows
+bound) and `<name>_tools` runs the tool calls it made, then hands back to `<name>`, until the
+model answers in text. Tools read tenant and user from the run context; a tool that fails
+answers the model with the error, and the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
+from langchain_core.tools import BaseTool
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from graphs.context import Context
+from graphs.models import load_chat_model
+from graphs.prompts import FEATURE_NAMES, LANGUAGE_NAMES, MEMORIES_HEADER, NO_FEATURES, render
+from graphs.state import Language, State
+from tools.finance import FINANCE_TOOLS
+from tools.handoff import request_human
+from tools.memory import MEMORY_TOOLS
+from tools.relationships import RELATIONSHIP_TOOLS
+
+MAX_TOOL_ROUNDS = 5
+"""Model calls with tools per turn before the specialist must answer in text."""
+
+_REMINDER_TOOLS = frozenset({"schedule_reminder", "list_reminders", "cancel_reminder"})
+
+
+@dataclass(frozen=True)
+class Specialist:
+    """One specialist: its prompt (a run-context field) and the tools it may use."""
+
+    name: str
+    prompt_field: str
+    tools: tuple[BaseTool, ...]
+    tool_feature: Callable[[str], str | None]
+    """The feature a tool needs, by tool name (None: the specialist's own feature suffices)."""
+
+    def allowed_tools(self, features: list[str]) -> list[BaseTool]:
+        """The tools this user's plan lets the specialist use."""
+        allowed = []
+        for candidate in self.tools:
+            needed = "human_handoff" if candidate.name == "request_human" else None
+            needed = needed or self.tool_feature(candidate.name)
+            if needed is None or needed in features:
+                allowed.append(candidate)
+        return allowed
+
+
+def _relationships_feature(name: str) -> str | None:
+    return "reminders" if name in _REMINDER_TOOLS else None
+
+
+SPECIALISTS = {
+    "general": Specialist(
+        "general", "system_prompt", (*MEMORY_TOOLS, request_human),
+        lambda name: "long_term_memory" if name != "request_human" else None,
+    ),
+    "finance": Specialist(
+        "finance", "finance_prompt", (*FINANCE_TOOLS, request_human), lambda _: None
+    ),
+    "relationships": Specialist(
+        "relationships", "relationships_prompt", (*RELATIONSHIP_TOOLS, request_human),
+        _relationships_feature,
+    ),
+}  # fmt: skip
+
+
+def _turn_rounds(messages: list[AnyMessage]) -> int:
+    """How many times the model called tools since the user's latest message."""
+    rounds = 0
+    for message in reversed(messages):
+        if message.type == "human":
+            break
+        if isinstance(message, AIMessage) and message.tool_calls:
+            rounds += 1
+    return rounds
+
+
+def system_prompt(template: str, state: State, context: Context) -> str:
+    """Fill a specialist's prompt template for this turn."""
+    language: Language = state.language
+    return render(
+        template,
+        tenant_name=context.tenant_name,
+        user_name=context.user_name or "the user",
+        language_name=LANGUAGE_NAMES[language],
+        local_time=state.local_time,
+        timezone=context.timezone,
+        persona=context.persona,
+        capabilities=_capabilities(context.features, language),
+        memories=_memories(state.memories),
+    )
+
+
+def _capabilities(features: list[str], language: Language) -> str:
+    names = [FEATURE_NAMES[f][language] for f in sorted(features) if f in FEATURE_NAMES]
+    return "; ".join(names) if names else NO_FEATURES[language]
+
+
+def _memories(memories: list[str]) -> str:
+    return "\n".join([MEMORIES_HEADER, *(f"- {m}" for m in memories)]) if memories else ""
+
+
+def agent_node(specialist: Specialist) -> Callable[[State, Runtime[Context]], dict[str, Any]]:
+    """The node that asks the model, as `specialist`, for an answer or tool calls."""
+
+    def agent(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        context = runtime.context or Context()
+        template = getattr(context, specialist.prompt_field)
+        tools = specialist.allowed_tools(context.features)
+        model = load_chat_model(context.model)
+        if tools and _turn_rounds(state.messages) < MAX_TOOL_ROUNDS:
+            runnable: Any = model.bind_tools(tools)
+        else:
+            runnable = model
+        system = SystemMessage(system_prompt(template, state, context))
+        response = runnable.invoke([system, *state.messages])
+        return {"messages": [response]}
+
+    agent.__name__ = specialist.name
+    agent.__doc__ = f"The {specialist.name} specialist: answer, or call its tools."
+    return agent
+
+
+def tools_node(specialist: Specialist) -> ToolNode:
+    """The node that runs `specialist`'s tool calls, refusing tools the plan does not allow."""
+
+    def gate(
+        request: ToolCallRequest, execute: Callable[[ToolCallRequest], ToolMessage | Command]
+    ) -> ToolMessage | Command:
+        context = request.runtime.context if request.runtime is not None else None
+        features = context.features if isinstance(context, Context) else []
+        allowed = {t.name for t in specialist.allowed_tools(features)}
+        call = request.tool_call
+        if call["name"] not in allowed:
+            return ToolMessage(
+                f"Error: the tool {call['name']!r} is not available to this user.",
+                tool_call_id=call["id"] or "",
+                name=call["name"],
+                status="error",
+            )
+        return execute(request)
+
+    return ToolNode(
+        list(specialist.tools),
+        name=f"{specialist.name}_tools",
+        handle_tool_errors=True,
+        wrap_tool_call=gate,
+    )
+
+
+def after_agent(state: State) -> str:
+    """Run the tools the model called, or go to the reply."""
+    last = state.messages[-1] if state.messages else None
+    if isinstance(last, AIMessage) and last.tool_calls:
+        return f"{state.route or 'general'}_tools"
+    return "reply"
+
+
+def after_tools(state: State) -> str:
+    """Back to the specialist, or to a person when it asked for one."""
+    for message in reversed(state.messages):
+        if not isinstance(message, ToolMessage):
+            break
+        if message.name == request_human.name and message.status != "error":
+            return "handoff"
+    return state.route or "general"

@@ -1,0 +1,70 @@
+"""Prune old LangGraph checkpoints: each thread keeps its latest, the rest go.
+
+With `sync` durability every step of every turn writes a checkpoint, and only the latest one is
+needed to continue a conversation (the full history is in the `messages` table). The job runs
+across tenants, so its connection takes the platform scope; it reads and deletes checkpoint
+rows only. The API schedules it every `RETENTION_INTERVAL_SECONDS` (one API process wins each
+round, through a Redis key); `conversa prune` runs it by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg.rows import dict_row
+from redis import Redis
+from rq import Queue
+
+from server.settings import QUEUE_PROCESS, Settings, get_settings
+from store.scoping import use_role
+
+log = structlog.get_logger(__name__)
+
+PRUNE_JOB = "server.retention.prune_checkpoints"
+_SCHEDULE_KEY = "conversa:retention:scheduled"
+
+
+def threads_to_prune(conn: psycopg.Connection[Any], limit: int) -> list[str]:
+    """Threads that hold more than one top-level checkpoint, most checkpoints first."""
+    rows = conn.execute(
+        """select thread_id from checkpoints where checkpoint_ns = ''
+           group by thread_id having count(*) > 1
+           order by count(*) desc limit %s""",
+        (limit,),
+    ).fetchall()
+    return [row["thread_id"] for row in rows]
+
+
+def prune_checkpoints(batch: int | None = None) -> int:
+    """Prune up to `batch` threads down to their latest checkpoint; return how many."""
+    settings = get_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set; start workers with `conversa worker`")
+    with psycopg.connect(
+        settings.database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    ) as conn:
+        use_role(conn, settings.database_app_role)
+        # A system job over every tenant's threads: the platform scope, for this session.
+        conn.execute("select set_config('app.platform', 'on', false)")
+        threads = threads_to_prune(conn, batch or settings.retention_batch)
+        if threads:
+            from langgraph.checkpoint.postgres import PostgresSaver  # the API never imports it
+
+            PostgresSaver(conn).prune(threads, strategy="keep_latest")
+    log.info("pruned old checkpoints", threads=len(threads))
+    return len(threads)
+
+
+def schedule_retention(redis: Redis, settings: Settings) -> bool:
+    """Queue the prune job if no API process has done so this interval; return whether queued."""
+    interval = settings.retention_interval_seconds
+    if interval <= 0:
+        return False
+    if not redis.set(_SCHEDULE_KEY, "1", nx=True, px=int(interval * 1000)):
+        return False
+    Queue(QUEUE_PROCESS, connection=redis).enqueue(
+        PRUNE_JOB, job_timeout=max(settings.job_timeout, 600), description="prune checkpoints"
+    )
+    return True

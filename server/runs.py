@@ -1,0 +1,252 @@
+"""Run the assistant graph for a job: checkpointed in Postgres, traced, audited, resumable.
+
+One place compiles the graph with the Postgres checkpointer and memory store, binds the job's
+tenant-scoped connection for the tools, labels the run for LangSmith, and keeps an `ai_results`
+row of what it decided and did.
+
+Durability is `sync`: every step's checkpoint is written before the next step starts. A worker
+killed after a tool ran resumes from the checkpoint that holds the tool's result, and the model's
+tool calls keep their ids, so the tools' per-call idempotency keys stop a second write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import structlog
+from langchain_core.callbacks import BaseCallbackHandler, UsageMetadataCallbackHandler
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from graphs.assistant import build_graph
+from graphs.context import Context
+from server.settings import Settings
+from store import repository as repo
+from store.memory import memory_store
+from store.records import Conversation, Message, Tenant, User
+from tools._runtime import ToolResources, bind_resources
+
+log = structlog.get_logger(__name__)
+
+Conn = psycopg.Connection[Any]
+
+HISTORY_REBUILD = 20
+"""Messages read back from Postgres when a thread has no checkpoint (new or pruned)."""
+
+
+@dataclass
+class RunResult:
+    """What one run (or resume) of the graph produced."""
+
+    reply: str | None
+    route: str | None = None
+    route_reason: str | None = None
+    interrupted: bool = False
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    resumed_from_checkpoint: bool = False
+
+
+def compile_graph(conn: Conn) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The assistant graph on the job's connection: Postgres checkpoints and memory store."""
+    return build_graph().compile(checkpointer=PostgresSaver(conn), store=memory_store(conn))
+
+
+def run_config(
+    tenant: Tenant, user: User, conversation: Conversation, correlation_id: str, ids: list[int]
+) -> RunnableConfig:
+    """The thread, and what LangSmith shows about the run (ids only: no numbers, no text)."""
+    return {
+        "configurable": {"thread_id": conversation.thread_id},
+        "run_name": "assistant",
+        "tags": [f"tenant:{tenant.slug}", f"conversation:{conversation.id}"],
+        "metadata": {
+            "tenant_id": str(tenant.id),
+            "tenant": tenant.slug,
+            "user_id": str(user.id),
+            "conversation_id": str(conversation.id),
+            "correlation_id": correlation_id,
+            "inbound_message_ids": ids,
+        },
+    }
+
+
+def human_message(message: Message) -> HumanMessage:
+    """Render one WhatsApp message for the model; the id makes a replay replace, not repeat."""
+    text = message.body.strip()
+    parts = [f"[shared a location: {text}]" if message.kind == "location" else text] if text else []
+    for item in message.media:
+        parts.append(f"[attached {item.get('content_type') or 'a file'}, which you cannot open]")
+    if not parts:
+        parts = [f"[{message.kind} message]"]
+    return HumanMessage(content="\n".join(parts), id=f"wa-{message.id}")
+
+
+def _history(conn: Conn, conversation: Conversation, before: int) -> list[AnyMessage]:
+    """The conversation's recent exchange from Postgres, for a thread with no checkpoint."""
+    history: list[AnyMessage] = []
+    for message in repo.recent_history(conn, conversation.id, before, HISTORY_REBUILD):
+        if message.direction == "inbound":
+            history.append(human_message(message))
+        else:
+            history.append(AIMessage(message.body, id=f"wa-{message.id}"))
+    return history
+
+
+@contextmanager
+def _tools_bound(conn: Conn, tenant: Tenant, settings: Settings) -> Iterator[None]:
+    from server.jobcommon import redis_for
+
+    redis = redis_for(settings) if settings.redis_url else None
+    with bind_resources(ToolResources(conn=conn, tenant_id=str(tenant.id), redis=redis)):
+        yield
+
+
+def waiting_for_human(
+    graph: CompiledStateGraph[Any, Any, Any, Any], config: RunnableConfig
+) -> bool:
+    """Whether the thread is paused on a handoff interrupt."""
+    snapshot = graph.get_state(config)
+    return any(task.interrupts for task in snapshot.tasks)
+
+
+def run_turn(
+    conn: Conn,
+    settings: Settings,
+    *,
+    tenant: Tenant,
+    user: User,
+    conversation: Conversation,
+    pending: list[Message],
+    context: Context,
+    config: RunnableConfig,
+) -> RunResult:
+    """Answer `pending` on the conversation's thread; resume a crashed run of the same turn."""
+    graph = compile_graph(conn)
+    snapshot = graph.get_state(config)
+    values = snapshot.values
+    last_id = f"wa-{pending[-1].id}"
+    turn_started = any(m.id == last_id for m in values.get("messages") or [])
+    payload: Any
+    resumed = False
+    if turn_started and values.get("reply") and not snapshot.next:
+        log.info("the checkpoint already holds this turn's reply; not running again")
+        return _result(graph, config, values, resumed=True, usage={})
+    if turn_started and snapshot.next:
+        log.info("resuming this turn's interrupted run from its checkpoint", next=snapshot.next)
+        payload, resumed = None, True
+    else:
+        messages: list[AnyMessage] = [human_message(m) for m in pending]
+        if not values.get("messages"):
+            messages = [*_history(conn, conversation, pending[0].id), *messages]
+        payload = {"messages": messages}
+    return _invoke(graph, conn, settings, tenant, payload, config, context, resumed=resumed)
+
+
+def resume_turn(
+    conn: Conn,
+    settings: Settings,
+    *,
+    tenant: Tenant,
+    resume: Any,
+    context: Context,
+    config: RunnableConfig,
+) -> RunResult:
+    """Resume a thread paused on a handoff with staff's response (`Command(resume=...)`)."""
+    graph = compile_graph(conn)
+    return _invoke(graph, conn, settings, tenant, Command(resume=resume), config, context)
+
+
+def _invoke(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    conn: Conn,
+    settings: Settings,
+    tenant: Tenant,
+    payload: Any,
+    config: RunnableConfig,
+    context: Context,
+    *,
+    resumed: bool = False,
+) -> RunResult:
+    usage = UsageMetadataCallbackHandler()
+    callbacks: list[BaseCallbackHandler] = [usage, *tracers_for(tenant)]
+    with _tools_bound(conn, tenant, settings):
+        graph.invoke(
+            payload,
+            {**config, "callbacks": callbacks},
+            context=context,
+            durability="sync",
+        )
+    values = graph.get_state(config).values
+    return _result(graph, config, values, resumed=resumed, usage=usage.usage_metadata)
+
+
+def _result(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    config: RunnableConfig,
+    values: dict[str, Any],
+    *,
+    resumed: bool,
+    usage: dict[str, Any],
+) -> RunResult:
+    interrupted = waiting_for_human(graph, config)
+    return RunResult(
+        reply=str(values.get("reply") or "") or None,
+        route=values.get("route") or None,
+        route_reason=values.get("route_reason") or None,
+        interrupted=interrupted,
+        tool_calls=turn_tool_calls(values.get("messages") or []),
+        prompt_tokens=sum(int(u.get("input_tokens", 0)) for u in usage.values()),
+        completion_tokens=sum(int(u.get("output_tokens", 0)) for u in usage.values()),
+        resumed_from_checkpoint=resumed,
+    )
+
+
+def turn_tool_calls(messages: list[AnyMessage]) -> list[dict[str, Any]]:
+    """The tool calls since the turn's last user message, each with its result."""
+    start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
+    results = {m.tool_call_id: m for m in messages[start + 1 :] if isinstance(m, ToolMessage)}
+    calls = []
+    for message in messages[start + 1 :]:
+        if isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                result = results.get(call["id"] or "")
+                calls.append({
+                    "id": call["id"], "name": call["name"], "args": call["args"],
+                    "result": result.text if result is not None else None,
+                    "status": result.status if result is not None else "not run",
+                })  # fmt: skip
+    return calls
+
+
+def tracers_for(tenant: Tenant) -> list[BaseCallbackHandler]:
+    """A LangSmith tracer that hides message text and phone numbers, for tenants who ask.
+
+    With tracing off, or for tenants with full traces, nothing is added: LangChain's own
+    environment-driven tracer does the work.
+    """
+    from langsmith import utils as ls_utils
+
+    if tenant.trace_privacy != "masked" or not ls_utils.tracing_is_enabled():
+        return []
+    from langchain_core.tracers.langchain import LangChainTracer
+    from langsmith import Client
+
+    from server.privacy import mask_trace
+
+    client = Client(hide_inputs=mask_trace, hide_outputs=mask_trace)
+    return [LangChainTracer(client=client)]
+
+
+def ms_since(started: float) -> int:
+    """Milliseconds since `started` (a `time.monotonic()` reading)."""
+    return int((time.monotonic() - started) * 1000)
