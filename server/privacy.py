@@ -9,6 +9,7 @@ is masked wherever it appears.
 from __future__ import annotations
 
 import re
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 HIDDEN = "[hidden]"
@@ -37,6 +38,10 @@ def mask_trace(value: Any, key: str | None = None) -> Any:
         if key in _STRUCTURAL_KEYS:
             return mask_phone_numbers(value)
         return HIDDEN if value else value
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if hasattr(value, "model_dump"):
         return mask_trace(value.model_dump(), key)
-    return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return mask_trace({f.name: getattr(value, f.name) for f in fields(value)}, key)
+    return HIDDEN  # an object we cannot look inside may hold anything

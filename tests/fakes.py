@@ -117,3 +117,47 @@ class EchoModel:
         finally:
             with self._lock:
                 self._running[user] -= 1
+
+
+class FakeLangSmith:
+    """A local server that takes LangSmith's run ingestion and keeps every body it was sent.
+
+    It answers `GET /info` with an empty object (no batching hints, no compression), so the
+    official client falls back to plain multipart posts whose JSON parts can be searched.
+    """
+
+    def __init__(self) -> None:
+        """Start serving on a free loopback port."""
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies = self.bodies = []  # type: list[bytes]
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    bodies.append(self.rfile.read(length))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = do_PATCH = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def text(self) -> str:
+        """Everything received, decoded, for searching."""
+        return b"\n".join(self.bodies).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()

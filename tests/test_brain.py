@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from channels.twilio_sandbox import TwilioSandbox
 from graphs.context import Context
 from graphs.prompts import HANDOFF_REPLY
 from server import runs
+from server.auth import Role, mint_token
 from server.jobcommon import connect
 from server.queueing import enqueue_resume
 from server.retention import prune_checkpoints
@@ -26,7 +28,7 @@ from server.settings import Settings
 from store import repository as repo
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, relay, rows, run_jobs
-from tests.fakes import ScriptedModel
+from tests.fakes import FakeLangSmith, ScriptedModel
 
 BIN = Path(sys.executable).parent
 ALL = ["finance", "relationships", "long_term_memory", "human_handoff", "reminders"]
@@ -90,6 +92,16 @@ def test_an_expense_is_recorded_and_the_run_is_audited(
     assert "45.90" in call["result"]
     assert prompt_tokens > 0 and completion_tokens > 0
     assert inbound_ids == [r[0] for r in rows(settings, "select id from messages order by id")][:1]
+
+    bearer = mint_token(settings, subject="qa", role=Role.support_agent, tenant_id=tenant.id)
+    listed = client.get(
+        f"/api/v1/tenants/{tenant.id}/ai-results",
+        params={"route": "finance"},
+        headers={"Authorization": f"Bearer {bearer}"},
+    )
+    assert listed.status_code == 200, listed.text
+    (item,) = listed.json()["items"]
+    assert item["route"] == "finance" and item["tool_calls"][0]["name"] == "record_transaction"
 
 
 def test_a_crashed_run_resumes_from_its_checkpoint_without_writing_twice(
@@ -258,3 +270,48 @@ def _latest_messages_blob(settings: Settings) -> int:
         ).fetchone()
     assert row is not None
     return int(row["size"])
+
+
+@pytest.fixture
+def langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
+    server = FakeLangSmith()
+    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
+    monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2-test")
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("privacy", ["full", "masked"])
+def test_runs_are_traced_with_their_ids_and_masked_when_the_tenant_asks(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    langsmith: FakeLangSmith,
+    privacy: str,
+) -> None:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("update tenants set trace_privacy = %s", (privacy,))
+    llm.say("Seu número é +55 11 99999-0000, Ana.")
+
+    say(client, settings, tenant, "Oi, sou a Ana, meu número é +55 11 99999-0000")
+
+    traced = langsmith.text
+    ((conversation_id, correlation_id),) = rows(
+        settings, "select conversation_id, correlation_id from messages where direction = 'inbound'"
+    )
+    assert str(tenant.id) in traced and str(conversation_id) in traced
+    assert correlation_id in traced and "load_context" in traced and "router" in traced
+    secret_bits = ("sou a Ana", "99999-0000", "Seu número")
+    if privacy == "full":
+        assert all(bit in traced for bit in secret_bits)
+    else:
+        leaks = [
+            traced[max(0, traced.find(b) - 600) : traced.find(b) + 50]
+            for b in secret_bits
+            if b in traced
+        ]
+        assert not leaks, leaks[0]

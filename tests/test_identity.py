@@ -80,9 +80,10 @@ def test_the_assistant_offers_only_what_the_plan_and_flags_allow(
     llm: ScriptedModel,
 ) -> None:
     _plan(client, settings, tenant, features=["finance", "relationships"])
-    llm.say("a").say("b")
+    general = {"route": "general", "reason": "a greeting"}
+    llm.structured(general).say("a").structured(general).say("b")
     _say(client, settings, tenant, "Oi")
-    first = llm.requests[0]["messages"][0]["content"]
+    first = llm.requests[1]["messages"][0]["content"]
     assert "controlar seus gastos" in first and "lembrar pessoas" in first
     assert "mandar lembretes" not in first
 
@@ -93,7 +94,7 @@ def test_the_assistant_offers_only_what_the_plan_and_flags_allow(
     )
     assert off.status_code == 201
     _say(client, settings, tenant, "Oi de novo")
-    second = llm.requests[1]["messages"][0]["content"]
+    second = llm.requests[3]["messages"][0]["content"]
     assert "controlar seus gastos" not in second and "lembrar pessoas" in second
 
 
