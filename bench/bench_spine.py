@@ -132,7 +132,7 @@ def main() -> int:
             in_memory.invoke(
                 {"messages": [{"role": "user", "content": "Oi, tudo bem?"}]},
                 {"configurable": {"thread_id": f"t{next(turn)}"}},
-                context=Context(model="offline"),
+                context=Context(model="offline", features=[]),
             )
 
         jobs = iter(pending)

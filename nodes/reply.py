@@ -23,7 +23,7 @@ def reply(state: State) -> dict[str, Any]:
     last = state.messages[-1] if state.messages else None
     text = last.text.strip() if isinstance(last, AIMessage) and not last.tool_calls else ""
     update: dict[str, Any] = {"reply": text or FALLBACK_REPLY[state.language]}
-    stale = stale_messages(state.messages)
+    stale = stale_messages(state.messages, HISTORY_WINDOW)
     if stale:
         update["messages"] = [RemoveMessage(id=m.id) for m in stale if m.id]
     return update
