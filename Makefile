@@ -5,7 +5,7 @@ UV     := .tools/bin/uv
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: demo test install lint format serve worker migrate chat bench studio clean
+.PHONY: demo test install lint format serve worker migrate chat bench studio eval clean
 
 demo: install ## run the whole service on embedded Postgres and Redis, with a terminal chat
 	@$(VENV)/bin/conversa demo $(ARGS)
@@ -52,6 +52,9 @@ migrate: install ## apply database migrations
 
 studio: install ## serve the assistant graph to LangGraph Studio
 	@$(VENV)/bin/langgraph dev --no-browser
+
+eval: install ## run the evaluation set through the assistant graph and print a score table
+	@$(VENV)/bin/conversa eval $(ARGS)
 
 bench: install ## run the benchmarks (ratios against an in-run baseline)
 	@for b in bench/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done

@@ -36,6 +36,9 @@ _ENGLISH_WORDS = _words(
     want need please thanks thank yes good morning afternoon evening night bye
     there here about just have has had be been am an help know tell
     much spent today tomorrow yesterday
+    delete remove cancel show list any upcoming birthday birthdays anniversary reminder
+    reminders remind transaction transactions expense expenses income balance spending
+    week month last next paid bought received salary
     """
 )
 

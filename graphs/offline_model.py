@@ -3,10 +3,12 @@
 When no real model is configured (no ``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL``),
 the application's ``ChatOpenAI`` talks to a
 :class:`~graphs.llm_server.ChatCompletionsServer` answering with the
-:class:`OfflineResponder`: a deterministic responder that says, in the user's
-language, that it cannot really think, and answers structured output requests
-with a minimal valid instance of the requested JSON schema
-(:func:`instance_from_schema`).
+:class:`OfflineResponder`: a deterministic, rule-based responder that understands the
+demo's common cases well enough to drive the router, memory extraction and every
+specialist (:mod:`graphs.offline_nlu`), confirms tool results in the user's language
+(:mod:`graphs.offline_replies`), and otherwise says plainly that it is an offline
+model. Other structured output requests get a minimal valid instance of the
+requested JSON schema (:func:`instance_from_schema`).
 
 Nothing is started at import time: :func:`serve` starts a new server and
 :func:`ensure_offline_server` lazily starts (once) the process-wide one.
@@ -16,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import threading
+from datetime import date
 from types import FrameType
 from typing import Any
 
 from graphs.language import detect_language
-from graphs.llm_server import ChatCompletionsServer, last_user_text, new_tool_call_id
+from graphs.llm_server import ChatCompletionsServer, _text_of, last_user_text, new_tool_call_id
+from graphs.offline_nlu import choose_route, extract_facts
+from graphs.offline_replies import ToolOutcome, offline_line, tool_results_reply
+from graphs.offline_tools import choose_tool_call
 from graphs.prompts import CAPABILITIES_MARKER
 from graphs.state import Language
 
@@ -145,43 +152,93 @@ def _instance(schema: Any, root: dict[str, Any], depth: int) -> Any:
 # Offline replies
 # --------------------------------------------------------------------------- #
 
-_OFFLINE_REPLIES: dict[Language, dict[str, str]] = {
-    "pt": {
-        "intro": (
-            "Olá! Sou um modelo offline (nenhuma chave de API configurada), "
-            "então não consigo pensar de verdade."
-        ),
-        "quote": 'Você disse: "{text}".',
-        "no_text": "Recebi sua mensagem.",
-        "hint": "Configure OPENAI_API_KEY (ou OPENAI_BASE_URL) para usar um modelo real.",
-        "offer": "Com um modelo real eu poderia: {offer}.",
-    },
-    "en": {
-        "intro": "Hi! I'm an offline model (no API key configured), so I can't really think.",
-        "quote": 'You said: "{text}".',
-        "no_text": "I got your message.",
-        "hint": "Set OPENAI_API_KEY (or OPENAI_BASE_URL) to use a real model.",
-        "offer": "With a real model I could: {offer}.",
-    },
+_ROUTES = ["general", "finance", "relationships", "handoff"]
+_LANGUAGE_MARKERS: dict[str, Language] = {
+    "Answer in Brazilian Portuguese": "pt",
+    "Answer in English": "en",
 }
+_LOCAL_DATE = re.compile(r"local time is (\d{4})-(\d{2})-(\d{2})")
+
+
+def _system_text(request: dict[str, Any]) -> str:
+    return "\n".join(
+        _text_of(m.get("content"))
+        for m in request.get("messages") or []
+        if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    )
 
 
 def _offer(request: dict[str, Any]) -> str:
     """Return what the system prompt says this user may be offered, if it says so."""
-    for message in request.get("messages") or []:
-        if isinstance(message, dict) and message.get("role") == "system":
-            for line in str(message.get("content") or "").splitlines():
-                if line.startswith(CAPABILITIES_MARKER):
-                    return line.removeprefix(CAPABILITIES_MARKER).strip().rstrip(".")
+    for line in _system_text(request).splitlines():
+        if line.startswith(CAPABILITIES_MARKER):
+            return line.removeprefix(CAPABILITIES_MARKER).strip().rstrip(".")
     return ""
 
 
-def _shorten(text: str, limit: int = 80) -> str:
-    """Collapse whitespace in ``text`` and cut it to ``limit`` characters with an ellipsis."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1].rstrip() + "…"
+def _language(request: dict[str, Any]) -> Language:
+    """The language the system prompt asks for, else the one the user writes in."""
+    system = _system_text(request)
+    for marker, language in _LANGUAGE_MARKERS.items():
+        if marker in system:
+            return language
+    return detect_language(last_user_text(request))
+
+
+def _today(request: dict[str, Any]) -> date | None:
+    found = _LOCAL_DATE.search(_system_text(request))
+    if not found:
+        return None
+    try:
+        return date(int(found.group(1)), int(found.group(2)), int(found.group(3)))
+    except ValueError:
+        return None
+
+
+def _turn_text(request: dict[str, Any]) -> str:
+    """The user messages since the last assistant message, one per line."""
+    texts: list[str] = []
+    for message in reversed(request.get("messages") or []):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "system"):
+            break
+        if message.get("role") == "user":
+            texts.insert(0, _text_of(message.get("content")))
+    return "\n".join(t for t in texts if t.strip())
+
+
+def _tool_names(request: dict[str, Any]) -> set[str]:
+    return {
+        str(t["function"].get("name"))
+        for t in request.get("tools") or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    }
+
+
+def _tool_outcomes(request: dict[str, Any]) -> list[ToolOutcome]:
+    """The tool results that end the request, with the calls that asked for them."""
+    messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+    results: list[dict[str, Any]] = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        results.insert(0, message)
+    calls: dict[str, tuple[str, dict[str, Any]]] = {}
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            try:
+                args = json.loads(function.get("arguments") or "{}")
+            except ValueError:
+                args = {}
+            calls[str(call.get("id"))] = (
+                str(function.get("name") or ""),
+                args if isinstance(args, dict) else {},
+            )
+    outcomes = []
+    for result in results:
+        name, args = calls.get(str(result.get("tool_call_id")), (str(result.get("name", "")), {}))
+        outcomes.append(ToolOutcome(name, args, _text_of(result.get("content"))))
+    return outcomes
 
 
 def _forced_function(request: dict[str, Any]) -> dict[str, Any] | None:
@@ -200,51 +257,95 @@ def _forced_function(request: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _enum_of(schema: dict[str, Any], prop: str) -> list[str]:
+    """The enum of property ``prop`` of an object schema (following ``$ref``/``anyOf``)."""
+    node: Any = (schema.get("properties") or {}).get(prop) or {}
+    for _ in range(_MAX_SCHEMA_DEPTH):
+        if not isinstance(node, dict):
+            return []
+        if "$ref" in node:
+            node = _resolve_ref(node["$ref"], schema)
+        elif "enum" in node:
+            return [str(v) for v in node["enum"]]
+        elif "const" in node:
+            return [str(node["const"])]
+        elif node.get("anyOf") or node.get("oneOf") or node.get("allOf"):
+            options = node.get("anyOf") or node.get("oneOf") or node.get("allOf")
+            node = next((o for o in options if isinstance(o, dict) and o.get("type") != "null"), {})
+        else:
+            return []
+    return []
+
+
 class OfflineResponder:
     """Answer deterministically, without any real model, when no API key is set.
 
-    Text replies say, in the user's language (Portuguese or English), that this
-    is an offline model that cannot really think, quote what the user said and
-    point at ``OPENAI_API_KEY``. Structured output requests (``response_format``
-    json_schema, or a forced ``tool_choice``) get a minimal valid instance of the
-    requested schema. Offered-but-not-forced tools are never called.
+    It reads the demo's common cases with the rules of :mod:`graphs.offline_nlu`:
+    the router's ``RouteDecision`` gets a route among the schema's allowed ones, memory
+    extraction's ``MemoryFacts`` gets the facts simple patterns find, and a specialist
+    (a request with ``tools``) gets one tool call that fits the user's message, then a
+    confirmation of the tool's result in the language its system prompt asks for. Anything
+    else gets a text that says plainly this is an offline model, quotes the user and lists
+    what it could do (:func:`graphs.offline_replies.offline_line`). Other structured output
+    requests (``response_format`` json_schema, or a forced ``tool_choice``) get a minimal
+    valid instance of the requested schema.
     """
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         """Return the assistant message answering ``request``."""
         function = _forced_function(request)
         if function is not None:
-            arguments = instance_from_schema(function.get("parameters") or {"type": "object"})
-            return {
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": new_tool_call_id(),
-                        "type": "function",
-                        "function": {"name": function["name"], "arguments": json.dumps(arguments)},
-                    }
-                ],
-            }
+            parameters = function.get("parameters") or {"type": "object"}
+            arguments = self.structured(str(function.get("name")), parameters, request)
+            return {"content": None, "tool_calls": [_call(str(function["name"]), arguments)]}
 
         response_format = request.get("response_format")
         if isinstance(response_format, dict):
             if response_format.get("type") == "json_schema":
-                schema = (response_format.get("json_schema") or {}).get("schema") or {}
-                return {"content": json.dumps(instance_from_schema(schema))}
+                spec = response_format.get("json_schema") or {}
+                schema = spec.get("schema") or {}
+                return {
+                    "content": json.dumps(self.structured(spec.get("name", ""), schema, request))
+                }
             if response_format.get("type") == "json_object":
                 return {"content": json.dumps({"message": self.reply(request)})}
 
+        messages = request.get("messages") or []
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        if last.get("role") == "tool":
+            outcomes = _tool_outcomes(request)
+            if outcomes:
+                return {"content": tool_results_reply(outcomes, _language(request))}
+        tools = _tool_names(request)
+        if tools and last.get("role") == "user":
+            guess = choose_tool_call(_turn_text(request), tools, _today(request))
+            if guess is not None:
+                return {"content": None, "tool_calls": [_call(guess.name, guess.args)]}
         return {"content": self.reply(request)}
+
+    def structured(self, name: str, schema: dict[str, Any], request: dict[str, Any]) -> Any:
+        """Answer a structured output request for the schema called ``name``."""
+        if name == "RouteDecision":
+            allowed = _enum_of(schema, "route") or _ROUTES
+            guess = choose_route(_turn_text(request) or last_user_text(request), allowed)
+            return {"route": guess.route, "reason": guess.reason}
+        if name == "MemoryFacts":
+            return {"facts": extract_facts(_turn_text(request) or last_user_text(request))}
+        return instance_from_schema(schema)
 
     def reply(self, request: dict[str, Any]) -> str:
         """Return the offline text reply to the last user message of ``request``."""
-        text = last_user_text(request)
-        strings = _OFFLINE_REPLIES[detect_language(text)]
-        shortened = _shorten(text)
-        middle = strings["quote"].format(text=shortened) if shortened else strings["no_text"]
-        offer = _offer(request)
-        offer = " " + strings["offer"].format(offer=offer) if offer else ""
-        return f"{strings['intro']} {middle}{offer} {strings['hint']}"
+        return offline_line(
+            last_user_text(request), _language(request), _offer(request), _tool_names(request)
+        )
+
+
+def _call(name: str, arguments: Any) -> dict[str, Any]:
+    return {
+        "id": new_tool_call_id(),
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)},
+    }
 
 
 # --------------------------------------------------------------------------- #
@@ -301,10 +402,6 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 if __name__ == "__main__":

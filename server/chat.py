@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class ChatClient:
     profile_name: str = "Demo User"
     twilio_api_base_url: str | None = None
     _seen: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._twilio = make_twilio_client(
@@ -86,20 +88,25 @@ class ChatClient:
         if response.status_code != 200:
             raise ChatError(f"the webhook answered {response.status_code}: {response.text}")
 
+    def unseen(self) -> list[str]:
+        """Messages to this user not shown yet (replies, reminders, staff), oldest first."""
+        with self._lock:
+            fresh = [
+                m
+                for m in reversed(self._twilio.messages.list(to=self.user, limit=50))
+                if m.sid not in self._seen
+            ]
+            self._seen.update(str(m.sid) for m in fresh)
+        return [str(m.body) for m in fresh]
+
     def replies(self, *, wait: float, settle: float = 1.0) -> list[str]:
         """Return new replies to this user, waiting up to `wait` s for the first one."""
         deadline = time.monotonic() + wait
         found: list[str] = []
         quiet_since = time.monotonic()
         while True:
-            fresh = [
-                m
-                for m in reversed(self._twilio.messages.list(to=self.user, limit=50))
-                if m.sid not in self._seen
-            ]
-            for message in fresh:
-                self._seen.add(str(message.sid))
-                found.append(str(message.body))
+            for body in self.unseen():
+                found.append(body)
                 quiet_since = time.monotonic()
             now = time.monotonic()
             if found and now - quiet_since >= settle:
@@ -118,26 +125,54 @@ def converse(
     says: list[str],
     *,
     timeout: float,
+    listen: float = 0.0,
     out: Callable[[str], None] = print,
 ) -> int:
-    """Say each line (or read them from the terminal), printing every reply; return an exit code."""
+    """Say each line (or read them from the terminal), printing every reply; return an exit code.
+
+    Messages that arrive on their own (a reminder, a person from support) are printed too: in
+    the terminal as they come, and with `--say` during the `listen` seconds after the last line.
+    """
     interactive = not says
     lines = _prompt_lines() if interactive else iter(says)
-    for line in lines:
-        text = line.strip()
-        if not text:
-            continue
-        if not interactive:
-            out(f"you> {text}")
-        try:
-            client.send(text)
-            for reply in client.replies(wait=timeout):
-                out(f"assistant> {reply}")
-        except (ChatError, httpx.HTTPError) as exc:
-            out(f"error: {exc}")
+    stop = threading.Event()
+    if interactive:
+        threading.Thread(target=_print_arrivals, args=(client, stop, out), daemon=True).start()
+    try:
+        for line in lines:
+            text = line.strip()
+            if not text:
+                continue
             if not interactive:
-                return 1
+                out(f"you> {text}")
+            try:
+                client.send(text)
+                if not interactive:
+                    for reply in client.replies(wait=timeout):
+                        out(f"assistant> {reply}")
+            except (ChatError, httpx.HTTPError) as exc:
+                out(f"error: {exc}")
+                if not interactive:
+                    return 1
+        if listen > 0:
+            out(f"(listening {listen:.0f} s for messages that come on their own)")
+            deadline = time.monotonic() + listen
+            while time.monotonic() < deadline:
+                for body in client.unseen():
+                    out(f"assistant> {body}")
+                time.sleep(0.5)
+    finally:
+        stop.set()
     return 0
+
+
+def _print_arrivals(client: ChatClient, stop: threading.Event, out: Callable[[str], None]) -> None:
+    while not stop.wait(0.5):
+        try:
+            for body in client.unseen():
+                out(f"assistant> {body}")
+        except (ChatError, httpx.HTTPError, OSError):
+            continue
 
 
 def _prompt_lines() -> Iterable[str]:
@@ -175,6 +210,6 @@ def run_chat_from_settings(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        return converse(client, args.say or [], timeout=args.timeout)
+        return converse(client, args.say or [], timeout=args.timeout, listen=args.listen)
     finally:
         client.close()

@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the whole service on embedded components with a terminal chat."""
     from server.demo import run_demo
 
-    return run_demo(says=args.say or [], timeout=args.timeout)
+    return run_demo(says=args.say or [], timeout=args.timeout, listen=args.listen)
 
 
 def cmd_seed_demo(_: argparse.Namespace) -> int:
@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--say", action="append", metavar="TEXT", help="send TEXT, print the reply, exit"
     )
     demo.add_argument("--timeout", type=float, default=90.0, help="seconds to wait per reply")
+    demo.add_argument(
+        "--listen", type=float, default=0.0, metavar="SECONDS",
+        help="after the last --say, print messages that arrive on their own (reminders)",
+    )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
     chat = sub.add_parser("chat", help=cmd_chat.__doc__)
@@ -230,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--auth-token", help="the tenant's Twilio auth token (default: the demo's)")
     chat.add_argument("--say", action="append", metavar="TEXT", help="send TEXT and exit")
     chat.add_argument("--timeout", type=float, default=90.0, help="seconds to wait per reply")
+    chat.add_argument(
+        "--listen", type=float, default=0.0, metavar="SECONDS",
+        help="after the last --say, print messages that arrive on their own (reminders)",
+    )  # fmt: skip
     chat.set_defaults(func=cmd_chat)
 
     token = sub.add_parser("token", help=cmd_token.__doc__)

@@ -105,7 +105,7 @@ def _wait_worker(
     raise RuntimeError(f"the worker did not register in {timeout:.0f} s; see {log}")
 
 
-def run_demo(says: list[str], timeout: float = 90.0) -> int:
+def run_demo(says: list[str], timeout: float = 90.0, listen: float = 0.0) -> int:
     """Start everything, chat (interactively, or once per `says` line), stop everything."""
     from server.logs import configure_logging
 
@@ -114,7 +114,7 @@ def run_demo(says: list[str], timeout: float = 90.0) -> int:
     try:
         with _demo_stack(settings) as client:
             print(f"Chatting as {DEMO_USER} with the demo tenant on {DEMO_SENDER}.")
-            return converse(client, says, timeout=timeout)
+            return converse(client, says, timeout=timeout, listen=listen)
     except Exception as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
