@@ -1,0 +1,181 @@
+"""The `deliver_reminder` job, its scheduling, and the sweep that heals lost reminder jobs.
+
+`schedule_reminder` (tools/relationships.py) stores the reminder and schedules this job for its
+time with RQ's scheduler (`Queue.enqueue_at`; every worker runs with the scheduler enabled).
+The job runs on the send queue: it is a few milliseconds of database work, and that queue is
+the first a worker serves, so a reminder is not held up behind long graph runs.
+
+At its time the job puts the reminder's message in the outbox of the user's latest
+conversation and queues its send; the send job applies the opt-out, the 24-hour window and the
+tenant's template, as for any reply. Redis can lose a scheduled job (wiped, or never reached):
+the relay's sweep (`sweep_reminders`) queues the job again for any reminder still scheduled a
+little after its time. Every step is keyed to the reminder, so a second job sends nothing more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import structlog
+from psycopg.rows import class_row, dict_row
+from psycopg_pool import ConnectionPool
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.queue import EnqueueData
+
+from server.jobcommon import connect, redis_for
+from server.logs import bind_correlation_id
+from server.settings import QUEUE_SEND, Settings, get_settings
+from store import repository as repo
+from store.records import Conversation
+
+log = structlog.get_logger(__name__)
+
+Conn = psycopg.Connection[Any]
+REMINDER_JOB = "server.reminders.deliver_reminder"
+SWEEP_GRACE_SECONDS = 15.0
+"""How late a scheduled reminder may be before the sweep takes its job for lost. RQ's scheduler
+moves due jobs every second; when the worker holding its lock dies, another takes over only
+after a minute or two, and the sweep covers that gap (a duplicate job is harmless)."""
+SWEEP_BATCH = 200
+
+_BODY = {"pt": "⏰ Lembrete: {text}", "en": "⏰ Reminder: {text}"}
+_NO_CONVERSATION = "The user has no conversation to send the reminder to."
+_CONVERSATION_COLUMNS = ", ".join(f.name for f in fields(Conversation))
+
+
+def reminder_job_data(tenant_id: str, reminder_id: int, correlation_id: str) -> EnqueueData:
+    """Describe the delivery of one reminder."""
+    return Queue.prepare_data(
+        REMINDER_JOB,
+        args=(tenant_id, reminder_id, correlation_id),
+        timeout=60,
+        meta={"correlation_id": correlation_id},
+        description=f"deliver reminder {reminder_id}",
+    )
+
+
+def schedule_delivery(
+    redis: Redis, tenant_id: str, reminder_id: int, correlation_id: str, due_at: datetime
+) -> Job:
+    """Schedule the delivery job of a reminder for `due_at` (aware) on the send queue."""
+    job = reminder_job_data(tenant_id, reminder_id, correlation_id)
+    return Queue(QUEUE_SEND, connection=redis).enqueue_at(
+        due_at, job.func, args=job.args, job_timeout=job.timeout, meta=job.meta,
+        description=job.description,
+    )  # fmt: skip
+
+
+def deliver_reminder(tenant_id: str, reminder_id: int, correlation_id: str) -> str:
+    """Put reminder `reminder_id` in its user's outbox if it is still scheduled and due.
+
+    The reminder's row is locked for the decision, so a cancel and a delivery never both win,
+    and two delivery jobs never both deliver.
+    """
+    # Imported here: the API's relay imports this module for the sweep, and must not load the
+    # send path (which pulls in LangGraph through the channel policy).
+    from server.outbound import queue_next_send
+
+    settings = get_settings()
+    bind_correlation_id(correlation_id, reminder_id=reminder_id, job="deliver_reminder")
+    with connect(settings, tenant_id) as conn:
+        with conn.transaction():
+            reminder = conn.execute(
+                """select id, user_id, text, status, due_at, due_at <= now() as due
+                   from reminders where id = %s for update""",
+                (reminder_id,),
+            ).fetchone()
+            if reminder is None:
+                log.warning("no such reminder; nothing to do")
+                return "missing"
+            if reminder["status"] != "scheduled":
+                log.info("not scheduled any more; nothing to do", status=reminder["status"])
+                return str(reminder["status"])
+            if not reminder["due"]:
+                # Early (the scheduler's clock is ahead of the database's): try again at its time.
+                schedule_delivery(redis_for(settings), tenant_id, reminder_id, correlation_id,
+                                  reminder["due_at"])  # fmt: skip
+                log.info("not due yet; scheduled again", due_at=reminder["due_at"].isoformat())
+                return "early"
+            conversation = _deliver(conn, UUID(tenant_id), reminder, correlation_id)
+        if conversation is None:
+            return "failed"
+        queue_next_send(conn, settings, conversation)
+        return "delivered"
+
+
+def _deliver(
+    conn: Conn, tenant_id: UUID, reminder: dict[str, Any], correlation_id: str
+) -> UUID | None:
+    """Write the reminder's message to the outbox; return its conversation (None: failed)."""
+    tenant = repo.tenant_by_id(conn, tenant_id)
+    user = repo.user_by_id(conn, reminder["user_id"])
+    assert tenant is not None and user is not None
+    conversation = _latest_conversation(conn, user.id)
+    if conversation is None:
+        conn.execute(
+            """update reminders set status = 'failed', error = %s, finished_at = now()
+               where id = %s""",
+            (_NO_CONVERSATION, reminder["id"]),
+        )
+        log.warning("reminder not delivered: the user has no conversation")
+        return None
+    language = "en" if (user.locale or tenant.default_locale).lower().startswith("en") else "pt"
+    message = repo.insert_outbound(
+        conn, tenant_id=tenant.id, conversation_id=conversation.id,
+        idempotency_key=f"reminder:{reminder['id']}",
+        body=_BODY[language].format(text=reminder["text"]),
+        from_address=tenant.whatsapp_sender, to_address=user.address,
+        correlation_id=correlation_id, purpose="reminder",
+    )  # fmt: skip
+    conn.execute(
+        """update reminders set status = 'delivered', delivered_message_id = %s,
+               conversation_id = %s, error = null, finished_at = now()
+           where id = %s""",
+        (message.id, conversation.id, reminder["id"]),
+    )
+    log.info("reminder in the outbox", message_id=message.id)
+    return conversation.id
+
+
+def _latest_conversation(conn: Conn, user_id: UUID) -> Conversation | None:
+    """The user's open conversation, else the one they wrote in last."""
+    with conn.cursor(row_factory=class_row(Conversation)) as cur:
+        cur.execute(
+            f"""select {_CONVERSATION_COLUMNS} from conversations where user_id = %s
+                order by state <> 'CLOSED' desc, last_inbound_at desc nulls last,
+                         created_at desc
+                limit 1""",
+            (user_id,),
+        )
+        return cur.fetchone()
+
+
+def sweep_reminders(
+    pool: ConnectionPool, redis: Redis, settings: Settings, limit: int = SWEEP_BATCH
+) -> int:
+    """Queue delivery for scheduled reminders overdue by `SWEEP_GRACE_SECONDS`; return how many.
+
+    A reminder the sweep queued is not queued again for `STALE_JOB_SECONDS`, so a backlog does
+    not turn into a storm of jobs.
+    """
+    with pool.connection() as conn, conn.transaction():
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "select id, tenant_id, correlation_id from claim_due_reminders(%s, %s, %s)",
+                (SWEEP_GRACE_SECONDS, settings.stale_job_seconds, limit),
+            )
+            claimed = cur.fetchall()
+        if not claimed:
+            return 0
+        jobs = [reminder_job_data(str(r["tenant_id"]), r["id"], r["correlation_id"])
+                for r in claimed]  # fmt: skip
+        # If Redis refuses, the exception rolls the claim back and the reminders stay due.
+        Queue(QUEUE_SEND, connection=redis).enqueue_many(jobs)
+    log.warning("queued reminders whose delivery job was lost", count=len(claimed))
+    return len(claimed)

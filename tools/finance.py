@@ -1,0 +1,332 @@
+"""The finance specialist's tools: record, sum up, list and delete the user's money entries.
+
+Amounts travel as text and become `Decimal` with two places; a float never touches money. The
+user and tenant come from the run context; an id the model passes only ever finds the user's
+own entries. Writes are idempotent per tool call id (see `store/migrations/0004_brain.sql`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date as Date
+from decimal import Decimal
+from typing import Any, Literal
+
+from langchain_core.tools import tool
+from langgraph.prebuilt import ToolRuntime
+from pydantic import Field
+
+from tools._args import ToolArgs
+from tools._runtime import Scope, ToolError, scope_of, tool_db
+from tools.dates import local_now, resolve_date, resolve_period
+
+MAX_AMOUNT = Decimal("999999999999.99")
+"""The largest amount `numeric(14, 2)` holds."""
+
+_AMOUNT_FORMS = (
+    'Write amounts as text with at most two decimals, like "45.90", "45,90", "1.234,56" or '
+    '"1234.56".'
+)
+_ENTRY = "id, kind, amount, currency, category, description, occurred_on"
+
+
+def parse_amount(text: str) -> Decimal:
+    """Return a positive amount with two decimal places, from Brazilian or English notation.
+
+    A single separator followed by one or two digits is the decimal point ("45,90", "45.9");
+    grouped thousands need the other separator for decimals ("1.234,56", "1,234.56"). Three
+    digits after a lone separator ("12.345") could be either, so it is refused.
+    """
+    clean = re.sub(r"\s+", "", text).removeprefix("R$").removeprefix("$").lstrip("+")
+    if re.fullmatch(r"\d+", clean):
+        number = clean
+    elif re.fullmatch(r"\d+[.,]\d{1,2}", clean):
+        number = clean.replace(",", ".")
+    elif re.fullmatch(r"\d{1,3}(?:\.\d{3})+,\d{1,2}", clean):
+        number = clean.replace(".", "").replace(",", ".")
+    elif re.fullmatch(r"\d{1,3}(?:,\d{3})+\.\d{1,2}", clean):
+        number = clean.replace(",", "")
+    elif re.fullmatch(r"\d{1,3}(?:[.,]\d{3})+", clean) and not clean.startswith("0"):
+        raise ToolError(
+            f"The amount {text!r} is ambiguous: is it {clean.replace(',', '').replace('.', '')} "
+            f"or a number with three decimals? {_AMOUNT_FORMS}"
+        )
+    elif clean.startswith("-"):
+        raise ToolError(
+            f"The amount {text!r} is negative. Amounts are positive: record money going out "
+            'with kind "expense" and money coming in with kind "income".'
+        )
+    elif re.fullmatch(r"\d*[.,]\d{3,}", clean):
+        raise ToolError(f"The amount {text!r} has more than two decimals. {_AMOUNT_FORMS}")
+    else:
+        raise ToolError(f"{text!r} is not an amount. {_AMOUNT_FORMS}")
+    amount = Decimal(number).quantize(Decimal("0.01"))
+    if amount <= 0:
+        raise ToolError(f"The amount {text!r} is zero; amounts must be more than zero.")
+    if amount > MAX_AMOUNT:
+        raise ToolError(f"The amount {text!r} is too large (at most {MAX_AMOUNT}).")
+    return amount
+
+
+def parse_currency(text: str) -> str:
+    """Return an ISO 4217 code in capitals ("brl" becomes "BRL")."""
+    code = text.strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise ToolError(
+            f"{text!r} is not a currency code. Use the three-letter ISO 4217 code, like BRL for "
+            "reais, USD for dollars or EUR for euros."
+        )
+    return code
+
+
+def _money(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+def _describe(row: dict[str, Any]) -> str:
+    text = (
+        f"{row['kind']} #{row['id']}: {_money(row['amount'])} {row['currency']}, "
+        f"{row['category']}, on {row['occurred_on'].isoformat()}"
+    )
+    return text + (f" ({row['description']})" if row["description"] else "")
+
+
+def _today(scope: Scope) -> Date:
+    return local_now(scope.timezone).date()
+
+
+# -- record ----------------------------------------------------------------------------------
+
+
+class RecordTransactionArgs(ToolArgs):
+    """Arguments of `record_transaction`."""
+
+    kind: Literal["expense", "income"] = Field(
+        description='"expense" for money spent, "income" for money received.'
+    )
+    amount: str = Field(
+        max_length=40,
+        description='The amount as text, positive, at most two decimals: "45.90" or "45,90".',
+    )
+    currency: str = Field(default="BRL", max_length=10, description="ISO 4217 code, e.g. BRL.")
+    category: str = Field(
+        min_length=1, max_length=60, description='A short category, e.g. "mercado", "salário".'
+    )
+    description: str = Field(default="", max_length=500, description="What it was, if said.")
+    date: str = Field(
+        default="today",
+        max_length=60,
+        description='When: "today", "ontem", "sexta passada", "last friday", "12/03" '
+        '(day/month), "12 de março" or an ISO date. Defaults to today.',
+    )
+
+
+@tool(args_schema=RecordTransactionArgs)
+def record_transaction(
+    kind: Literal["expense", "income"],
+    amount: str,
+    category: str,
+    runtime: ToolRuntime,
+    currency: str = "BRL",
+    description: str = "",
+    date: str = "today",
+) -> str:
+    """Record an expense or an income of the user, with its amount, category and date.
+
+    Returns the entry's number, which the user needs to delete it later.
+    """
+    scope = scope_of(runtime.context)
+    value, code = parse_amount(amount), parse_currency(currency)
+    category = category.strip().lower()
+    if not category:
+        raise ToolError("The category is empty; give a short one, like 'mercado'.")
+    day = resolve_date(date, _today(scope), lean="past")
+    call_id = runtime.tool_call_id
+    with tool_db(scope) as conn:
+        row = conn.execute(
+            f"""insert into finance_entries (tenant_id, user_id, kind, amount, currency, category,
+                    description, occurred_on, tool_call_id)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                on conflict (tenant_id, tool_call_id) do nothing
+                returning {_ENTRY}""",
+            (scope.tenant_id, scope.user_id, kind, value, code, category,
+             description.strip(), day, call_id),
+        ).fetchone()  # fmt: skip
+        if row is None:  # this tool call already ran: answer as it did
+            row = conn.execute(
+                f"""select {_ENTRY} from finance_entries
+                    where tenant_id = %s and user_id = %s and tool_call_id = %s""",
+                (scope.tenant_id, scope.user_id, call_id),
+            ).fetchone()
+            if row is None:
+                raise ToolError("This tool call id was already used; call the tool again.")
+    return "Recorded " + _describe(row) + "."
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+class PeriodArgs(ToolArgs):
+    """Arguments of the period reports."""
+
+    period: str = Field(
+        default="this_month",
+        max_length=20,
+        description="today, yesterday, this_week, last_week, this_month, last_month, "
+        "this_year, or a month as YYYY-MM.",
+    )
+
+
+@tool(args_schema=PeriodArgs)
+def get_balance(runtime: ToolRuntime, period: str = "this_month") -> str:
+    """Sum the user's income and expenses over a period, per currency, and the balance.
+
+    Returns JSON with the period's first and last day and, per currency, income, expenses and
+    balance (income minus expenses) as decimal strings.
+    """
+    scope = scope_of(runtime.context)
+    first, last = resolve_period(period, _today(scope))
+    with tool_db(scope) as conn:
+        rows = conn.execute(
+            """select currency,
+                      coalesce(sum(amount) filter (where kind = 'income'), 0) as income,
+                      coalesce(sum(amount) filter (where kind = 'expense'), 0) as expenses
+               from finance_entries
+               where tenant_id = %s and user_id = %s and deleted_at is null
+                 and occurred_on between %s and %s
+               group by currency order by currency""",
+            (scope.tenant_id, scope.user_id, first, last),
+        ).fetchall()
+    totals = [
+        {
+            "currency": r["currency"],
+            "income": _money(r["income"]),
+            "expenses": _money(r["expenses"]),
+            "balance": _money(r["income"] - r["expenses"]),
+        }
+        for r in rows
+    ]
+    return json.dumps(
+        {"period": period, "from": first.isoformat(), "to": last.isoformat(), "totals": totals},
+        ensure_ascii=False,
+    )
+
+
+@tool(args_schema=PeriodArgs)
+def spending_by_category(runtime: ToolRuntime, period: str = "this_month") -> str:
+    """Total the user's expenses per category over a period, largest first.
+
+    Returns JSON with the period's first and last day and, per category and currency, the
+    total (a decimal string) and the number of entries.
+    """
+    scope = scope_of(runtime.context)
+    first, last = resolve_period(period, _today(scope))
+    with tool_db(scope) as conn:
+        rows = conn.execute(
+            """select category, currency, sum(amount) as total, count(*) as entries
+               from finance_entries
+               where tenant_id = %s and user_id = %s and deleted_at is null
+                 and kind = 'expense' and occurred_on between %s and %s
+               group by category, currency order by sum(amount) desc, category""",
+            (scope.tenant_id, scope.user_id, first, last),
+        ).fetchall()
+    categories = [
+        {
+            "category": r["category"],
+            "currency": r["currency"],
+            "total": _money(r["total"]),
+            "entries": r["entries"],
+        }
+        for r in rows
+    ]
+    return json.dumps(
+        {"period": period, "from": first.isoformat(), "to": last.isoformat(),
+         "categories": categories},
+        ensure_ascii=False,
+    )  # fmt: skip
+
+
+class ListTransactionsArgs(ToolArgs):
+    """Arguments of `list_transactions`."""
+
+    limit: int = Field(default=10, ge=1, le=50, description="How many, newest first (1-50).")
+
+
+@tool(args_schema=ListTransactionsArgs)
+def list_transactions(runtime: ToolRuntime, limit: int = 10) -> str:
+    """List the user's most recent income and expense entries, newest first, with their ids.
+
+    Returns JSON: a list of entries (id, kind, amount, currency, category, description, date).
+    """
+    scope = scope_of(runtime.context)
+    with tool_db(scope) as conn:
+        rows = conn.execute(
+            f"""select {_ENTRY} from finance_entries
+                where tenant_id = %s and user_id = %s and deleted_at is null
+                order by occurred_on desc, id desc limit %s""",
+            (scope.tenant_id, scope.user_id, limit),
+        ).fetchall()
+    entries = [
+        {
+            "id": r["id"],
+            "kind": r["kind"],
+            "amount": _money(r["amount"]),
+            "currency": r["currency"],
+            "category": r["category"],
+            "description": r["description"],
+            "date": r["occurred_on"].isoformat(),
+        }
+        for r in rows
+    ]
+    return json.dumps({"transactions": entries}, ensure_ascii=False)
+
+
+# -- delete ----------------------------------------------------------------------------------
+
+
+class DeleteTransactionArgs(ToolArgs):
+    """Arguments of `delete_transaction`."""
+
+    transaction_id: int = Field(ge=1, description="The entry's number (#id), as listed.")
+
+
+@tool(args_schema=DeleteTransactionArgs)
+def delete_transaction(transaction_id: int, runtime: ToolRuntime) -> str:
+    """Delete one of the user's income or expense entries by its number.
+
+    Use `list_transactions` first when the user has not said which entry.
+    """
+    scope = scope_of(runtime.context)
+    call_id = runtime.tool_call_id
+    with tool_db(scope) as conn:
+        row = conn.execute(
+            f"""select {_ENTRY}, deleted_at, deleted_by_tool_call_id from finance_entries
+                where tenant_id = %s and user_id = %s and id = %s for update""",
+            (scope.tenant_id, scope.user_id, transaction_id),
+        ).fetchone()
+        if row is None:
+            raise ToolError(
+                f"There is no entry #{transaction_id} for this user. "
+                "Call list_transactions to see the user's entries and their numbers."
+            )
+        if row["deleted_at"] is not None:
+            if call_id is None or row["deleted_by_tool_call_id"] != call_id:
+                raise ToolError(f"Entry #{transaction_id} was already deleted.")
+        else:
+            conn.execute(
+                """update finance_entries set deleted_at = now(), deleted_by_tool_call_id = %s
+                   where id = %s""",
+                (call_id, transaction_id),
+            )
+    return "Deleted " + _describe(row) + "."
+
+
+FINANCE_TOOLS = [
+    record_transaction,
+    get_balance,
+    spending_by_category,
+    list_transactions,
+    delete_transaction,
+]
+"""The finance specialist's tools, in the order the model sees them."""

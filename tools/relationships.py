@@ -1,0 +1,228 @@
+"""The relationships specialist's tools: people, the dates that matter to them, reminders.
+
+People are kept per user by name (case-insensitive). Important dates are month and day, with a
+year when known; yearly ones recur. The reminder tools live in `tools/reminders.py` and are
+part of this specialist's list. Writes are idempotent per tool call id.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date as Date
+from datetime import timedelta
+from typing import Any, Literal
+
+from langchain_core.tools import tool
+from langgraph.prebuilt import ToolRuntime
+from pydantic import Field
+
+from tools._args import ToolArgs
+from tools._runtime import ToolError, scope_of, tool_db
+from tools.dates import local_now, next_occurrence, resolve_date, resolve_month_day
+from tools.reminders import cancel_reminder, list_reminders, schedule_reminder
+
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December")  # fmt: skip
+
+
+def _name(text: str) -> str:
+    name = " ".join(text.split())
+    if not name:
+        raise ToolError("The person's name is empty.")
+    return name
+
+
+# -- people ----------------------------------------------------------------------------------
+
+
+class RememberPersonArgs(ToolArgs):
+    """Arguments of `remember_person`."""
+
+    name: str = Field(min_length=1, max_length=100, description="The person's name.")
+    relation: str = Field(
+        default="", max_length=100, description='Who they are to the user: "irmã", "boss".'
+    )
+    notes: str = Field(default="", max_length=1000, description="Something to remember about them.")
+
+
+@tool(args_schema=RememberPersonArgs)
+def remember_person(name: str, runtime: ToolRuntime, relation: str = "", notes: str = "") -> str:
+    """Remember a person in the user's life, or add to what is known about them.
+
+    The same name (any capitalisation) updates the same person: a new relation replaces the
+    old one, new notes are added to the old ones.
+    """
+    scope = scope_of(runtime.context)
+    name, relation, notes = _name(name), relation.strip(), notes.strip()
+    call_id = runtime.tool_call_id
+    with tool_db(scope) as conn:
+        row = conn.execute(
+            """select id, name, relation, notes, last_tool_call_id from people
+               where tenant_id = %s and user_id = %s and lower(name) = lower(%s) for update""",
+            (scope.tenant_id, scope.user_id, name),
+        ).fetchone()
+        if row is None or call_id is None or row["last_tool_call_id"] != call_id:
+            row = conn.execute(
+                """insert into people (tenant_id, user_id, name, relation, notes, last_tool_call_id)
+                   values (%s, %s, %s, %s, %s, %s)
+                   on conflict (tenant_id, user_id, lower(name)) do update set
+                       relation = case when excluded.relation <> '' then excluded.relation
+                                       else people.relation end,
+                       notes = case
+                           when excluded.notes = ''
+                             or strpos(lower(people.notes), lower(excluded.notes)) > 0
+                               then people.notes
+                           when people.notes = '' then excluded.notes
+                           else right(people.notes || E'\\n' || excluded.notes, 2000) end,
+                       last_tool_call_id = excluded.last_tool_call_id, updated_at = now()
+                   returning id, name, relation, notes""",
+                (scope.tenant_id, scope.user_id, name, relation, notes, call_id),
+            ).fetchone()
+    assert row is not None
+    who = row["name"] + (f" ({row['relation']})" if row["relation"] else "")
+    known = f" Notes: {row['notes']}" if row["notes"] else ""
+    return f"Remembered {who} as person #{row['id']}.{known}"
+
+
+# -- important dates -------------------------------------------------------------------------
+
+
+class AddImportantDateArgs(ToolArgs):
+    """Arguments of `add_important_date`."""
+
+    person_name: str = Field(min_length=1, max_length=100, description="Whose date it is.")
+    kind: Literal["birthday", "anniversary", "other"] = Field(description="What the date is.")
+    date: str = Field(
+        max_length=60,
+        description='The day: "12/03" (day/month), "12 de março", "March 12", "2026-03-12", or '
+        'with the year it happened, "1990-03-12" / "12/03/1990".',
+    )
+    label: str = Field(
+        default="", max_length=200, description='What it is, for "other" (e.g. "formatura").'
+    )
+    yearly: bool = Field(default=True, description="Whether it comes back every year.")
+
+
+def _day_text(month: int, day: int, year: int | None) -> str:
+    return f"{day} {_MONTH_NAMES[month - 1]}" + (f" {year}" if year else "")
+
+
+def _date_text(row: dict[str, Any], person: str) -> str:
+    what = row["label"] or row["kind"]
+    when = _day_text(row["month"], row["day"], row["year"])
+    repeat = "every year" if row["yearly"] else "once"
+    return f"Saved {person}'s {what} on {when} ({repeat}), date #{row['id']}."
+
+
+@tool(args_schema=AddImportantDateArgs)
+def add_important_date(
+    person_name: str,
+    kind: Literal["birthday", "anniversary", "other"],
+    date: str,
+    runtime: ToolRuntime,
+    label: str = "",
+    yearly: bool = True,
+) -> str:
+    """Save an important date of a person (birthday, anniversary or other), yearly by default.
+
+    Remembers the person too when they are new. A year given with a yearly date is kept as the
+    year it happened (so ages and years together can be told).
+    """
+    scope = scope_of(runtime.context)
+    name, label = _name(person_name), label.strip()
+    month, day, year = resolve_month_day(date)
+    if not yearly and year is None:
+        year = resolve_date(date, local_now(scope.timezone).date(), lean="future").year
+    call_id = runtime.tool_call_id
+    with tool_db(scope) as conn:
+        if call_id is not None:
+            done = conn.execute(
+                """select d.id, d.kind, d.month, d.day, d.year, d.yearly, d.label, p.name
+                   from important_dates d
+                   join people p on p.tenant_id = d.tenant_id and p.id = d.person_id
+                   where d.tenant_id = %s and d.tool_call_id = %s and p.user_id = %s""",
+                (scope.tenant_id, call_id, scope.user_id),
+            ).fetchone()
+            if done is not None:
+                return _date_text(done, done["name"])
+        person = conn.execute(
+            """insert into people (tenant_id, user_id, name) values (%s, %s, %s)
+               on conflict (tenant_id, user_id, lower(name)) do update set updated_at = now()
+               returning id, name""",
+            (scope.tenant_id, scope.user_id, name),
+        ).fetchone()
+        assert person is not None
+        row = conn.execute(
+            """insert into important_dates (tenant_id, person_id, kind, month, day, year, yearly,
+                   label, tool_call_id)
+               values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+               on conflict (tenant_id, person_id, kind, month, day, label) do update set
+                   year = coalesce(excluded.year, important_dates.year),
+                   yearly = excluded.yearly, tool_call_id = excluded.tool_call_id
+               returning id, kind, month, day, year, yearly, label""",
+            (scope.tenant_id, person["id"], kind, month, day, year, yearly, label, call_id),
+        ).fetchone()
+    assert row is not None
+    return _date_text(row, person["name"])
+
+
+class UpcomingDatesArgs(ToolArgs):
+    """Arguments of `upcoming_dates`."""
+
+    days: int = Field(default=30, ge=1, le=366, description="How many days ahead to look.")
+
+
+@tool(args_schema=UpcomingDatesArgs)
+def upcoming_dates(runtime: ToolRuntime, days: int = 30) -> str:
+    """List the important dates of the user's people in the next `days` days, soonest first.
+
+    Returns JSON: each date with its day (ISO), days from today, weekday, person, relation,
+    kind, label and, for yearly dates with a known year, how many years it makes.
+    """
+    scope = scope_of(runtime.context)
+    today = local_now(scope.timezone).date()
+    last = today + timedelta(days=days)
+    with tool_db(scope) as conn:
+        rows = conn.execute(
+            """select d.kind, d.month, d.day, d.year, d.yearly, d.label, p.name, p.relation
+               from important_dates d
+               join people p on p.tenant_id = d.tenant_id and p.id = d.person_id
+               where p.tenant_id = %s and p.user_id = %s""",
+            (scope.tenant_id, scope.user_id),
+        ).fetchall()
+    found = []
+    for r in rows:
+        if r["yearly"]:
+            when = next_occurrence(r["month"], r["day"], today)
+        else:
+            when = Date(r["year"], r["month"], r["day"])
+        if not today <= when <= last:
+            continue
+        item: dict[str, Any] = {
+            "date": when.isoformat(),
+            "in_days": (when - today).days,
+            "weekday": when.strftime("%A"),
+            "person": r["name"],
+            "relation": r["relation"],
+            "kind": r["kind"],
+            "label": r["label"],
+        }
+        if r["yearly"] and r["year"] is not None:
+            item["years"] = when.year - r["year"]
+        found.append(item)
+    found.sort(key=lambda item: (item["date"], item["person"].lower()))
+    return json.dumps(
+        {"today": today.isoformat(), "until": last.isoformat(), "dates": found},
+        ensure_ascii=False,
+    )
+
+
+RELATIONSHIP_TOOLS = [
+    remember_person,
+    add_important_date,
+    upcoming_dates,
+    schedule_reminder,
+    list_reminders,
+    cancel_reminder,
+]
+"""The relationships specialist's tools, in the order the model sees them."""

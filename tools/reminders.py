@@ -1,0 +1,188 @@
+"""Reminders: a WhatsApp message to the user at a time of their choosing.
+
+`schedule_reminder` stores the reminder in UTC and, after its transaction commits, schedules
+the delivery job for its time with RQ (`server/reminders.py`). Where no Redis is bound (Studio,
+evals) or Redis refuses, the row alone is enough: the relay's sweep queues the delivery of any
+reminder still scheduled a little after its time. A cancelled reminder stays in the table, and
+its job, when it runs, finds it cancelled and sends nothing. Writes are idempotent per tool
+call id.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import structlog
+from langchain_core.tools import tool
+from langgraph.prebuilt import ToolRuntime
+from pydantic import Field
+from redis import RedisError
+
+from graphs.context import Context
+from tools._args import ToolArgs
+from tools._runtime import Scope, ToolError, bound_redis, scope_of, tool_db
+from tools.dates import local_now, resolve_datetime, zone
+
+log = structlog.get_logger(__name__)
+
+MAX_AHEAD = timedelta(days=2 * 366)
+"""How far ahead a reminder may be set."""
+
+
+def _reminders_allowed(context: Context | None) -> Scope:
+    scope = scope_of(context)
+    if context is not None and "reminders" not in context.features:
+        raise ToolError(
+            "Reminders are not part of this user's plan. Tell the user you cannot set them."
+        )
+    return scope
+
+
+def _local(moment: datetime, scope: Scope) -> str:
+    return moment.astimezone(zone(scope.timezone)).strftime("%Y-%m-%d %H:%M")
+
+
+class ScheduleReminderArgs(ToolArgs):
+    """Arguments of `schedule_reminder`."""
+
+    text: str = Field(min_length=1, max_length=500, description="What to remind the user of.")
+    when: str = Field(
+        max_length=80,
+        description='When, in the user\'s time: "2026-11-26T09:00", "em 10 minutos", "daqui a '
+        '1 hora", "amanhã às 9h", "in 5 minutes", "tomorrow at 9am", "sexta às 14h".',
+    )
+
+
+@tool(args_schema=ScheduleReminderArgs)
+def schedule_reminder(text: str, when: str, runtime: ToolRuntime) -> str:
+    """Send the user a WhatsApp message with `text` at a future time of their choosing.
+
+    Returns the reminder's number (needed to cancel it) and its time in the user's timezone.
+    """
+    scope = _reminders_allowed(runtime.context)
+    text = text.strip()
+    if not text:
+        raise ToolError("The reminder's text is empty; say what to remind the user of.")
+    now = local_now(scope.timezone)
+    due = resolve_datetime(when, now).replace(microsecond=0)
+    if due <= now:
+        raise ToolError(
+            f"{when!r} is {due:%Y-%m-%d %H:%M}, which has passed (the user's local time is "
+            f"{now:%Y-%m-%d %H:%M}). Ask for a time in the future."
+        )
+    if due - now > MAX_AHEAD:
+        raise ToolError(f"{when!r} is too far ahead; reminders go at most two years ahead.")
+    call_id = runtime.tool_call_id
+    with tool_db(scope) as conn:
+        row = conn.execute(
+            """insert into reminders (tenant_id, user_id, text, due_at, correlation_id,
+                   tool_call_id)
+               values (%s, %s, %s, %s, %s, %s)
+               on conflict (tenant_id, tool_call_id) do nothing
+               returning id, due_at, correlation_id""",
+            (scope.tenant_id, scope.user_id, text, due.astimezone(UTC), uuid4().hex, call_id),
+        ).fetchone()
+        fresh = row is not None
+        if row is None:  # this tool call already ran: answer as it did
+            row = conn.execute(
+                """select id, due_at, correlation_id from reminders
+                   where tenant_id = %s and user_id = %s and tool_call_id = %s""",
+                (scope.tenant_id, scope.user_id, call_id),
+            ).fetchone()
+            if row is None:
+                raise ToolError("This tool call id was already used; call the tool again.")
+    if fresh:  # after the commit, so the job always finds the row
+        _queue_delivery(scope, row)
+    return f"Scheduled reminder #{row['id']} for {_local(row['due_at'], scope)} ({scope.timezone})."
+
+
+def _queue_delivery(scope: Scope, row: dict[str, Any]) -> None:
+    """Schedule the delivery job; without Redis (Studio, evals) the relay's sweep delivers it."""
+    redis = bound_redis()
+    if redis is None:
+        log.info("no redis bound; the relay's sweep will deliver the reminder", reminder=row["id"])
+        return
+    from server.reminders import schedule_delivery  # the job's home; loaded only when needed
+
+    try:
+        schedule_delivery(redis, scope.tenant_id, row["id"], row["correlation_id"], row["due_at"])
+    except RedisError as exc:
+        log.warning("could not schedule the reminder; the relay's sweep will deliver it",
+                    reminder=row["id"], error=str(exc))  # fmt: skip
+        return
+    with tool_db(scope) as conn:
+        conn.execute("update reminders set enqueued_at = now() where id = %s", (row["id"],))
+
+
+class ListRemindersArgs(ToolArgs):
+    """Arguments of `list_reminders` (none)."""
+
+
+@tool(args_schema=ListRemindersArgs)
+def list_reminders(runtime: ToolRuntime) -> str:
+    """List the user's reminders still to be sent, soonest first, with their numbers.
+
+    Returns JSON: each reminder's id, text and time in the user's timezone.
+    """
+    scope = _reminders_allowed(runtime.context)
+    with tool_db(scope) as conn:
+        rows = conn.execute(
+            """select id, text, due_at from reminders
+               where tenant_id = %s and user_id = %s and status = 'scheduled'
+               order by due_at, id limit 50""",
+            (scope.tenant_id, scope.user_id),
+        ).fetchall()
+    reminders = [
+        {"id": r["id"], "text": r["text"], "due": _local(r["due_at"], scope)} for r in rows
+    ]
+    return json.dumps({"timezone": scope.timezone, "reminders": reminders}, ensure_ascii=False)
+
+
+class CancelReminderArgs(ToolArgs):
+    """Arguments of `cancel_reminder`."""
+
+    reminder_id: int = Field(ge=1, description="The reminder's number (#id), as listed.")
+
+
+@tool(args_schema=CancelReminderArgs)
+def cancel_reminder(reminder_id: int, runtime: ToolRuntime) -> str:
+    """Cancel one of the user's scheduled reminders by its number, so it is never sent."""
+    scope = _reminders_allowed(runtime.context)
+    call_id = runtime.tool_call_id
+    with tool_db(scope) as conn:
+        row = conn.execute(
+            """select id, text, due_at, status, error, cancelled_by_tool_call_id from reminders
+               where tenant_id = %s and user_id = %s and id = %s for update""",
+            (scope.tenant_id, scope.user_id, reminder_id),
+        ).fetchone()
+        if row is None:
+            raise ToolError(
+                f"There is no reminder #{reminder_id} for this user. "
+                "Call list_reminders to see the user's reminders and their numbers."
+            )
+        status = row["status"]
+        replay = call_id is not None and row["cancelled_by_tool_call_id"] == call_id
+        if status == "scheduled":
+            conn.execute(
+                """update reminders set status = 'cancelled', cancelled_by_tool_call_id = %s,
+                       finished_at = now()
+                   where id = %s""",
+                (call_id, reminder_id),
+            )
+        elif not (status == "cancelled" and replay):
+            raise ToolError(_not_cancellable(row, scope))
+    return (
+        f"Cancelled reminder #{row['id']} ({row['text']}), which was due "
+        f"{_local(row['due_at'], scope)}."
+    )
+
+
+def _not_cancellable(row: dict[str, Any], scope: Scope) -> str:
+    if row["status"] == "cancelled":
+        return f"Reminder #{row['id']} was already cancelled."
+    if row["status"] == "delivered":
+        return f"Reminder #{row['id']} was already sent, at {_local(row['due_at'], scope)}."
+    return f"Reminder #{row['id']} could not be delivered ({row['error']}); nothing to cancel."
