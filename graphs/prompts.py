@@ -71,11 +71,6 @@ ROUTE_DESCRIPTIONS = {
 
 MEMORIES_HEADER = "What you remember about this user (use it when relevant):"
 
-EXTRACTION_PROMPT = """You keep a long-term memory of durable facts about a WhatsApp user.
-From the user's messages below, list the facts worth remembering for months (who they are, people
-in their life, preferences, plans, constraints), each as one short sentence in the user's own
-language, written in the third person. Skip greetings, questions, one-off requests and anything
-already known. Return an empty list when there is nothing durable."""
 
 CAPABILITIES_MARKER = "What you can do for this user:"
 """Starts the system prompt's line that lists the user's features (the offline model reads it)."""

@@ -19,9 +19,10 @@ from typing import Any
 
 import psycopg
 import structlog
-from langchain_core.callbacks import BaseCallbackHandler, UsageMetadataCallbackHandler
+from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tracers.langchain import LangChainTracer
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
@@ -178,14 +179,19 @@ def _invoke(
     resumed: bool = False,
 ) -> RunResult:
     usage = UsageMetadataCallbackHandler()
-    callbacks: list[BaseCallbackHandler] = [usage, *tracers_for(tenant)]
-    with _tools_bound(conn, tenant, settings):
-        graph.invoke(
-            payload,
-            {**config, "callbacks": callbacks},
-            context=context,
-            durability="sync",
-        )
+    tracers = tracers_for(tenant)
+    try:
+        with _tools_bound(conn, tenant, settings):
+            graph.invoke(
+                payload,
+                {**config, "callbacks": [usage, *tracers]},
+                context=context,
+                durability="sync",
+            )
+    finally:
+        for tracer in tracers:  # the job's process may end right after: send the traces now
+            tracer.wait_for_futures()
+            tracer.client.flush()
     values = graph.get_state(config).values
     return _result(graph, config, values, resumed=resumed, usage=usage.usage_metadata)
 
@@ -228,7 +234,7 @@ def turn_tool_calls(messages: list[AnyMessage]) -> list[dict[str, Any]]:
     return calls
 
 
-def tracers_for(tenant: Tenant) -> list[BaseCallbackHandler]:
+def tracers_for(tenant: Tenant) -> list[LangChainTracer]:
     """A LangSmith tracer that hides message text and phone numbers, for tenants who ask.
 
     With tracing off, or for tenants with full traces, nothing is added: LangChain's own
@@ -238,7 +244,6 @@ def tracers_for(tenant: Tenant) -> list[BaseCallbackHandler]:
 
     if tenant.trace_privacy != "masked" or not ls_utils.tracing_is_enabled():
         return []
-    from langchain_core.tracers.langchain import LangChainTracer
     from langsmith import Client
 
     from server.privacy import mask_trace

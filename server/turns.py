@@ -15,20 +15,26 @@ from uuid import UUID
 
 import psycopg
 import structlog
+from redis import RedisError
+from rq import Queue
 
 from channels.policy import NOTICES, is_opt_in, is_opt_out
 from channels.splitting import split_body
 from channels.typing import TypingIndicator
 from graphs.context import Context
 from graphs.language import detect_language
+from graphs.settings import EmbeddingSettings
 from graphs.state import Language
 from server import runs
-from server.jobcommon import connect, final_attempt, try_lock, twilio_for, unlock
+from server.jobcommon import connect, final_attempt, redis_for, try_lock, twilio_for, unlock
 from server.logs import bind_correlation_id
+from server.memories import FEATURE as MEMORY_FEATURE
+from server.memories import has_first_person_cue
 from server.outbound import queue_next_send
-from server.settings import Settings, get_settings
+from server.settings import QUEUE_PROCESS, Settings, get_settings
 from store import identity
 from store import repository as repo
+from store.cache import cached_profile, forget_user
 from store.records import Conversation, Message, Tenant, User
 
 log = structlog.get_logger(__name__)
@@ -153,6 +159,7 @@ def _answer(
     opted_out = user.opted_out_at is not None
     if (keyword == "opt_out" and not opted_out) or (keyword == "opt_in" and opted_out):
         repo.set_opted_out(conn, user.id, opted_out=keyword == "opt_out")
+        forget_user(redis_for(settings), tenant.id, user.id)
         turn.notify(keyword, purpose=keyword)
         log.info("opt choice recorded", choice=keyword)
         return
@@ -165,7 +172,7 @@ def _answer(
         turn.close("handoff", "Waiting for a person: kept for support staff, not answered.")
         log.info("conversation is with a person; message kept for staff")
         return
-    rights = identity.entitlement(conn, tenant.id, user.id)
+    rights = _entitlement(conn, settings, tenant, user)
     used, noticed = identity.count_message(conn, tenant.id, user.id, len(pending), tenant.timezone)
     refusal = _refusal(user, rights, used)
     if refusal is not None:
@@ -186,6 +193,35 @@ def _answer(
         turn.finish(split_body(result.reply), kind="reply", purpose="reply")
     elif result is not None:
         turn.close("answered", "The run ended without a reply.")
+    if result is not None and MEMORY_FEATURE in rights.features:
+        _enqueue_extraction(turn)
+
+
+def _entitlement(
+    conn: Conn, settings: Settings, tenant: Tenant, user: User
+) -> identity.Entitlement:
+    """The user's features and quota, through the Redis profile cache (L1)."""
+    profile = cached_profile(
+        redis_for(settings), conn, tenant.id, user.id, EmbeddingSettings().profile_cache_seconds
+    )
+    return profile.entitlement if profile else identity.entitlement(conn, tenant.id, user.id)
+
+
+def _enqueue_extraction(turn: Turn) -> None:
+    """Queue the job that keeps durable facts from this turn (when the text has any cue)."""
+    text = " ".join(m.body for m in turn.pending)
+    if not has_first_person_cue(text):
+        return
+    try:
+        Queue(QUEUE_PROCESS, connection=redis_for(turn.settings)).enqueue(
+            "server.memories.extract_memories",
+            args=(str(turn.tenant.id), str(turn.conversation.id), turn.ids, turn.cid),
+            job_timeout=turn.settings.job_timeout,
+            meta={"correlation_id": turn.cid},
+            description=f"remember facts from messages {turn.ids}",
+        )
+    except RedisError as exc:  # the reply went out; a missed memory is not worth failing for
+        log.warning("could not queue memory extraction", error=str(exc))
 
 
 def resume_conversation(

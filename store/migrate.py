@@ -7,8 +7,9 @@ from pathlib import Path
 
 import psycopg
 from langgraph.checkpoint.postgres import PostgresSaver
-from langgraph.store.postgres import PostgresStore
 from psycopg.rows import dict_row
+
+from store import memory
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_KEY = 7_316_224_001  # advisory lock: one migrator at a time
@@ -61,20 +62,24 @@ def pending(database_url: str) -> list[str]:
         return todo + [m.version for m in available() if m.version not in applied(conn)]
 
 
-def check_at_head(database_url: str) -> None:
-    """Raise `MigrationsPendingError` unless every migration has been applied."""
+def check_at_head(database_url: str, *, embedding_dims: int | None = None) -> None:
+    """Raise `MigrationsPendingError` unless every migration has been applied, and
+    `MemoryDimensionsError` when the memory index holds vectors of another size."""
     todo = pending(database_url)
     if todo:
         raise MigrationsPendingError(
             f"The database is missing migrations {', '.join(todo)}: run `conversa migrate`."
         )
+    if embedding_dims is not None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            memory.check_dimensions(conn, embedding_dims)
 
 
-def migrate(database_url: str) -> list[str]:
+def migrate(database_url: str, *, embedding_dims: int = memory.DEFAULT_DIMS) -> list[str]:
     """Apply every pending migration, each in its own transaction; return what was applied.
 
-    LangGraph's checkpointer and store create their tables first, so that our migrations can
-    put row-level security on them.
+    LangGraph's checkpointer and store (with its `embedding_dims` vector table) create their
+    tables first, so that our migrations can put row-level security on them.
     """
     done: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -86,7 +91,8 @@ def migrate(database_url: str) -> list[str]:
                 database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
             ) as langgraph:
                 PostgresSaver(langgraph).setup()  # type: ignore[arg-type]
-                PostgresStore(langgraph).setup()  # type: ignore[arg-type]
+                memory.setup(langgraph, embedding_dims)
+                memory.check_dimensions(langgraph, embedding_dims)
             _ensure_table(conn)
             have = applied(conn)
             for migration in available():

@@ -278,8 +278,21 @@ def langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
     monkeypatch.setenv("LANGSMITH_TRACING", "true")
     monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
     monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2-test")
+    _forget_langsmith_settings()
     yield server
+    monkeypatch.undo()
+    _forget_langsmith_settings()
     server.close()
+
+
+def _forget_langsmith_settings() -> None:
+    """LangSmith caches environment reads and its client per process; start from the env."""
+    from langsmith import run_trees
+    from langsmith import utils as ls_utils
+
+    ls_utils.get_env_var.cache_clear()
+    ls_utils.get_tracer_project.cache_clear()
+    run_trees._CLIENT = None  # the library keeps one client per process
 
 
 @pytest.mark.parametrize("privacy", ["full", "masked"])

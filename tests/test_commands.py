@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -17,6 +19,7 @@ import pytest
 from server.demo import stop_process
 from store.embedded import free_port
 from tests.conftest import ROOT
+from tests.fakes import ScriptedModel
 
 BIN = Path(sys.executable).parent
 
@@ -92,14 +95,14 @@ def test_serve_refuses_to_start_before_migrations(pg_url: str, tmp_path: Path) -
     assert "conversa migrate" in result.stderr
 
 
-@pytest.fixture
-def langgraph_dev(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def _langgraph_dev(tmp_path: Path, **env: str) -> Iterator[str]:
     port = free_port()
     log = (tmp_path / "langgraph.log").open("w")
     process = subprocess.Popen(
         [BIN / "langgraph", "dev", "--no-browser", "--no-reload", "--port", str(port)],
         cwd=ROOT,
-        env=_clean_env(tmp_path),
+        env=_clean_env(tmp_path, **env),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -119,6 +122,61 @@ def langgraph_dev(tmp_path: Path) -> Iterator[str]:
     finally:
         stop_process(process, timeout=20)
         log.close()
+
+
+@pytest.fixture
+def langgraph_dev(tmp_path: Path) -> Iterator[str]:
+    with _langgraph_dev(tmp_path) as url:
+        yield url
+
+
+def _studio_run(url: str, text: str, context: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    thread = httpx.post(f"{url}/threads", json={}, timeout=30).json()
+    response = httpx.post(
+        f"{url}/threads/{thread['thread_id']}/runs/wait",
+        json={
+            "assistant_id": "assistant",
+            "input": {"messages": [{"role": "user", "content": text}]},
+            "context": context,
+        },
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    return response.json(), thread["thread_id"]
+
+
+def test_a_prompt_edited_in_studio_reaches_the_model_with_no_code_change(
+    tmp_path: Path, llm: ScriptedModel, llm_server: Any
+) -> None:
+    llm.structured({"route": "finance", "reason": "money"}).say("Anotado, chefe!")
+    edited = "You are the finance specialist. Call the user 'chefe'. {language_name}"
+
+    with _langgraph_dev(
+        tmp_path, OPENAI_BASE_URL=llm_server.base_url, OPENAI_API_KEY="studio"
+    ) as url:
+        result, _ = _studio_run(
+            url, "gastei 10 reais", {"features": ["finance"], "finance_prompt": edited}
+        )
+
+    assert result["reply"] == "Anotado, chefe!" and result["route"] == "finance"
+    router, finance = llm.requests
+    assert router["response_format"]["json_schema"]["name"] == "RouteDecision"
+    assert finance["messages"][0]["content"] == edited.replace(
+        "{language_name}", "Brazilian Portuguese"
+    )
+    assert "record_transaction" in {t["function"]["name"] for t in finance["tools"]}
+
+
+def test_studio_shows_the_handoff_interrupt(langgraph_dev: str) -> None:
+    result, thread_id = _studio_run(
+        langgraph_dev, "quero falar com um atendente", {"features": ["human_handoff"]}
+    )
+
+    assert result["route"] == "handoff"
+    state = httpx.get(f"{langgraph_dev}/threads/{thread_id}/state", timeout=30).json()
+    assert state["next"] == ["wait_for_human"]
+    (interrupt,) = state["tasks"][0]["interrupts"]
+    assert interrupt["value"][0]["action_request"]["action"] == "handoff"
 
 
 def test_langgraph_dev_serves_the_assistant_graph(langgraph_dev: str) -> None:

@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from graphs.settings import LLMSettings
+from graphs.settings import EmbeddingSettings, LLMSettings
 from server.settings import Settings
 from tests.conftest import ROOT
 
@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 def test_env_example_lists_every_setting_with_its_default() -> None:
     text = (ROOT / ".env.example").read_text()
     documented = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, flags=re.MULTILINE))
-    for model in (Settings, LLMSettings):
+    for model in (Settings, LLMSettings, EmbeddingSettings):
         for name, field in model.model_fields.items():
             assert name.upper() in documented, f"{name.upper()} is missing from .env.example"
             default = field.default

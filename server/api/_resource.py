@@ -10,7 +10,7 @@ admin goes through the audited platform scope. Row-level security enforces the s
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import psycopg
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from server.auth import Principal, Role, require_roles
 from server.errors import ApiError
 from server.services import Services
+from store.cache import forget_tenant, forget_user
 from store.scoping import platform_scope, tenant_scope
 
 ALL_ROLES = frozenset(Role)
@@ -122,6 +123,8 @@ class Resource:
     key_type: type = UUID
     prepare: Callable[[dict[str, Any]], dict[str, Any]] = lambda values: values
     """Turn validated body values into column values (derive, rename)."""
+    profile_cache: Literal["user", "tenant"] | None = None
+    """Which cached profiles a write makes stale: the row's user's, or the whole tenant's."""
 
     def select(self) -> sql.Composed:
         return sql.SQL("select {} from {}").format(
@@ -229,6 +232,7 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
                     row = conn.execute(query, [to_db(v) for v in values.values()]).fetchone()
             except psycopg.Error as exc:
                 raise db_error(exc, resource.singular) from exc
+            _forget_profiles(services, resource, tenant_id, row["id"])  # type: ignore[index]
             return row  # type: ignore[return-value]
 
         route(
@@ -266,6 +270,7 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
                 raise db_error(exc, resource.singular) from exc
             if row is None:
                 raise not_found(resource.singular)
+            _forget_profiles(services, resource, tenant_id, item_id)
             return row
 
         route("PATCH", item, update_row, resource.write_roles, f"Change a {resource.singular}")
@@ -285,6 +290,7 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
                 raise db_error(exc, resource.singular) from exc
             if gone is None:
                 raise not_found(resource.singular)
+            _forget_profiles(services, resource, tenant_id, item_id)
             return Response(status_code=204)
 
         route(
@@ -295,6 +301,14 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             f"Delete a {resource.singular}",
             status_code=204,
         )
+
+
+def _forget_profiles(services: Services, resource: Resource, tenant_id: UUID, item_id: Any) -> None:
+    """After a committed write, drop the cached profiles it may have changed."""
+    if resource.profile_cache == "user":
+        forget_user(services.redis, tenant_id, item_id)
+    elif resource.profile_cache == "tenant":
+        forget_tenant(services.redis, tenant_id)
 
 
 def _owner(resource: Resource) -> sql.Composable:

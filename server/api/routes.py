@@ -29,6 +29,7 @@ from server.api._resource import (
 from server.auth import Principal, Role, current_principal, require_roles
 from server.errors import ApiError
 from server.services import Services
+from store.cache import forget_tenant
 from store.identity import Feature, entitlement
 from store.scoping import platform_scope
 
@@ -183,6 +184,7 @@ def update_tenant(
     if row is None:
         raise not_found("tenant")
     services.tenants.forget()
+    forget_tenant(services.redis, tenant_id)
     return row
 
 
@@ -196,6 +198,7 @@ def delete_tenant(tenant_id: UUID, principal: PlatformAdmin, services: ServicesD
     if gone is None:
         raise not_found("tenant")
     services.tenants.forget()
+    forget_tenant(services.redis, tenant_id)
     return Response(status_code=204)
 
 
@@ -282,20 +285,21 @@ RESOURCES = [
              ("id", "wa_id", "address", "profile_name", "locale", "timezone", "enabled",
               "opted_out_at", "created_at", "updated_at"),
              UserCreate, UserChange, filters={"wa_id": "wa_id", "enabled": "enabled"},
-             read_roles=READERS, prepare=_user_values),
+             read_roles=READERS, prepare=_user_values, profile_cache="user"),
     Resource("plans", "plan", "plans",
              ("id", "slug", "name", "features", "messages_per_day", "created_at", "updated_at"),
              PlanCreate, PlanChange, filters={"slug": "slug"}, read_roles=ADMINS,
-             prepare=_unique_features),
+             prepare=_unique_features, profile_cache="tenant"),
     Resource("subscriptions", "subscription", "subscriptions",
              ("id", "user_id", "plan_id", "status", "period_start", "period_end", "created_at",
               "updated_at"),
              SubscriptionCreate, SubscriptionChange,
-             filters={"user_id": "user_id", "status": "status"}, read_roles=ADMINS),
+             filters={"user_id": "user_id", "status": "status"}, read_roles=ADMINS,
+             profile_cache="tenant"),
     Resource("feature-overrides", "feature override", "feature_overrides",
              ("id", "user_id", "feature", "enabled", "created_at", "updated_at"),
              OverrideCreate, OverrideChange, filters={"user_id": "user_id", "feature": "feature"},
-             read_roles=ADMINS),
+             read_roles=ADMINS, profile_cache="tenant"),
     Resource("conversations", "conversation", "conversations",
              ("id", "user_id", "state", "thread_id", "last_inbound_at", "created_at",
               "updated_at"),
@@ -309,8 +313,10 @@ RESOURCES = [
              read_roles=READERS, key_type=int),
     Resource("ai-results", "AI result", "ai_results",
              ("id", "conversation_id", "thread_id", "correlation_id", "inbound_message_ids",
-              "reply", "model", "error", "duration_ms", "created_at"),
-             filters={"conversation_id": "conversation_id"}, read_roles=READERS, key_type=int),
+              "route", "route_reason", "tool_calls", "reply", "model", "prompt_tokens",
+              "completion_tokens", "interrupted", "error", "duration_ms", "created_at"),
+             filters={"conversation_id": "conversation_id", "route": "route"},
+             read_roles=READERS, key_type=int),
 ]  # fmt: skip
 for _resource in RESOURCES:
     add_routes(router, _resource)

@@ -1,0 +1,130 @@
+"""The `extract_memories` job: after a turn, remember the durable facts the user told us.
+
+A cheap gate runs first, so most turns cost nothing: the user must have long-term memory in
+their plan and the turn's text must talk about themselves (a first-person cue in Portuguese or
+English: "meu", "sou", "tenho", "my", "I'm"...). Only then one structured-output call
+(`MemoryFacts`) lists the facts worth keeping; each is saved unless the user's memories already
+hold it (a stored fact this similar, as text, is the same fact). Saving is keyed by the turn's
+messages, so a retried job rewrites the same keys instead of adding copies.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from uuid import UUID
+
+import structlog
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
+
+from graphs.models import load_chat_model
+from graphs.settings import EmbeddingSettings, LLMSettings
+from server.jobcommon import connect
+from server.logs import bind_correlation_id
+from server.settings import get_settings
+from store import identity, memory
+from store import repository as repo
+
+log = structlog.get_logger(__name__)
+
+FEATURE = "long_term_memory"
+MAX_FACTS = 5
+
+EXTRACTION_PROMPT = """You extract durable facts about the user from their latest messages, \
+for a personal assistant's long-term memory.
+
+Return {"facts": [...]}: each fact one short, self-contained sentence in the language the user \
+wrote in, naming what it is about ("My dog is called Rex", "Sou alérgica a amendoim").
+Keep only what will still be true and useful in later conversations: how they like to be \
+called, family, friends and pets, health and diet, work and studies, where they live, goals, \
+preferences, and anything they ask you to remember.
+Leave out one-off events, expenses and income, reminders and appointments, greetings, \
+questions, and anything about the assistant. Return {"facts": []} when nothing qualifies."""
+
+
+class MemoryFacts(BaseModel):
+    """Durable facts about the user found in their messages."""
+
+    facts: list[str] = Field(default_factory=list, description="Short facts; empty if none.")
+
+
+_CUE = re.compile(
+    r"\b(?:"
+    # Portuguese: pronouns, possessives and first-person verbs that introduce facts
+    r"eu|meu|minha|meus|minhas|comigo|sou|estou|tenho|tive|moro|morei|trabalho|estudo|"
+    r"gosto|adoro|odeio|detesto|prefiro|chamo|nasci|casei|lembre|lembra\s+que|nao\s+esquec\w*|"
+    # English
+    r"i|i'm|im|i've|i'd|my|mine|myself|call\s+me|remember"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+def _fold(text: str) -> str:
+    return "".join(
+        c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
+    ).lower()
+
+
+def has_first_person_cue(text: str) -> bool:
+    """Whether `text` talks about its writer (Portuguese or English); the gate before the LLM."""
+    return bool(_CUE.search(_fold(text)))
+
+
+def extract_facts(text: str, model: str) -> list[str]:
+    """Ask the model for the durable facts in the user's `text` (at most `MAX_FACTS`)."""
+    llm = load_chat_model(model).with_structured_output(MemoryFacts, method="json_schema")
+    answer = llm.invoke([SystemMessage(EXTRACTION_PROMPT), HumanMessage(text)])
+    facts = answer.facts if isinstance(answer, MemoryFacts) else MemoryFacts(**answer).facts  # type: ignore[arg-type]
+    cleaned: list[str] = []
+    for fact in facts[:MAX_FACTS]:
+        try:
+            cleaned.append(memory.clean_text(fact))
+        except ValueError:
+            continue
+    return cleaned
+
+
+def extract_memories(
+    tenant_id: str, conversation_id: str, message_ids: list[int], correlation_id: str
+) -> str:
+    """Remember the durable facts in the user messages `message_ids` of a conversation."""
+    settings = get_settings()
+    bind_correlation_id(correlation_id, job="extract_memories", inbound_ids=message_ids)
+    if not message_ids:
+        return "nothing to read"
+    knobs = EmbeddingSettings()
+    with connect(settings, tenant_id) as conn:
+        conversation = repo.conversation_by_id(conn, UUID(conversation_id))
+        if conversation is None:
+            log.warning("no such conversation; nothing to remember")
+            return "missing"
+        rights = identity.entitlement(conn, conversation.tenant_id, conversation.user_id)
+        if FEATURE not in rights.features:
+            return "disabled"
+        texts = []
+        for message_id in message_ids:
+            message = repo.message_by_id(conn, message_id)
+            if (
+                message is not None
+                and message.conversation_id == conversation.id
+                and message.direction == "inbound"
+                and message.body.strip()
+            ):
+                texts.append(message.body.strip())
+        text = "\n".join(texts)
+        if not has_first_person_cue(text):
+            return "no cue"
+        facts = extract_facts(text, LLMSettings().llm_model)
+        owner = memory.MemoryOwner(str(conversation.tenant_id), str(conversation.user_id))
+        store = memory.memory_store(conn)
+        turn = f"turn:{min(message_ids)}-{max(message_ids)}"
+        saved = 0
+        for index, fact in enumerate(facts):
+            if memory.search(store, owner, fact, 1, knobs.memory_duplicate_score, as_passage=True):
+                continue
+            memory.save(store, owner, fact, key=f"{turn}:{index}", source="extraction")
+            saved += 1
+    log.info("memories extracted", facts=len(facts), saved=saved)
+    return f"saved {saved} of {len(facts)}"

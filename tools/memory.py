@@ -1,0 +1,107 @@
+"""The long-term memory tools: `save_memory` and `search_memories`, for the run's user only.
+
+Memories go to the graph's store (`runtime.store`: the worker's Postgres store, or
+`langgraph dev`'s own); a run without one (a bare test graph) uses a Postgres store on the
+tool's tenant-scoped connection. The key of a saved memory is the tool call id, so a resumed run
+that repeats the call finds it saved and writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from langchain_core.tools import InjectedToolArg, tool
+from langgraph.prebuilt import ToolRuntime
+from langgraph.store.base import BaseStore
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+
+from graphs.settings import EmbeddingSettings
+from store import memory
+from tools._runtime import Scope, ToolError, scope_of, tool_db
+
+Runtime = Annotated[SkipValidation[ToolRuntime], InjectedToolArg]
+
+
+class SaveMemoryArgs(BaseModel):
+    """Arguments of `save_memory`."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    text: str = Field(
+        min_length=3,
+        max_length=memory.MAX_TEXT,
+        description="One short, self-contained fact about the user, in their words' language.",
+    )
+    runtime: Runtime = Field(exclude=True)
+
+
+class SearchMemoriesArgs(BaseModel):
+    """Arguments of `search_memories`."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    query: str = Field(min_length=1, max_length=500, description="What to look for.")
+    limit: int = Field(default=5, ge=1, le=20, description="At most this many memories.")
+    runtime: Runtime = Field(exclude=True)
+
+
+@contextmanager
+def _store(runtime: ToolRuntime, scope: Scope) -> Iterator[BaseStore]:
+    """The run's store, or a Postgres store on the tool's scoped connection."""
+    if runtime.store is not None:
+        yield runtime.store
+        return
+    with tool_db(scope) as conn:
+        yield memory.memory_store(conn)
+
+
+def _enabled(runtime: ToolRuntime) -> Scope:
+    scope = scope_of(runtime.context)
+    if "long_term_memory" not in (runtime.context.features or []):
+        raise ToolError("Long-term memory is not enabled for this user; do not offer it.")
+    return scope
+
+
+@tool(args_schema=SaveMemoryArgs)
+def save_memory(text: str, runtime: ToolRuntime) -> str:
+    """Remember a durable fact about the user for future conversations.
+
+    Use it when the user tells you something worth remembering later (their name preference,
+    family, allergies, goals, likes), or asks you to remember something. One fact per call.
+    """
+    scope = _enabled(runtime)
+    key = runtime.tool_call_id or ""
+    if not key:
+        raise ToolError("This call has no id; memories cannot be saved here.")
+    try:
+        cleaned = memory.clean_text(text)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from exc
+    with _store(runtime, scope) as store:
+        if memory.get(store, scope, key) is not None:
+            return f"Already remembered: {cleaned}"
+        memory.save(store, scope, cleaned, key=key, source="tool")
+    return f"Remembered: {cleaned}"
+
+
+@tool(args_schema=SearchMemoriesArgs)
+def search_memories(query: str, runtime: ToolRuntime, limit: int = 5) -> str:
+    """Look up what you remember about the user (facts from earlier conversations).
+
+    Returns a JSON list of {"memory", "score"}, the most relevant first; an empty list when
+    nothing relevant is remembered.
+    """
+    scope = _enabled(runtime)
+    settings = EmbeddingSettings()
+    with _store(runtime, scope) as store:
+        found = memory.search(store, scope, query, limit, settings.memory_min_score)
+    return json.dumps(
+        [{"memory": m.text, "score": round(m.score or 0.0, 3)} for m in found],
+        ensure_ascii=False,
+    )
+
+
+MEMORY_TOOLS = [save_memory, search_memories]
