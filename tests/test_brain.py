@@ -23,11 +23,11 @@ from server import runs
 from server.auth import Role, mint_token
 from server.jobcommon import connect
 from server.queueing import enqueue_resume
-from server.retention import prune_checkpoints
-from server.settings import Settings
+from server.retention import prune_checkpoints, schedule_retention
+from server.settings import QUEUE_PROCESS, Settings
 from store import repository as repo
 from store.records import Tenant
-from tests.conftest import inbound_form, post_inbound, relay, rows, run_jobs
+from tests.conftest import inbound_form, post_inbound, queued_jobs, relay, rows, run_jobs
 from tests.fakes import FakeLangSmith, ScriptedModel
 
 BIN = Path(sys.executable).parent
@@ -328,3 +328,26 @@ def test_runs_are_traced_with_their_ids_and_masked_when_the_tenant_asks(
             if b in traced
         ]
         assert not leaks, leaks[0]
+
+
+def test_the_api_schedules_retention_once_per_interval_and_a_worker_runs_it(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    redis: Redis,
+    llm: ScriptedModel,
+) -> None:
+    for turn in range(2):
+        llm.say(f"resposta {turn}")
+        say(client, settings, tenant, f"mensagem {turn}")
+    hourly = settings.model_copy(update={"retention_interval_seconds": 3600})
+
+    assert schedule_retention(redis, hourly) is True
+    assert schedule_retention(redis, hourly) is False  # another API process, same hour
+    assert schedule_retention(redis, settings) is False  # 0 turns the schedule off
+    assert queued_jobs(settings, QUEUE_PROCESS) == 1
+
+    run_jobs(settings)
+
+    assert rows(settings, "select count(*) from checkpoints") == [(1,)]

@@ -67,6 +67,28 @@ def test_demo_says_and_prints_each_reply(tmp_path: Path) -> None:
     assert len(turns) == 3 and len(threads) == 1, turns
 
 
+def test_the_demo_shows_each_specialist_and_a_handoff_offline(tmp_path: Path) -> None:
+    result = _demo(
+        tmp_path,
+        "gastei 45,90 no mercado ontem",
+        "qual meu saldo este mês?",
+        "o aniversário da minha mãe é 12 de dezembro",
+        "quais as próximas datas?",
+        "remind me to call mom in 5 minutes",
+        "quero falar com um atendente",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    replies = [line for line in result.stdout.splitlines() if line.startswith("assistant> ")]
+    expense, balance, birthday, upcoming, reminder, handoff = replies
+    assert "R$ 45,90" in expense and "#" in expense
+    assert "R$ 45,90" in balance and "saldo" in balance.lower()
+    assert "12 de dezembro" in birthday
+    assert "12/12" in upcoming
+    assert "remind" in reminder.lower() and "call mom" in reminder
+    assert "pessoa da nossa equipe" in handoff
+
+
 def test_demo_reports_what_went_wrong_and_exits_non_zero(tmp_path: Path) -> None:
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     result = _demo(tmp_path, "Oi", DATABASE_URL=dead)
