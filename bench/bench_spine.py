@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +25,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from redis import Redis  # noqa: E402
 
+from bench._common import fresh_database, report, timed  # noqa: E402
 from channels.inbound import sign  # noqa: E402
 from channels.twilio_sandbox import TwilioSandbox  # noqa: E402
 from graphs.assistant import build_graph  # noqa: E402
@@ -36,25 +34,7 @@ from graphs.offline_model import serve  # noqa: E402
 from server.chat import whatsapp_form  # noqa: E402
 from server.settings import get_settings  # noqa: E402
 from store import repository as repo  # noqa: E402
-from store.embedded import start_postgres, start_redis  # noqa: E402
-from store.migrate import migrate  # noqa: E402
-
-
-def _timed(action: Callable[[], object], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
-def _report(name: str, samples: list[float], baseline: list[float]) -> None:
-    median, base = statistics.median(samples), statistics.median(baseline)
-    print(
-        f"{name:<34} median {median * 1000:7.2f} ms   baseline {base * 1000:7.2f} ms   "
-        f"ratio {median / base:6.2f}x"
-    )
+from store.embedded import start_redis  # noqa: E402
 
 
 def main() -> int:
@@ -65,13 +45,7 @@ def main() -> int:
     args = parser.parse_args()
 
     data = ROOT / ".data" / "bench"
-    admin = start_postgres(data)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("drop database if exists conversa_bench with (force)")
-        conn.execute("create database conversa_bench")
-    info = psycopg.conninfo.conninfo_to_dict(admin)
-    database_url = psycopg.conninfo.make_conninfo(**{**info, "dbname": "conversa_bench"})
-    migrate(database_url)
+    database_url = fresh_database("conversa_bench")
     redis_server = start_redis(data / "redis", persist=False)
     sandbox = TwilioSandbox().start()
     model = serve()
@@ -113,16 +87,16 @@ def main() -> int:
                 )  # fmt: skip
                 assert response.status_code == 200, response.text
 
-            _timed(post_one, 10)  # warm up
-            _timed(lambda: client.get("/healthz"), 10)
-            healthz = _timed(lambda: client.get("/healthz"), args.messages)
-            webhook = _timed(post_one, args.messages)
-        _report("webhook ack (signature, store)", webhook, healthz)
+            timed(post_one, 10)  # warm up
+            timed(lambda: client.get("/healthz"), 10)
+            healthz = timed(lambda: client.get("/healthz"), args.messages)
+            webhook = timed(post_one, args.messages)
+        report("webhook ack (signature, store)", webhook, healthz)
 
         with psycopg.connect(database_url) as conn:
             pending = conn.execute(
-                "select id, correlation_id from messages where direction = 'inbound' "
-                "and status = 'received' order by id limit %s",
+                "select tenant_id::text, id, correlation_id from messages "
+                "where direction = 'inbound' and status = 'received' order by id limit %s",
                 (args.turns,),
             ).fetchall()
         in_memory = build_graph().compile(checkpointer=InMemorySaver())
@@ -136,10 +110,18 @@ def main() -> int:
             )
 
         jobs = iter(pending)
-        _timed(bare_graph, 3)
-        baseline = _timed(bare_graph, len(pending))
-        full = _timed(lambda: process_ai_response(*next(jobs)), len(pending))
-        _report("turn job (Postgres, outbox, enqueue)", full, baseline)
+        timed(bare_graph, 3)
+        baseline = timed(bare_graph, len(pending))
+        if os.environ.get("BENCH_PROFILE"):
+            import cProfile
+
+            cProfile.runctx(
+                "for job in jobs: process_ai_response(*job)", globals(), locals(),
+                os.environ["BENCH_PROFILE"],
+            )  # fmt: skip
+            return 0
+        full = timed(lambda: process_ai_response(*next(jobs)), len(pending))
+        report("turn job (Postgres, outbox, enqueue)", full, baseline)
         Redis.from_url(redis_server.url).flushdb()
     finally:
         sandbox.stop()

@@ -8,32 +8,16 @@ from pathlib import Path
 from typing import Any, get_args
 
 from graphs.prompts import FEATURE_NAMES
-from graphs.state import Language
+from graphs.state import Language, Route
+from nodes.specialists import SPECIALISTS
 
 DATASET_PATH = Path(__file__).with_name("dataset.jsonl")
 """The evaluation set shipped with the code."""
 
-ROUTES = ("general", "finance", "relationships", "handoff")
+ROUTES: tuple[str, ...] = get_args(Route)
 """The routes the router may choose."""
 
-TOOL_NAMES = frozenset(
-    {
-        "record_transaction",
-        "get_balance",
-        "spending_by_category",
-        "list_transactions",
-        "delete_transaction",
-        "remember_person",
-        "add_important_date",
-        "upcoming_dates",
-        "schedule_reminder",
-        "list_reminders",
-        "cancel_reminder",
-        "save_memory",
-        "search_memories",
-        "request_human",
-    }
-)
+TOOL_NAMES = frozenset(tool.name for s in SPECIALISTS.values() for tool in s.tools)
 """Every tool a specialist may call (the names the graph, the offline model and this set share)."""
 
 _KEYS = {"id", "text", "language", "features", "route", "tools", "args"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from graphs.state import Language
 
@@ -58,3 +59,9 @@ def detect_language(text: str, default: Language = "pt") -> Language:
     if portuguese == english:
         return default
     return "pt" if portuguese > english else "en"
+
+
+def fold(text: str) -> str:
+    """Lower-case `text` and drop its accents, so "Atendente", "ATENDENTE" and "atêndente" match."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))

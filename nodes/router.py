@@ -9,7 +9,6 @@ to choose between.
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Any, Literal
 
 import structlog
@@ -18,6 +17,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from graphs.context import Context
+from graphs.language import fold
 from graphs.models import load_chat_model
 from graphs.prompts import ROUTE_DESCRIPTIONS, render
 from graphs.state import State
@@ -50,15 +50,9 @@ _HUMAN_REQUEST = re.compile(
 )
 
 
-def _fold(text: str) -> str:
-    return "".join(
-        c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
-    ).lower()
-
-
 def asks_for_human(text: str) -> bool:
     """Whether the user explicitly asks for a person (Portuguese or English)."""
-    return bool(_HUMAN_REQUEST.search(_fold(text)))
+    return bool(_HUMAN_REQUEST.search(fold(text)))
 
 
 def routes_for(features: list[str]) -> list[str]:

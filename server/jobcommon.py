@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from redis import Redis
 from rq import get_current_job
 from twilio.rest import Client
@@ -17,7 +16,7 @@ from channels.twilio_client import make_twilio_client
 from server.services import redis_client
 from server.settings import Settings
 from store.records import Tenant
-from store.scoping import scope_session, use_role
+from store.scoping import dedicated_connection
 
 
 @contextmanager
@@ -29,11 +28,9 @@ def connect(settings: Settings, tenant_id: str) -> Iterator[psycopg.Connection[d
     """
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; start workers with `conversa worker`")
-    with psycopg.connect(
-        settings.database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    with dedicated_connection(
+        settings.database_url, settings.database_app_role, tenant_id=tenant_id
     ) as conn:
-        use_role(conn, settings.database_app_role)
-        scope_session(conn, tenant_id)
         yield conn
 
 

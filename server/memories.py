@@ -11,13 +11,13 @@ messages, so a retried job rewrites the same keys instead of adding copies.
 from __future__ import annotations
 
 import re
-import unicodedata
 from uuid import UUID
 
 import structlog
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
+from graphs.language import fold
 from graphs.models import load_chat_model
 from graphs.settings import EmbeddingSettings, LLMSettings
 from server.jobcommon import connect
@@ -61,15 +61,9 @@ _CUE = re.compile(
 )
 
 
-def _fold(text: str) -> str:
-    return "".join(
-        c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
-    ).lower()
-
-
 def has_first_person_cue(text: str) -> bool:
     """Whether `text` talks about its writer (Portuguese or English); the gate before the LLM."""
-    return bool(_CUE.search(_fold(text)))
+    return bool(_CUE.search(fold(text)))
 
 
 def extract_facts(text: str, model: str) -> list[str]:

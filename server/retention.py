@@ -13,12 +13,11 @@ from typing import Any
 
 import psycopg
 import structlog
-from psycopg.rows import dict_row
 from redis import Redis
 from rq import Queue
 
 from server.settings import QUEUE_PROCESS, Settings, get_settings
-from store.scoping import use_role
+from store.scoping import dedicated_connection
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +41,10 @@ def prune_checkpoints(batch: int | None = None) -> int:
     settings = get_settings()
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; start workers with `conversa worker`")
-    with psycopg.connect(
-        settings.database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    # A system job over every tenant's threads: the platform scope, for this session.
+    with dedicated_connection(
+        settings.database_url, settings.database_app_role, platform=True
     ) as conn:
-        use_role(conn, settings.database_app_role)
-        # A system job over every tenant's threads: the platform scope, for this session.
-        conn.execute("select set_config('app.platform', 'on', false)")
         threads = threads_to_prune(conn, batch or settings.retention_batch)
         if threads:
             from langgraph.checkpoint.postgres import PostgresSaver  # the API never imports it

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 APP_ROLE = "conversa_app"
@@ -64,6 +65,30 @@ def tenant_scope(conn: psycopg.Connection[Any], tenant_id: UUID | str) -> Iterat
 def scope_session(conn: psycopg.Connection[Any], tenant_id: UUID | str) -> None:
     """Scope a whole dedicated connection (a job's own) to one tenant."""
     conn.execute("select set_config('app.tenant_id', %s, false)", (str(tenant_id),))
+
+
+@contextmanager
+def dedicated_connection(
+    database_url: str,
+    role: str | None,
+    *,
+    tenant_id: UUID | str | None = None,
+    platform: bool = False,
+) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """Open a connection of one's own as the app role, scoped for its whole life.
+
+    Autocommit with dict rows, as LangGraph's Postgres saver wants. Scoped to `tenant_id`, or,
+    for system jobs that work across tenants (`platform`), to the platform.
+    """
+    with psycopg.connect(
+        database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    ) as conn:
+        use_role(conn, role)
+        if tenant_id is not None:
+            scope_session(conn, tenant_id)
+        if platform:
+            conn.execute("select set_config('app.platform', 'on', false)")
+        yield conn
 
 
 @contextmanager

@@ -91,6 +91,17 @@ def llm(llm_server: ChatCompletionsServer) -> Iterator[ScriptedModel]:
 
 
 @pytest.fixture
+def scripted(
+    llm: ScriptedModel, llm_server: ChatCompletionsServer, monkeypatch: pytest.MonkeyPatch
+) -> ScriptedModel:
+    """The scripted model as the graph's model, for tests that run the graph without `settings`."""
+    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    monkeypatch.setenv("LLM_MAX_RETRIES", "0")
+    return llm
+
+
+@pytest.fixture
 def redis(redis_server: str) -> Iterator[Redis]:
     """An empty Redis database."""
     client = Redis.from_url(redis_server)

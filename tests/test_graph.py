@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs import diagram
@@ -12,16 +11,6 @@ from graphs.assistant import build_graph
 from graphs.context import Context
 from graphs.prompts import FALLBACK_REPLY
 from tests.fakes import ScriptedModel
-
-
-@pytest.fixture
-def scripted(llm_server, monkeypatch: pytest.MonkeyPatch) -> ScriptedModel:  # type: ignore[no-untyped-def]
-    model = ScriptedModel()
-    llm_server.responder = model
-    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
-    monkeypatch.setenv("LLM_MAX_RETRIES", "0")
-    return model
 
 
 def _run(text: str, context: Context, thread: str = "t1") -> dict[str, object]:

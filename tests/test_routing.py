@@ -25,16 +25,6 @@ from tests.fakes import ScriptedModel
 ALL = ["finance", "relationships", "long_term_memory", "human_handoff", "reminders"]
 
 
-@pytest.fixture
-def scripted(llm_server, monkeypatch: pytest.MonkeyPatch) -> ScriptedModel:  # type: ignore[no-untyped-def]
-    model = ScriptedModel()
-    llm_server.responder = model
-    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
-    monkeypatch.setenv("LLM_MAX_RETRIES", "0")
-    return model
-
-
 class Thread:
     """One conversation thread on an in-memory saver."""
 

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from redis import Redis
 
 from graphs.context import Context
-from store.scoping import scope_session, use_role
+from store.scoping import dedicated_connection
 
 
 class ToolError(Exception):
@@ -97,10 +96,10 @@ def tool_db(scope: Scope) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     settings = get_settings()
     if not settings.database_url:
         raise ToolError("No database is configured (DATABASE_URL); this tool cannot run here.")
-    with psycopg.connect(
-        settings.database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
-    ) as conn:
-        use_role(conn, settings.database_app_role)
-        scope_session(conn, scope.tenant_id)
-        with conn.transaction():
-            yield conn
+    with (
+        dedicated_connection(
+            settings.database_url, settings.database_app_role, tenant_id=scope.tenant_id
+        ) as conn,
+        conn.transaction(),
+    ):
+        yield conn

@@ -8,11 +8,11 @@ numbers are read in Brazilian order: "12/03" is the 12th of March.
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from graphs.language import fold
 from tools._runtime import ToolError
 
 Direction = Literal["past", "future"]
@@ -86,9 +86,7 @@ _FILLER = re.compile(r"^(?:n[oa]s? |n[ae]st[ae] |est[ae] |ess[ae] |this |on |em 
 
 def normalize(text: str) -> str:
     """Lower-case, strip accents and collapse spaces (so "Março" and "marco" read the same)."""
-    decomposed = unicodedata.normalize("NFKD", text.strip().lower())
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return re.sub(r"\s+", " ", plain).strip(" .,")
+    return re.sub(r"\s+", " ", fold(text.strip())).strip(" .,")
 
 
 def local_now(timezone: str) -> datetime:
