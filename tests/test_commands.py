@@ -79,7 +79,8 @@ def test_the_demo_shows_each_specialist_and_a_handoff_offline(tmp_path: Path) ->
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    replies = [line for line in result.stdout.splitlines() if line.startswith("assistant> ")]
+    # A reply may take several lines: it runs until the next line the chat prints.
+    replies = re.findall(r"^assistant> (.*?)(?=^you> |^assistant> |\Z)", result.stdout, re.S | re.M)
     expense, balance, birthday, upcoming, reminder, handoff = replies
     assert "R$ 45,90" in expense and "#" in expense
     assert "R$ 45,90" in balance and "saldo" in balance.lower()
