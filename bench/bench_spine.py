@@ -1,7 +1,7 @@
 """Benchmark the spine: webhook acknowledgement and one answered turn, as ratios to baselines.
 
 Each measurement is printed with a baseline measured in the same run, on the same servers:
-- webhook ack (signature check, one-statement store) vs `GET /healthz` (one select, one Redis ping);
+- webhook ack (signature check, one-statement store) vs `GET /readyz` (one select, one Redis ping);
 - a full `process_ai_response` job (lock, load, graph on the Postgres checkpointer, outbox,
   enqueue) vs the same graph invoked with an in-memory checkpointer.
 Absolute times on shared machines are noise; the ratios are what to compare between commits.
@@ -88,8 +88,8 @@ def main() -> int:
                 assert response.status_code == 200, response.text
 
             timed(post_one, 10)  # warm up
-            timed(lambda: client.get("/healthz"), 10)
-            healthz = timed(lambda: client.get("/healthz"), args.messages)
+            timed(lambda: client.get("/readyz"), 10)
+            healthz = timed(lambda: client.get("/readyz"), args.messages)
             webhook = timed(post_one, args.messages)
         report("webhook ack (signature, store)", webhook, healthz)
 

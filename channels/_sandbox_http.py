@@ -14,6 +14,7 @@ import binascii
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -104,6 +105,21 @@ class Reply:
     status: int
     payload: Any
     after: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """A response that is not JSON: media bytes, a redirect, or an endless trickle of bytes."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    trickle: tuple[bytes, float] | None = None
+    """(chunk, pause): send `chunk` every `pause` seconds until the client goes away."""
+
+
+TRICKLE_MAX_SECONDS = 120.0
+"""An endless media stream ends after this long even if the client never gives up."""
 
 
 def basic_credentials(authorization: str | None) -> tuple[str, str]:
@@ -422,6 +438,18 @@ def _send_status(sandbox: TwilioSandbox, raw: bytes) -> dict[str, Any]:
     return {"sid": sid, "status": status, "http_status": http_status}
 
 
+def _add_media(sandbox: TwilioSandbox, query: Mapping[str, list[str]], body: bytes) -> Reply:
+    """Handle ``POST /sandbox/media?account_sid=AC...&content_type=audio/ogg``: store a file."""
+    account = _first(query, "account_sid")
+    content_type = _first(query, "content_type")
+    if not account or not content_type:
+        raise ApiError(20001, 400, "account_sid and content_type query parameters are required")
+    if not body:
+        raise ApiError(20001, 400, "The request body (the file) is empty")
+    url = sandbox.add_media(body, content_type, account_sid=account)
+    return Reply(201, {"url": url, "content_type": content_type, "size": len(body)})
+
+
 def control(
     sandbox: TwilioSandbox, method: str, path: str, query: Mapping[str, list[str]], body: bytes
 ) -> Reply | None:
@@ -440,6 +468,8 @@ def control(
         return Reply(200, _send_status(sandbox, body))
     if route == ("GET", "/sandbox/status"):
         return Reply(200, _matching(sandbox.status_callbacks, query, ("sid", "status")))
+    if route == ("POST", "/sandbox/media"):
+        return _add_media(sandbox, query, body)
     if route == ("GET", "/sandbox/typing"):
         keys = ("message_id", "account_sid")
         return Reply(200, _matching(sandbox.typing_indicators, query, keys))
@@ -468,7 +498,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ACKs add ~40 ms to every keep-alive request.
     disable_nagle_algorithm = True
 
-    def _reply(self, body: bytes) -> Reply:
+    def _reply(self, body: bytes) -> Reply | RawReply:
         sandbox = cast(SandboxServer, self.server).sandbox
         parts = urlsplit(self.path)
         query = parse_qs(parts.query, keep_blank_values=True)
@@ -485,6 +515,9 @@ class _Handler(BaseHTTPRequestHandler):
         after: Callable[[], None] | None = None
         try:
             reply = self._reply(body)
+            if isinstance(reply, RawReply):
+                self._write_raw(reply)
+                return
             status, payload, after = reply.status, reply.payload, reply.after
         except ApiError as exc:
             status, payload = exc.status, exc.payload
@@ -509,6 +542,30 @@ class _Handler(BaseHTTPRequestHandler):
                 logger.exception(
                     "Twilio sandbox follow-up failed on %s %s", self.command, self.path
                 )
+
+    def _write_raw(self, reply: RawReply) -> None:
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if reply.trickle is None:
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+            self.wfile.flush()
+            return
+        # No length: the body runs until the connection closes, which we never do first.
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        chunk, pause = reply.trickle
+        stop = time.monotonic() + TRICKLE_MAX_SECONDS
+        try:
+            while time.monotonic() < stop:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:  # the client gave up: that is the point
+            return
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

@@ -27,6 +27,32 @@ def is_opt_in(body: str) -> bool:
     return _keyword(body) in OPT_IN_WORDS
 
 
+DATA_REQUEST_PHRASES = (
+    "apagar meus dados", "apague meus dados", "excluir meus dados", "exclua meus dados",
+    "deletar meus dados", "delete meus dados", "remover meus dados", "apagar os meus dados",
+    "excluir os meus dados", "delete my data", "erase my data", "remove my data",
+    "delete all my data", "erase all my data",
+)  # fmt: skip
+"""Requests for one's data to be erased, with accents and punctuation ignored."""
+_MAX_REQUEST_WORDS = 12
+
+
+def _folded(body: str) -> str:
+    text = unicodedata.normalize("NFKD", body.lower())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+
+
+def is_data_request(body: str) -> bool:
+    """Whether a short message asks for the user's data to be erased ("apagar meus dados",
+    "delete my data"...); answered with how to request it, never by the model."""
+    text = _folded(body)
+    if not text or len(text.split()) > _MAX_REQUEST_WORDS:
+        return False
+    padded = f" {text} "
+    return any(f" {phrase} " in padded for phrase in DATA_REQUEST_PHRASES)
+
+
 NOTICES: dict[str, dict[Language, str]] = {
     "opt_out": {
         "pt": "Pronto, você não vai mais receber mensagens minhas. Se mudar de ideia, "
@@ -57,9 +83,21 @@ NOTICES: dict[str, dict[Language, str]] = {
         "pt": "Recebi seu áudio, mas ainda não consigo ouvi-lo. Pode me escrever em texto?",
         "en": "I got your voice note, but I can't listen to it yet. Could you write it as text?",
     },
+    "audio_failed": {
+        "pt": "Recebi seu áudio, mas não consegui entendê-lo. Pode me escrever em texto?",
+        "en": "I got your voice note, but I couldn't make it out. Could you write it as text?",
+    },
     "media": {
         "pt": "Recebi seu arquivo, mas ainda não consigo abri-lo. Pode me contar em texto?",
         "en": "I got your file, but I can't open it yet. Could you tell me in text?",
+    },
+    "data_request": {
+        "pt": "Você pode pedir uma cópia dos seus dados ou que eles sejam apagados (LGPD). "
+        "Por segurança, eu não apago dados por aqui: faça o pedido à empresa responsável por "
+        "este atendimento, pelos canais oficiais dela, informando este número de WhatsApp.",
+        "en": "You can ask for a copy of your data or for it to be deleted (LGPD/GDPR). For "
+        "your safety I don't delete data through this chat: send the request to the company "
+        "that runs this service, through its official channels, with this WhatsApp number.",
     },
 }
 

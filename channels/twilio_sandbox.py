@@ -12,6 +12,11 @@ Tests drive it in-process; other processes use the ``/sandbox/*`` control endpoi
 * ``POST /sandbox/status`` ``{"sid", "status", "error_code"?, "url"?}``;
   ``GET /sandbox/status`` lists callback attempts (``?sid=``, ``status``)
 * ``GET /sandbox/typing`` lists typing indicators (``?message_id=``, ``account_sid``)
+* ``POST /sandbox/media?account_sid=AC...&content_type=audio/ogg`` with the file as the body
+  stores inbound media and answers ``{"url": ...}``: the URL Twilio would put in ``MediaUrl0``,
+  served like Twilio's (``/2010-04-01/Accounts/{sid}/Messages/{MM}/Media/{ME}``) behind HTTP
+  Basic auth with the account's SID and token. Tests also serve redirects and endless streams
+  (:meth:`TwilioSandbox.add_media_redirect`, :meth:`TwilioSandbox.add_slow_media`).
 
 Run it standalone with ``python -m channels.twilio_sandbox --port 5050``.
 """
@@ -23,6 +28,7 @@ import hmac
 import logging
 import queue
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -41,6 +47,7 @@ from channels._sandbox_http import (
     FAILED_STATUSES,
     MESSAGE_STATUSES,
     ApiError,
+    RawReply,
     Reply,
     SandboxServer,
     basic_credentials,
@@ -64,6 +71,9 @@ _MESSAGES_RE = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Message
 _MESSAGE_RE = re.compile(
     rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Messages/(?P<sid>[^/]+)\.json$"
 )
+_MEDIA_RE = re.compile(
+    rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Messages/(?P<message>[^/]+)/Media/(?P<sid>ME[0-9a-f]+)$"
+)
 _TYPING_PATH = "/v2/Indicators/Typing.json"
 
 _Job = tuple[str, tuple[str, ...]]  # (message SID, statuses to post in order)
@@ -79,6 +89,17 @@ class _ErrorRule:
     times: int
     to: str | None
     endpoint: str
+
+
+@dataclass(frozen=True)
+class _Media:
+    """A file the sandbox serves at a media URL (or a redirect, or an endless stream)."""
+
+    account_sid: str
+    content_type: str
+    body: bytes = b""
+    location: str | None = None
+    trickle: tuple[bytes, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,8 @@ class TwilioSandbox:
         self._typing: list[dict[str, Any]] = []
         self._callbacks: list[dict[str, Any]] = []
         self._tokens: dict[str, str] = {}  # message SID -> password its create call used
+        self._media: dict[str, _Media] = {}
+        self._media_fetches: list[dict[str, Any]] = []
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -299,6 +322,62 @@ class TwilioSandbox:
         with self._cond:
             self._errors.append(_ErrorRule(code, status, message, times, to, endpoint))
 
+    # -- inbound media ------------------------------------------------------------
+
+    def _store_media(self, media: _Media) -> str:
+        sid, message = "ME" + secrets.token_hex(16), "MM" + secrets.token_hex(16)
+        with self._cond:
+            self._media[sid] = media
+        path = f"/{API_VERSION}/Accounts/{media.account_sid}/Messages/{message}/Media/{sid}"
+        return self.url + path
+
+    def add_media(self, data: bytes, content_type: str, *, account_sid: str) -> str:
+        """Store a file as inbound media of `account_sid`; return its media URL.
+
+        The URL answers ``GET`` with the bytes and ``content_type``, only with the account's
+        credentials (HTTP Basic), as Twilio does once media auth is enforced.
+        """
+        return self._store_media(_Media(account_sid, content_type, body=bytes(data)))
+
+    def add_media_redirect(self, location: str, *, account_sid: str, status: int = 307) -> str:
+        """Serve a media URL that redirects to `location` (Twilio redirects to its CDN)."""
+        if status not in (301, 302, 303, 307, 308):
+            raise ValueError("status must be a redirect status")
+        return self._store_media(
+            _Media(account_sid, "", location=location, body=str(status).encode())
+        )
+
+    def add_slow_media(
+        self,
+        content_type: str,
+        *,
+        account_sid: str,
+        chunk: bytes = b"OggS\x00\x02" + bytes(10),
+        pause: float = 0.05,
+    ) -> str:
+        """Serve a media URL whose body never ends: `chunk` every `pause` seconds."""
+        return self._store_media(_Media(account_sid, content_type, trickle=(chunk, pause)))
+
+    @property
+    def media_fetches(self) -> list[dict[str, Any]]:
+        """Return every request for a media URL: ``sid``, ``account_sid``, ``authorized``."""
+        with self._cond:
+            return [dict(f) for f in self._media_fetches]
+
+    def _serve_media(self, account: str, sid: str, authorization: str | None) -> RawReply:
+        record = {"sid": sid, "account_sid": account, "authorized": False}
+        with self._cond:
+            self._media_fetches.append(record)
+            media = self._media.get(sid)
+        self._authenticate(authorization, account)
+        record["authorized"] = True
+        if media is None or media.account_sid != account:
+            raise ApiError(20404, 404, f"No media {sid}")
+        if media.location is not None:
+            return RawReply(int(media.body), {"Location": media.location})
+        headers = {"Content-Type": media.content_type}
+        return RawReply(200, headers, media.body, trickle=media.trickle)
+
     def reset(self) -> None:
         """Forget messages, typing indicators, callbacks and injected errors (not accounts).
 
@@ -310,6 +389,8 @@ class TwilioSandbox:
             self._typing.clear()
             self._callbacks.clear()
             self._tokens.clear()
+            self._media.clear()
+            self._media_fetches.clear()
             self._cond.notify_all()
 
     @staticmethod
@@ -355,8 +436,12 @@ class TwilioSandbox:
         query: dict[str, list[str]],
         authorization: str | None,
         body: bytes,
-    ) -> Reply:
+    ) -> Reply | RawReply:
         """Answer one Twilio REST API request (control endpoints are handled earlier)."""
+        if match := _MEDIA_RE.match(path):
+            if method != "GET":
+                raise ApiError(20004, 405)
+            return self._serve_media(match["account"], match["sid"], authorization)
         if path == _TYPING_PATH:
             account, _ = self._authenticate(authorization, None)
             if method == "POST":

@@ -168,20 +168,68 @@ def _period(folded: str, today: date | None) -> str:
     return "this_month"
 
 
+_AMOUNT_WORDS = {
+    **dict.fromkeys(("um", "uma", "one", "a"), 1), **dict.fromkeys(("dois", "duas", "two"), 2),
+    "tres": 3, "three": 3, "quatro": 4, "four": 4, "cinco": 5, "five": 5, "seis": 6, "six": 6,
+    "sete": 7, "seven": 7, "oito": 8, "eight": 8, "nove": 9, "nine": 9, "dez": 10, "ten": 10,
+    "onze": 11, "eleven": 11, "doze": 12, "twelve": 12, "treze": 13, "thirteen": 13,
+    "catorze": 14, "quatorze": 14, "fourteen": 14, "quinze": 15, "fifteen": 15,
+    "dezesseis": 16, "sixteen": 16, "dezessete": 17, "seventeen": 17, "dezoito": 18,
+    "eighteen": 18, "dezenove": 19, "nineteen": 19, "vinte": 20, "twenty": 20, "trinta": 30,
+    "thirty": 30, "quarenta": 40, "forty": 40, "cinquenta": 50, "fifty": 50, "sessenta": 60,
+    "sixty": 60, "setenta": 70, "seventy": 70, "oitenta": 80, "eighty": 80, "noventa": 90,
+    "ninety": 90, "cem": 100, "cento": 100, "duzentos": 200, "duzentas": 200, "trezentos": 300,
+    "quatrocentos": 400, "quinhentos": 500, "seiscentos": 600, "setecentos": 700,
+    "oitocentos": 800, "novecentos": 900,
+}  # fmt: skip
+_SPOKEN_AMOUNT = rx(
+    r"""\b(?P<words>(?:(?:"""
+    + "|".join(sorted(_AMOUNT_WORDS, key=len, reverse=True))
+    + r"""|hundred|thousand|mil|e|and)[\s-]+)+)
+        (?P<unit>reais|real|dolares|dollars?|bucks|euros?)\b"""
+)
+
+
+def _spoken_amount(folded: str) -> tuple[str, tuple[int, int], str] | None:
+    """An amount said in words ("cinquenta reais", "twenty dollars"), as a voice note has it."""
+    found = _SPOKEN_AMOUNT.search(folded)
+    if found is None:
+        return None
+    total = current = 0
+    for word in re.split(r"[\s-]+", found.group("words").strip()):
+        if word in ("e", "and"):
+            continue
+        if word == "hundred":
+            current = max(current, 1) * 100
+        elif word in ("thousand", "mil"):
+            total, current = total + max(current, 1) * 1000, 0
+        else:
+            current += _AMOUNT_WORDS[word]
+    value = total + current
+    return (str(value), found.span(), found.group("unit")) if value > 0 else None
+
+
 def _transaction(text: str, folded: str) -> ToolGuess | None:
     dates = [m.span() for m in (*DATE.finditer(folded), *RELATIVE_DAY.finditer(folded))]
     amount = next(
         (m for m in _AMOUNT.finditer(folded) if not any(s <= m.start() < e for s, e in dates)),
         None,
     )
-    if amount is None or float(_decimal(amount.group("num")) or 0) <= 0:
+    spoken = _spoken_amount(folded) if amount is None else None
+    if spoken is None and (amount is None or float(_decimal(amount.group("num")) or 0) <= 0):
         return None
     if re.search(r"\b(?:quanto|how\s+much)\b", folded):
         return None
-    value = _decimal(amount.group("num"))
-    if amount.group("unit") in ("mil", "k"):
-        value = str(int(float(value) * 1000)) if "." not in value else f"{float(value) * 1000:.2f}"
-    currency = _CURRENCIES.get(amount.group("cur") or amount.group("unit") or "", "BRL")
+    if spoken is not None:
+        value, span, unit = spoken
+        currency = _CURRENCIES.get(unit, "BRL")
+    else:
+        assert amount is not None
+        value, span = _decimal(amount.group("num")), amount.span()
+        if amount.group("unit") in ("mil", "k"):
+            value = (str(int(float(value) * 1000)) if "." not in value
+                     else f"{float(value) * 1000:.2f}")  # fmt: skip
+        currency = _CURRENCIES.get(amount.group("cur") or amount.group("unit") or "", "BRL")
     kind = "income" if _INCOME.search(folded) else "expense"
     category, keyword = "other", None
     for pattern, name in _CATEGORIES:
@@ -194,7 +242,7 @@ def _transaction(text: str, folded: str) -> ToolGuess | None:
         "amount": value,
         "currency": currency,
         "category": category,
-        "description": keyword or _description(text, folded, [*dates, amount.span()]),
+        "description": keyword or _description(text, folded, [*dates, span]),
     }
     if dates:
         start, end = min(dates)

@@ -17,6 +17,7 @@ SYSTEM_PROMPT = """You are the WhatsApp assistant of {tenant_name}.
 You help {user_name} keep track of their money and remember the people and dates in their life.
 Answer in {language_name}, briefly, in a friendly tone suited to WhatsApp: short paragraphs,
 no markdown headings or tables. If you do not know something, say so.
+{voice_notes}
 The user's local time is {local_time}.
 What you can do for this user: {capabilities}.
 Offer only these; if asked for something else, say it is not part of their plan.
@@ -31,6 +32,7 @@ Use the tools for every fact you state about the user's records; never invent am
 ids. If a tool answers with an error, fix the arguments or tell the user what is missing.
 If the user asks for something you cannot do, or asks for a person, call request_human when it
 is available.
+{voice_notes}
 {memories}
 {persona}"""
 
@@ -69,6 +71,11 @@ ROUTE_DESCRIPTIONS = {
     "handoff": "handoff: a human agent takes over the conversation",
 }
 
+VOICE_NOTES = """A message starting with [voice note] is what the user said in audio, transcribed.
+When it ends with (transcription unsure), start by saying briefly what you understood and ask
+them to correct you if that was not it."""
+"""Filled into `{voice_notes}`: how to treat transcribed voice notes."""
+
 MEMORIES_HEADER = "What you remember about this user (use it when relevant):"
 
 
@@ -99,6 +106,13 @@ HANDOFF_REPLY = {
     "They will answer right here, as soon as they can.",
 }
 """What the user hears when the conversation goes to a person (tenants may override it)."""
+
+HANDOFF_RETURN_REPLY = {
+    "pt": "Nossa equipe não conseguiu responder a tempo, então eu sigo com você por aqui. "
+    "Em que posso ajudar?",
+    "en": "Our team could not answer in time, so I will carry on with you here. How can I help?",
+}
+"""What the user hears when staff stay silent and the assistant takes the conversation back."""
 
 FALLBACK_REPLY = {
     "pt": "Desculpe, não consegui responder agora. Pode tentar de novo?",

@@ -64,12 +64,43 @@ def handoff(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def wait_for_human(state: State) -> dict[str, Any]:
-    """Pause until staff resume the thread; then clear the request and end the run."""
+    """Pause until staff resume the thread; then keep what was said meanwhile and end the run.
+
+    The response may carry the exchange between the user and staff
+    (`{"type": "response", "args": {"exchange": [{"role": "user" | "staff", "text": ...,
+    "id": ...}], "note": ...}}`): it joins the thread, so the assistant knows what the person
+    said when the user writes next.
+    """
     response = interrupt([state.handoff])
     answer = response[0] if isinstance(response, list) and response else response
     kind = answer.get("type", "response") if isinstance(answer, dict) else "response"
+    args = answer.get("args") if isinstance(answer, dict) else None
     log.info("resumed by staff", response_type=kind)
-    return {"handoff": None, "reply": "", "active_specialist": ""}
+    return {
+        "handoff": None,
+        "reply": "",
+        "active_specialist": "",
+        "messages": exchange_messages(args),
+    }
+
+
+def exchange_messages(args: Any) -> list[AnyMessage]:
+    """The user's and staff's messages from a hand-back response, as thread messages."""
+    if isinstance(args, str) and args.strip():
+        return [AIMessage(args.strip(), name="staff")]
+    if not isinstance(args, dict):
+        return []
+    messages: list[AnyMessage] = []
+    for item in args.get("exchange") or []:
+        if not isinstance(item, dict) or not str(item.get("text", "")).strip():
+            continue
+        text, ident = str(item["text"]).strip(), item.get("id")
+        extra = {"id": f"wa-{ident}"} if ident is not None else {}
+        if item.get("role") == "user":
+            messages.append(HumanMessage(text, **extra))
+        else:
+            messages.append(AIMessage(text, name="staff", **extra))
+    return messages
 
 
 def summarize(messages: list[AnyMessage]) -> str:

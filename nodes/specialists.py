@@ -21,7 +21,14 @@ from langgraph.types import Command
 
 from graphs.context import Context
 from graphs.models import load_chat_model
-from graphs.prompts import FEATURE_NAMES, LANGUAGE_NAMES, MEMORIES_HEADER, NO_FEATURES, render
+from graphs.prompts import (
+    FEATURE_NAMES,
+    LANGUAGE_NAMES,
+    MEMORIES_HEADER,
+    NO_FEATURES,
+    VOICE_NOTES,
+    render,
+)
 from graphs.state import Language, State
 from tools.finance import FINANCE_TOOLS
 from tools.handoff import request_human
@@ -98,6 +105,7 @@ def system_prompt(template: str, state: State, context: Context) -> str:
         persona=context.persona,
         capabilities=_capabilities(context.features, language),
         memories=_memories(state.memories),
+        voice_notes=VOICE_NOTES if "audio_transcription" in context.features else "",
     )
 
 

@@ -8,14 +8,19 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from redis import RedisError
+from fastapi.responses import JSONResponse, Response
 
+from server.api.data_rights import router as data_rights_router
 from server.api.routes import router as api_router
+from server.api.support import router as support_router
+from server.console import router as console_router
 from server.errors import install_error_handlers
+from server.health import readiness, ready
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server.metrics_scrape import ApiMetrics
 from server.relay import Relay
 from server.services import Services
-from server.settings import Settings
+from server.settings import QUEUES, Settings
 from server.webhooks import router as webhooks_router
 
 log = structlog.get_logger(__name__)
@@ -31,6 +36,7 @@ def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.build(settings)
         app.state.services = services
+        app.state.metrics = ApiMetrics(services.redis, services.pool, QUEUES)
         background = Relay(services) if relay else None
         if background:
             background.start()
@@ -51,6 +57,9 @@ def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(webhooks_router)
     app.include_router(api_router)
+    app.include_router(support_router)
+    app.include_router(data_rights_router)
+    app.include_router(console_router)
 
     @app.get("/livez", tags=["health"])
     async def livez() -> dict[str, str]:
@@ -58,12 +67,23 @@ def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         return {"status": "alive"}
 
     @app.get("/healthz", tags=["health"])
-    async def healthz(request: Request) -> JSONResponse:
-        """Report whether PostgreSQL and Redis answer."""
+    async def healthz() -> dict[str, str]:
+        """Answer while the process is alive (as `/livez`); `/readyz` checks the backends."""
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Report whether PostgreSQL and Redis answer and the migrations are at head."""
         services: Services = request.app.state.services
         checks = await run_in_threadpool(_check, services)
-        ok = all(v == "ok" for v in checks.values())
+        ok = ready(checks)
         return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics: webhooks, queues and the handoff queue (see the README)."""
+        body = await run_in_threadpool(request.app.state.metrics.render)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     return app
 
@@ -79,16 +99,9 @@ def app_from_env() -> FastAPI:
 
 
 def _check(services: Services) -> dict[str, str]:
-    checks: dict[str, str] = {}
-    try:
+    def postgres() -> None:
         with services.pool.connection(timeout=2) as conn:
             conn.execute("select 1")
-        checks["postgres"] = "ok"
-    except Exception as exc:
-        checks["postgres"] = f"error: {type(exc).__name__}"
-    try:
-        services.redis.ping()
-        checks["redis"] = "ok"
-    except RedisError as exc:
-        checks["redis"] = f"error: {type(exc).__name__}"
-    return checks
+
+    assert services.settings.database_url
+    return readiness(services.settings.database_url, postgres, services.redis)

@@ -9,8 +9,9 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import requests
@@ -22,11 +23,20 @@ from server.settings import Settings
 
 
 def whatsapp_form(
-    *, account_sid: str, sender: str, user: str, body: str, profile_name: str = "Demo User"
+    *,
+    account_sid: str,
+    sender: str,
+    user: str,
+    body: str,
+    profile_name: str = "Demo User",
+    media: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
-    """Return the form fields Twilio posts to the webhook for a WhatsApp text message."""
-    sid = "SM" + secrets.token_hex(16)
-    return {
+    """Return the form fields Twilio posts to the webhook for a WhatsApp message.
+
+    `media` lists (URL, content type) attachments: a voice note is one `audio/ogg` file.
+    """
+    sid = ("MM" if media else "SM") + secrets.token_hex(16)
+    form = {
         "SmsMessageSid": sid,
         "MessageSid": sid,
         "SmsSid": sid,
@@ -42,6 +52,25 @@ def whatsapp_form(
         "ApiVersion": "2010-04-01",
         "MessageType": "text",
     }
+    for index, (url, content_type) in enumerate(media):
+        form[f"MediaUrl{index}"] = url
+        form[f"MediaContentType{index}"] = content_type
+    if media:
+        form["NumMedia"] = str(len(media))
+        kind = media[0][1].split("/", 1)[0]
+        form["MessageType"] = {"audio": "audio", "image": "image", "video": "video"}.get(
+            kind, "document"
+        )
+    return form
+
+
+AUDIO_COMMAND = "/audio "
+"""A chat line `/audio path/to/file.ogg` sends that file as a voice note."""
+
+_AUDIO_TYPES = {".ogg": "audio/ogg", ".opus": "audio/ogg", ".oga": "audio/ogg",
+                ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".aac": "audio/aac",
+                ".amr": "audio/amr", ".wav": "audio/wav", ".webm": "audio/webm",
+                ".flac": "audio/flac"}  # fmt: skip
 
 
 class ChatError(RuntimeError):
@@ -70,14 +99,15 @@ class ChatClient:
         self._http = httpx.Client(base_url=self.api_url, timeout=30)
         self._seen.update(m.sid for m in self._twilio.messages.list(to=self.user, limit=200))
 
-    def send(self, body: str) -> None:
-        """Post `body` to the webhook as Twilio would."""
+    def send(self, body: str, media: Sequence[tuple[str, str]] = ()) -> None:
+        """Post `body` (and `media`, URL and content type) to the webhook as Twilio would."""
         form = whatsapp_form(
             account_sid=self.account_sid,
             sender=self.sender,
             user=self.user,
             body=body,
             profile_name=self.profile_name,
+            media=media,
         )
         signature = sign(
             self.auth_token, self.public_base_url.rstrip("/") + "/webhooks/inbound", form
@@ -87,6 +117,28 @@ class ChatClient:
         )
         if response.status_code != 200:
             raise ChatError(f"the webhook answered {response.status_code}: {response.text}")
+
+    def send_audio(self, path: Path) -> None:
+        """Send an audio file as a voice note: stored in the sandbox's media, then posted."""
+        if not self.twilio_api_base_url:
+            raise ChatError("/audio needs the local Twilio sandbox (TWILIO_API_BASE_URL)")
+        content_type = _AUDIO_TYPES.get(path.suffix.lower())
+        if content_type is None:
+            known = ", ".join(sorted(_AUDIO_TYPES))
+            raise ChatError(f"{path.name}: not an audio file this chat knows ({known})")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ChatError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        stored = httpx.post(
+            self.twilio_api_base_url.rstrip("/") + "/sandbox/media",
+            params={"account_sid": self.account_sid, "content_type": content_type},
+            content=data,
+            timeout=30,
+        )
+        if stored.status_code != 201:
+            raise ChatError(f"the sandbox refused the file: {stored.text}")
+        self.send("", media=[(stored.json()["url"], content_type)])
 
     def unseen(self) -> list[str]:
         """Messages to this user not shown yet (replies, reminders, staff), oldest first."""
@@ -146,7 +198,10 @@ def converse(
             if not interactive:
                 out(f"you> {text}")
             try:
-                client.send(text)
+                if text.startswith(AUDIO_COMMAND):
+                    client.send_audio(Path(text[len(AUDIO_COMMAND) :].strip()).expanduser())
+                else:
+                    client.send(text)
                 if not interactive:
                     for reply in client.replies(wait=timeout):
                         out(f"assistant> {reply}")
@@ -176,7 +231,7 @@ def _print_arrivals(client: ChatClient, stop: threading.Event, out: Callable[[st
 
 
 def _prompt_lines() -> Iterable[str]:
-    print("Type a message and press Enter (Ctrl-D to quit).")
+    print("Type a message and press Enter (Ctrl-D to quit); /audio FILE.ogg sends a voice note.")
     while True:
         try:
             yield input("you> ")

@@ -32,6 +32,9 @@ def _resolved() -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API with uvicorn."""
+    from server.metrics_env import prepare_api
+
+    prepare_api(args.workers or get_settings().api_workers)  # before prometheus-client loads
     import uvicorn
 
     from server.app import create_app
@@ -53,13 +56,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.api_port,
         log_config=None,
         access_log=settings.api_access_log,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.api_shutdown_timeout_seconds,
     )
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run an RQ worker."""
+    from server.metrics_env import prepare_worker
+
+    prepare_worker()  # before prometheus-client loads
     from server.worker import run_worker
     from store.migrate import check_at_head
     from store.scoping import check_app_role
@@ -68,8 +74,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     assert settings.database_url
     check_at_head(settings.database_url, embedding_dims=_embedding_dims())
     check_app_role(settings.database_url, settings.database_app_role)
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"worker_metrics_port": args.metrics_port})
     run_worker(settings, args.queues or QUEUES, burst=args.burst)
     return 0
+
+
+def cmd_check(_: argparse.Namespace) -> int:
+    """Check PostgreSQL, Redis and the migrations as a worker sees them (exit 1 if one fails)."""
+    from server.health import check_backends, ready
+
+    settings = _resolved()
+    assert settings.database_url and settings.redis_url
+    checks = check_backends(settings.database_url, settings.redis_url, settings.database_app_role)
+    for name, result in checks.items():
+        print(f"{name}: {result}")
+    return 0 if ready(checks) else 1
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -208,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help=cmd_worker.__doc__)
     worker.add_argument("queues", nargs="*", help=f"queues (default: {' '.join(QUEUES)})")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve metrics on this port (default WORKER_METRICS_PORT)"
+    )
     worker.set_defaults(func=cmd_worker)
+
+    sub.add_parser("check", help=cmd_check.__doc__).set_defaults(func=cmd_check)
 
     sub.add_parser("migrate", help=cmd_migrate.__doc__).set_defaults(func=cmd_migrate)
     sub.add_parser("sweep", help=cmd_sweep.__doc__).set_defaults(func=cmd_sweep)
@@ -267,10 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pydantic import ValidationError
 
         from server.auth import AuthConfigError
+        from server.metrics_env import MetricsPortError
         from store.migrate import MigrationsPendingError
         from store.scoping import AppRoleError
 
-        if isinstance(exc, MigrationsPendingError | AuthConfigError | AppRoleError):
+        errors = (MigrationsPendingError, AuthConfigError, AppRoleError, MetricsPortError)
+        if isinstance(exc, errors):
             print(f"conversa: {exc}", file=sys.stderr)
             return 2
         if isinstance(exc, ValidationError):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from uuid import UUID
 
 import httpx
 
@@ -141,7 +142,9 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
             settings = settings.model_copy(update={"redis_url": redis_server.url})
         assert settings.database_url and settings.redis_url
         _step("Applying migrations", lambda: _migrate(settings.database_url or ""))
-        _step("Creating the demo tenant and user", lambda: seed_demo(settings.database_url or ""))
+        tenant_id = _step(
+            "Creating the demo tenant and user", lambda: seed_demo(settings.database_url or "")
+        )
         sandbox = _step(
             "Starting the local Twilio API sandbox",
             lambda: TwilioSandbox(accounts={DEMO_ACCOUNT_SID: DEMO_AUTH_TOKEN}).start(),
@@ -172,7 +175,7 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         api = stack.enter_context(_process("api", ["serve"], env, log_dir))
         _step(
             "Starting the API",
-            lambda: _wait_healthy(f"{api_url}/healthz", api, log_dir / "api.log"),
+            lambda: _wait_healthy(f"{api_url}/readyz", api, log_dir / "api.log"),
         )
         worker = stack.enter_context(_process("worker", ["worker"], env, log_dir))
         _step(
@@ -182,6 +185,7 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         print(f"Logs: {log_dir}/api.log, {log_dir}/worker.log")
         print(f"Management API: {api_url}/docs  (a token: .venv/bin/conversa token --role "
               "tenant_admin --tenant demo)")  # fmt: skip
+        print(f"Support console: {_console_link(settings, api_url, tenant_id)}")
 
         client = ChatClient(
             api_url=api_url,
@@ -196,14 +200,28 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         yield client
 
 
+def _console_link(settings: Settings, api_url: str, tenant_id: UUID) -> str:
+    """The support console's URL, signed in as a support agent of the demo tenant."""
+    from server.auth import AuthConfigError, Role, mint_token
+
+    try:
+        token = mint_token(
+            settings, subject="support@demo", role=Role.support_agent, tenant_id=tenant_id,
+            ttl=max(settings.jwt_ttl_seconds, 12 * 3600),  # a demo session can last a while
+        )  # fmt: skip
+    except AuthConfigError as exc:
+        return f"{api_url}/support  (no token minted here: {exc})"
+    return f"{api_url}/support#token={token}"
+
+
 def _migrate(database_url: str) -> None:
     from store.migrate import migrate
 
     migrate(database_url)
 
 
-def seed_demo(database_url: str) -> None:
-    """Create (or refresh) the demo tenant and its demo user."""
+def seed_demo(database_url: str) -> UUID:
+    """Create (or refresh) the demo tenant and its demo user; return the tenant's id."""
     import psycopg
 
     from store import repository as repo
@@ -236,3 +254,4 @@ def seed_demo(database_url: str) -> None:
             "update tenants set default_plan_id = coalesce(default_plan_id, %s) where id = %s",
             (plan_id, tenant.id),
         )
+    return tenant.id

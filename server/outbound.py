@@ -22,6 +22,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from channels.policy import UNSUBSCRIBED, SendOutcome, classify_twilio_error
 from channels.ratelimit import SenderRateLimiter
+from server import metrics
 from server.jobcommon import connect, redis_for, try_lock, twilio_for, unlock
 from server.logs import bind_correlation_id
 from server.queueing import enqueue_send, send_job_data
@@ -106,11 +107,13 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
     if user.opted_out_at is not None and message.purpose not in _COMPLIANCE:
         repo.mark_failed(conn, message.id, "Not sent: the user opted out (STOP).",
                          status="suppressed")  # fmt: skip
+        metrics.observe_send("suppressed")
         log.info("suppressed: the user opted out")
         return "suppressed"
     template = _window_closed(conversation)
     if template and not tenant.closed_window_template_sid:
         repo.mark_failed(conn, message.id, _NO_TEMPLATE, error_code=63016)
+        metrics.observe_send("failed", 63016)
         log.warning("not sent: the 24-hour window is closed and there is no template")
         return "failed"
     if message.status == "sending":
@@ -120,6 +123,7 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
             raise _Retry(f"could not check an interrupted send: {_describe(exc)}", None) from exc
         if earlier is not None:
             repo.mark_sent(conn, message.id, str(earlier.sid), str(earlier.status or "queued"))
+            metrics.observe_send("sent")
             log.warning("an interrupted send had got through; recorded it, not sending again",
                         provider_sid=earlier.sid)  # fmt: skip
             return "sent"
@@ -181,10 +185,12 @@ def _create(
         if code == UNSUBSCRIBED:
             repo.set_opted_out(conn, user.id, opted_out=True)
         repo.mark_failed(conn, message.id, error, error_code=code)
+        metrics.observe_send("failed", code)
         log.error("send failed", error=error, code=code)
         return "failed"
     template_sid = tenant.closed_window_template_sid if use_template else None
     repo.mark_sent(conn, message.id, str(sent.sid), str(sent.status or "queued"), template_sid)
+    metrics.observe_send("sent")
     log.info("sent", provider_sid=sent.sid, status=sent.status, template=bool(template_sid))
     return "sent"
 
@@ -213,10 +219,12 @@ def _retry_or_fail(
     if attempt + 1 >= settings.send_max_attempts:
         repo.mark_failed(conn, message.id, f"{retry.error} (gave up after {attempt + 1} tries)",
                          error_code=retry.code)  # fmt: skip
+        metrics.observe_send("failed", retry.code)
         log.error("send failed for good", error=retry.error, attempts=attempt + 1)
         queue_next_send(conn, settings, message.conversation_id, after=message.id)
         return "failed"
     repo.record_attempt(conn, message.id, retry.error, retry.code)
+    metrics.observe_send("retrying", retry.code)
     delay = backoff(settings, attempt)
     job = send_job_data(message, attempt + 1)
     Queue(QUEUE_SEND, connection=redis_for(settings)).enqueue_in(

@@ -16,7 +16,7 @@ from store.records import Message
 
 PROCESS_JOB = "server.turns.process_ai_response"
 SEND_JOB = "server.outbound.send_whatsapp_message"
-RESUME_JOB = "server.turns.resume_conversation"
+TRANSCRIBE_JOB = "server.transcribe.transcribe_audio"
 _RETRY_INTERVALS = [5, 30, 120]
 
 
@@ -38,6 +38,18 @@ def turn_job_data(settings: Settings, message: Message) -> EnqueueData:
     )
 
 
+def transcribe_job_data(settings: Settings, message: Message) -> EnqueueData:
+    """Describe the transcription of a voice note, which then queues its turn."""
+    return Queue.prepare_data(
+        TRANSCRIBE_JOB,
+        args=(str(message.tenant_id), message.id, message.correlation_id),
+        timeout=settings.job_timeout,
+        retry=_retry(settings),
+        meta={"correlation_id": message.correlation_id},
+        description=f"transcribe message {message.id}",
+    )
+
+
 def send_job_data(message: Message, attempt: int = 0) -> EnqueueData:
     """Describe the Twilio send of an outbound message (it retries by Twilio's codes)."""
     return Queue.prepare_data(
@@ -55,15 +67,15 @@ def enqueue_send(redis: Redis, message: Message) -> Job:
     return job
 
 
-def enqueue_resume(
-    redis: Redis, settings: Settings, tenant_id: str, conversation_id: str, resume: object, cid: str
+def enqueue_support_job(
+    redis: Redis, settings: Settings, job: str, *args: object, cid: str, description: str
 ) -> Job:
-    """Queue the resume of a conversation paused on a handoff, with staff's response."""
+    """Queue one of the support jobs (`server.support.hand_back`, `take_over`) now."""
     return Queue(QUEUE_PROCESS, connection=redis).enqueue(
-        RESUME_JOB,
-        args=(tenant_id, conversation_id, resume, cid),
+        f"server.support.{job}",
+        args=args,
         job_timeout=settings.job_timeout,
         retry=_retry(settings),
         meta={"correlation_id": cid},
-        description=f"resume conversation {conversation_id}",
+        description=description,
     )

@@ -18,11 +18,11 @@ from psycopg_pool import ConnectionPool
 from redis import Redis, RedisError
 from rq import Queue
 
-from server.queueing import send_job_data, turn_job_data
+from server.queueing import send_job_data, transcribe_job_data, turn_job_data
 from server.reminders import sweep_reminders
 from server.retention import schedule_retention
 from server.services import Services
-from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
+from server.settings import QUEUE_PROCESS, QUEUE_SEND, QUEUE_TRANSCRIBE, Settings
 from store import repository as repo
 
 log = structlog.get_logger(__name__)
@@ -43,9 +43,14 @@ def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: in
         )
         if not claimed:
             return 0
-        turns = [turn_job_data(settings, m) for m in claimed if m.direction == "inbound"]
+        inbound = [m for m in claimed if m.direction == "inbound"]
+        # A voice note is transcribed first; that job queues its turn.
+        voice = [transcribe_job_data(settings, m) for m in inbound if m.awaits_transcript]
+        turns = [turn_job_data(settings, m) for m in inbound if not m.awaits_transcript]
         sends = [send_job_data(m) for m in claimed if m.direction == "outbound"]
         with redis.pipeline() as pipe:
+            if voice:
+                Queue(QUEUE_TRANSCRIBE, connection=redis).enqueue_many(voice, pipeline=pipe)
             if turns:
                 Queue(QUEUE_PROCESS, connection=redis).enqueue_many(turns, pipeline=pipe)
             if sends:
@@ -53,7 +58,8 @@ def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: in
             pipe.execute()
         # Marked only once Redis has the jobs: if it is down, the rows stay due.
         repo.mark_relayed(conn, [m.id for m in claimed])
-    log.debug("relayed stored messages to the queues", turns=len(turns), sends=len(sends))
+    counts = {"turns": len(turns), "voice": len(voice), "sends": len(sends)}
+    log.debug("relayed stored messages to the queues", **counts)
     return len(claimed)
 
 

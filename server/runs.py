@@ -29,6 +29,8 @@ from langgraph.types import Command
 
 from graphs.assistant import graph as assistant
 from graphs.context import Context
+from server import metrics
+from server.metrics_llm import LLMMetrics
 from server.settings import Settings
 from store import repository as repo
 from store.memory import memory_store
@@ -86,11 +88,24 @@ def run_config(
     }
 
 
+VOICE_NOTE = "[voice note] "
+"""Marks a transcript of the user's audio in the text the model reads."""
+UNSURE = " (transcription unsure)"
+
+
 def human_message(message: Message) -> HumanMessage:
-    """Render one WhatsApp message for the model; the id makes a replay replace, not repeat."""
+    """Render one WhatsApp message for the model; the id makes a replay replace, not repeat.
+
+    A voice note's transcript is the user's text, marked as heard from audio (and as unsure
+    when the transcriber was, so the reply can say what it understood).
+    """
     text = message.body.strip()
     parts = [f"[shared a location: {text}]" if message.kind == "location" else text] if text else []
+    if heard := message.heard:
+        parts.append(VOICE_NOTE + heard + (UNSURE if message.transcript_unsure else ""))
     for item in message.media:
+        if heard and str(item.get("content_type", "")).lower().startswith("audio/"):
+            continue
         parts.append(f"[attached {item.get('content_type') or 'a file'}, which you cannot open]")
     if not parts:
         parts = [f"[{message.kind} message]"]
@@ -167,9 +182,11 @@ def resume_turn(
     context: Context,
     config: RunnableConfig,
 ) -> RunResult:
-    """Resume a thread paused on a handoff with staff's response (`Command(resume=...)`)."""
+    """Resume a thread paused on a handoff with staff's response (`Command(resume=...)`);
+    with `resume=None`, carry on a thread whose state was just updated (a staff takeover)."""
     graph = compile_graph(conn)
-    return _invoke(graph, conn, settings, tenant, Command(resume=resume), config, context)
+    payload = Command(resume=resume) if resume is not None else None
+    return _invoke(graph, conn, settings, tenant, payload, config, context)
 
 
 def _invoke(
@@ -185,20 +202,27 @@ def _invoke(
 ) -> RunResult:
     usage = UsageMetadataCallbackHandler()
     tracers = tracers_for(tenant)
+    started = time.monotonic()
     try:
         with _tools_bound(conn, tenant, settings):
             graph.invoke(
                 payload,
-                {**config, "callbacks": [usage, *tracers]},
+                {**config, "callbacks": [usage, LLMMetrics(), *tracers]},
                 context=context,
                 durability="sync",
             )
+        elapsed = time.monotonic() - started
+    except Exception:
+        metrics.observe_graph_run("unknown", "error", time.monotonic() - started)
+        raise
     finally:
         for tracer in tracers:  # the job's process may end right after: send the traces now
             tracer.wait_for_futures()
             tracer.client.flush()
     values = graph.get_state(config).values
-    return _result(graph, config, values, resumed=resumed, usage=usage.usage_metadata)
+    result = _result(graph, config, values, resumed=resumed, usage=usage.usage_metadata)
+    metrics.observe_graph_run(result.route or "none", "ok", elapsed)
+    return result
 
 
 def _result(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_workers: int = Field(default=1, ge=1)
     api_access_log: bool = False
+    api_shutdown_timeout_seconds: int = Field(default=10, ge=1)
     tenant_cache_seconds: float = Field(default=30.0, ge=0)
     public_base_url: str = "http://127.0.0.1:8000"
 
@@ -47,6 +49,9 @@ class Settings(BaseSettings):
     relay_interval_seconds: float = Field(default=1.0, gt=0)
     outbox_min_age_seconds: float = Field(default=10.0, ge=0)
     stale_job_seconds: float = Field(default=300.0, gt=0)
+
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     inbound_debounce_seconds: float = Field(default=1.5, ge=0, le=10)
     inbound_debounce_max_seconds: float = Field(default=5.0, ge=0, le=60)
@@ -84,3 +89,40 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Return the process-wide settings, read once."""
     return Settings()
+
+
+TWILIO_MEDIA_HOSTS = ("api.twilio.com", "mms.twiliocdn.com", "media.twiliocdn.com",
+                      "s3-external-1.amazonaws.com")  # fmt: skip
+"""Where Twilio serves inbound media: the API, then a redirect to its CDN (or S3, for accounts
+that do not enforce HTTP auth on media)."""
+
+
+class VoiceSettings(BaseSettings):
+    """Voice notes: the media download's limits and the transcriber; see `.env.example`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    media_allowed_hosts: str = ""
+    media_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    media_max_audio_seconds: float = Field(default=180.0, gt=0)
+    media_timeout_seconds: float = Field(default=30.0, gt=0)
+    media_max_redirects: int = Field(default=3, ge=0, le=10)
+
+    transcription_provider: Literal["offline", "openai"] = "offline"
+    transcription_model: str = "whisper-1"
+    transcription_base_url: str | None = None
+    transcription_api_key: SecretStr | None = None
+    transcription_timeout_seconds: float = Field(default=120.0, gt=0)
+    transcription_model_dir: Path | None = None
+    transcription_threads: int = Field(default=0, ge=0)
+
+    def allowed_hosts(self, twilio_api_base_url: str | None) -> frozenset[str]:
+        """The media hosts: MEDIA_ALLOWED_HOSTS (else Twilio's), plus the sandbox when set."""
+        hosts = {h.strip().lower() for h in self.media_allowed_hosts.split(",") if h.strip()}
+        if not hosts:
+            hosts = set(TWILIO_MEDIA_HOSTS)
+        if twilio_api_base_url:
+            netloc = urlsplit(twilio_api_base_url).netloc.rsplit("@", 1)[-1].lower()
+            if netloc:
+                hosts.add(netloc)
+        return frozenset(hosts)

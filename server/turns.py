@@ -11,28 +11,27 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import structlog
 from redis import RedisError
 from rq import Queue
 
-from channels.policy import NOTICES, is_opt_in, is_opt_out
+from channels.policy import NOTICES, is_data_request, is_opt_in, is_opt_out
 from channels.splitting import split_body
 from channels.typing import TypingIndicator
 from graphs.context import Context
 from graphs.language import detect_language
 from graphs.settings import EmbeddingSettings
 from graphs.state import Language
-from server import runs
+from server import runs, support
 from server.jobcommon import connect, final_attempt, redis_for, try_lock, twilio_for, unlock
 from server.logs import bind_correlation_id
 from server.memories import FEATURE as MEMORY_FEATURE
 from server.memories import has_first_person_cue
 from server.outbound import queue_next_send
 from server.settings import QUEUE_PROCESS, Settings, get_settings
-from store import identity
+from store import conversations, identity
 from store import repository as repo
 from store.cache import cached_profile, forget_user
 from store.records import Conversation, Message, Tenant, User
@@ -168,9 +167,25 @@ def _answer(
         log.info("user opted out; message kept, no answer")
         return
     current = repo.conversation_by_id(conn, conversation.id)
-    if current is not None and current.state == "HANDOFF":
-        turn.close("handoff", "Waiting for a person: kept for support staff, not answered.")
+    if current is not None and current.state in conversations.WITH_STAFF:
+        with conn.transaction():
+            repo.mark_processed(
+                conn, turn.ids, "handoff", "With a person: kept for support staff, not answered."
+            )
+            # The user wrote back: the ball is in staff's court again.
+            left = conversations.transition(
+                conn, conversation.id, "HANDOFF", actor_kind="user", actor=str(user.id),
+                reason="The user wrote while a person had the conversation.",
+            )  # fmt: skip
+        if left is not None:
+            support.schedule_auto_return(conn, settings, tenant, conversation.id)
         log.info("conversation is with a person; message kept for staff")
+        return
+    if keyword == "data_request":
+        text = tenant.data_request_message or NOTICES["data_request"][turn.language]
+        turn.finish([text], kind="data_request", purpose="notice")
+        log.info("told the user how to request their data", source="tenant" if
+                 tenant.data_request_message else "default")  # fmt: skip
         return
     rights = _entitlement(conn, settings, tenant, user)
     used, noticed = identity.count_message(conn, tenant.id, user.id, len(pending), tenant.timezone)
@@ -189,8 +204,11 @@ def _answer(
         log.info("answered with a notice")
         return
     result = _run_graph(turn, rights)
+    if result is not None and result.interrupted:
+        support.handed_off(conn, settings, tenant, conversation.id, result)
     if result is not None and result.reply:
-        turn.finish(split_body(result.reply), kind="reply", purpose="reply")
+        purpose = "handoff" if result.interrupted else "reply"
+        turn.finish(split_body(result.reply), kind="reply", purpose=purpose)
     elif result is not None:
         turn.close("answered", "The run ended without a reply.")
     if result is not None and MEMORY_FEATURE in rights.features:
@@ -209,7 +227,7 @@ def _entitlement(
 
 def _enqueue_extraction(turn: Turn) -> None:
     """Queue the job that keeps durable facts from this turn (when the text has any cue)."""
-    text = " ".join(m.body for m in turn.pending)
+    text = " ".join(m.body or m.heard for m in turn.pending)
     if not has_first_person_cue(text):
         return
     try:
@@ -224,63 +242,6 @@ def _enqueue_extraction(turn: Turn) -> None:
         log.warning("could not queue memory extraction", error=str(exc))
 
 
-def resume_conversation(
-    tenant_id: str, conversation_id: str, resume: Any, correlation_id: str
-) -> str:
-    """Resume a conversation paused on a handoff, with staff's response, on its own thread.
-
-    The run finishes the handoff (no message to the user: the person has spoken) and the
-    conversation is ACTIVE again; the user's next message is answered by the assistant.
-    """
-    settings = get_settings()
-    bind_correlation_id(correlation_id, job="resume_conversation", conversation_id=conversation_id)
-    with connect(settings, tenant_id) as conn:
-        conversation = repo.conversation_by_id(conn, UUID(conversation_id))
-        if conversation is None:
-            log.warning("no such conversation; nothing to resume")
-            return "missing"
-        lock = f"conversation:{conversation.id}"
-        conn.execute("select pg_advisory_lock(hashtextextended(%s, 0))", (lock,))
-        try:
-            return _resume(conn, settings, conversation, resume, correlation_id)
-        finally:
-            unlock(conn, lock)
-
-
-def _resume(
-    conn: Conn, settings: Settings, conversation: Conversation, resume: Any, cid: str
-) -> str:
-    tenant = repo.tenant_by_id(conn, conversation.tenant_id)
-    user = repo.user_by_id(conn, conversation.user_id)
-    assert tenant is not None and user is not None
-    rights = identity.entitlement(conn, tenant.id, user.id)
-    context = _context(tenant, user, rights)
-    config = runs.run_config(tenant, user, conversation, cid, [])
-    if not runs.waiting_for_human(runs.compile_graph(conn), config):
-        with conn.transaction():
-            repo.set_conversation_state(conn, conversation.id, "ACTIVE")
-        log.info("the thread was not waiting for a person; conversation set active")
-        return "not waiting"
-    started = time.monotonic()
-    try:
-        result = runs.resume_turn(
-            conn, settings, tenant=tenant, resume=resume, context=context, config=config
-        )
-    finally:
-        _flush_traces()
-    with conn.transaction():
-        repo.record_ai_result(
-            conn, conversation=conversation, correlation_id=cid, inbound_ids=[],
-            reply=None, model=context.model, error=None, duration_ms=runs.ms_since(started),
-            route="handoff", route_reason="Resumed by support staff.",
-            interrupted=result.interrupted,
-        )  # fmt: skip
-        if not result.interrupted:
-            repo.set_conversation_state(conn, conversation.id, "ACTIVE")
-    log.info("conversation resumed by staff", interrupted=result.interrupted)
-    return "resumed"
-
-
 def _refusal(user: User, rights: identity.Entitlement, used: int) -> str | None:
     """Why this user gets no answer from the model today, if they do not."""
     if not user.enabled:
@@ -293,33 +254,41 @@ def _refusal(user: User, rights: identity.Entitlement, used: int) -> str | None:
 def _language(tenant: Tenant, user: User, pending: list[Message]) -> Language:
     locale = (user.locale or tenant.default_locale).lower()
     fallback: Language = "en" if locale.startswith("en") else "pt"
-    return detect_language(" ".join(m.body for m in pending), default=fallback)
+    return detect_language(" ".join(m.body or m.heard for m in pending), default=fallback)
 
 
 def _last_keyword(pending: list[Message]) -> tuple[str | None, int]:
-    """Return the last opt-out/opt-in keyword of the turn and how many messages it closes."""
+    """Return the last opt-out/opt-in keyword of the turn and how many messages it closes
+    (or a data request, answered alone once the messages before it are answered)."""
     for index in range(len(pending) - 1, -1, -1):
         if is_opt_out(pending[index].body):
             return "opt_out", index + 1
         if is_opt_in(pending[index].body):
             return "opt_in", index + 1
+    # A data request is answered on its own turn, after the messages that came before it.
+    for index, message in enumerate(pending):
+        if is_data_request(message.body):
+            return ("data_request", 1) if index == 0 else (None, index)
     return None, len(pending)
 
 
 def _answerable(message: Message) -> bool:
     return message.kind in ("text", "button", "location") or (
-        message.kind == "media" and bool(message.body.strip())
+        message.kind == "media" and bool(message.body.strip() or message.heard)
     )
 
 
 def _notice_for(pending: list[Message]) -> str:
     types = [str(item.get("content_type", "")) for m in pending for item in m.media]
+    if any(m.transcription_status == "failed" for m in pending):
+        return "audio_failed"
     if any(t.startswith("audio/") for t in types):
         return "audio"
     return "media" if types else "unsupported"
 
 
-def _context(tenant: Tenant, user: User, rights: identity.Entitlement) -> Context:
+def context_for(tenant: Tenant, user: User, rights: identity.Entitlement) -> Context:
+    """The run context for `user`: who they are, their plan's features, the tenant's prompts."""
     prompt = {"system_prompt": tenant.system_prompt} if tenant.system_prompt else {}
     return Context(
         tenant_id=str(tenant.id),
@@ -330,6 +299,7 @@ def _context(tenant: Tenant, user: User, rights: identity.Entitlement) -> Contex
         locale=user.locale or tenant.default_locale,
         timezone=user.timezone or tenant.timezone,
         features=sorted(rights.features),
+        handoff_message=tenant.handoff_message or "",
         **prompt,
     )
 
@@ -339,7 +309,7 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
     conn, settings, conversation, tenant, pending, cid, ids = (
         turn.conn, turn.settings, turn.conversation, turn.tenant, turn.pending, turn.cid, turn.ids,
     )  # fmt: skip
-    context = _context(tenant, turn.user, rights)
+    context = context_for(tenant, turn.user, rights)
     config = runs.run_config(tenant, turn.user, conversation, cid, ids)
     started = time.monotonic()
     typing_client = twilio_for(settings, tenant) if tenant.typing_indicator else None
@@ -369,7 +339,7 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
             return None
         raise
     finally:
-        _flush_traces()
+        flush_traces()
     with conn.transaction():
         repo.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
@@ -379,8 +349,6 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
             interrupted=result.interrupted,
         )  # fmt: skip
-        if result.interrupted:
-            repo.set_conversation_state(conn, conversation.id, "HANDOFF")
     log.info(
         "graph run finished", route=result.route, tools=[c["name"] for c in result.tool_calls],
         interrupted=result.interrupted, resumed=result.resumed_from_checkpoint,
@@ -388,7 +356,7 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
     return result
 
 
-def _flush_traces() -> None:
+def flush_traces() -> None:
     """Send pending LangSmith traces before the work horse exits (a no-op when tracing is off)."""
     try:
         from langchain_core.tracers.langchain import wait_for_all_tracers

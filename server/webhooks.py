@@ -8,8 +8,11 @@ forward, never back.
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import psycopg
@@ -21,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.inbound import InboundMessage, InvalidInboundError, is_valid_signature, parse_inbound
+from server import metrics
 from server.errors import ApiError
 from server.logs import bind_correlation_id, new_correlation_id
 from server.services import Services
@@ -51,6 +55,31 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _observed(
+    webhook: str, ok: str
+) -> Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]:
+    """Count the webhook's requests and time them, by outcome: `ok`, what the handler put in
+    `request.state.outcome`, or the error code answered."""
+
+    def decorate(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def observed(request: Request, **kwargs: Any) -> Response:
+            started, outcome = time.perf_counter(), "error"
+            try:
+                response = await handler(request, **kwargs)
+                outcome = getattr(request.state, "outcome", ok)
+                return response
+            except ApiError as exc:
+                outcome = exc.code
+                raise
+            finally:
+                metrics.observe_webhook(webhook, outcome, time.perf_counter() - started)
+
+        return observed
+
+    return decorate
 
 
 def _twiml() -> Response:
@@ -133,6 +162,7 @@ def _store(services: Services, tenant: Tenant, inbound: InboundMessage, cid: str
     responses={200: {"content": {"text/xml": {}}, "description": "Accepted (or a replay)"}}
     | _RESPONSES,
 )
+@_observed("inbound", ok="accepted")
 async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
     """Accept one WhatsApp message from Twilio (a `MessageSid` seen before is dropped)."""
     cid = new_correlation_id()
@@ -153,6 +183,7 @@ async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
         raise _unavailable(exc) from exc
     if message is None:
         log.info("duplicate MessageSid acknowledged and dropped")
+        request.state.outcome = "duplicate"
         return _twiml()
     services.due.set()  # the relay enqueues it now rather than at its next tick
     log.info("inbound stored", message_id=message.id, kind=inbound.kind)
@@ -167,6 +198,7 @@ def _apply_status(
 
 
 @router.post("/webhooks/status", status_code=204, responses=_RESPONSES)
+@_observed("status", ok="recorded")
 async def status_callback(request: Request, services: ServicesDep) -> Response:
     """Record a delivery status Twilio reports for one of our messages."""
     bind_correlation_id(new_correlation_id())
@@ -186,4 +218,5 @@ async def status_callback(request: Request, services: ServicesDep) -> Response:
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
     log.info("delivery status", provider_sid=sid, status=status, error_code=code, applied=applied)
+    metrics.observe_delivery_status(status, code)
     return Response(status_code=204)

@@ -153,6 +153,14 @@ def forget_user(redis: Redis, tenant_id: UUID | str, user_id: UUID | str) -> Non
         log.warning("could not invalidate a cached profile", error=str(exc))
 
 
+def forget_user_everywhere(redis: Redis, tenant_id: UUID | str, user_id: UUID | str) -> int:
+    """Drop the user's cached profile under every generation (the user was erased); Redis
+    errors are the caller's to handle. Return how many entries went."""
+    pattern = f"{_PREFIX}:{tenant_id}:g*:{user_id}"
+    keys = list(redis.scan_iter(match=pattern, count=1000))
+    return int(redis.delete(*keys)) if keys else 0  # type: ignore[arg-type]
+
+
 def forget_tenant(redis: Redis, tenant_id: UUID | str) -> None:
     """Make every cached profile of the tenant stale at once (plans, flags, tenant changed)."""
     try:

@@ -28,6 +28,11 @@ class Tenant:
     auto_enroll: bool
     trace_privacy: str
     system_prompt: str | None
+    handoff_message: str | None = None
+    handoff_return_message: str | None = None
+    handoff_auto_return_seconds: int = 1800
+    data_request_message: str | None = None
+    """What a user asking for their data is told (None: the channel's default notice)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Conversation:
     state: str
     thread_id: str
     last_inbound_at: datetime | None
+    handoff_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -82,3 +88,23 @@ class Message:
     created_at: datetime
     enqueued_at: datetime | None
     processed_at: datetime | None
+    transcription_status: str | None = None
+    """A voice note's transcript: null (none needed), pending, done, failed or skipped."""
+    transcript: str | None = None
+    transcript_language: str | None = None
+    transcript_confidence: float | None = None
+    transcript_unsure: bool | None = None
+    transcription_error: str | None = None
+    audio_seconds: float | None = None
+
+    @property
+    def awaits_transcript(self) -> bool:
+        """Whether this is a voice note still waiting for the `transcribe_audio` job."""
+        return self.transcription_status == "pending"
+
+    @property
+    def heard(self) -> str:
+        """The voice note's transcript when there is one to answer, else ''."""
+        if self.transcription_status != "done":
+            return ""
+        return (self.transcript or "").strip()

@@ -188,18 +188,19 @@ def insert_outbound(
     to_address: str,
     correlation_id: str,
     purpose: str = "reply",
+    sent_by: str | None = None,
 ) -> Message:
     """Queue a message in the outbox; a second call with the same key returns the first row."""
     inserted = _one(
         conn,
         Message,
         f"""insert into messages (tenant_id, conversation_id, direction, idempotency_key,
-                body, from_address, to_address, status, correlation_id, purpose)
-            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s, %s)
+                body, from_address, to_address, status, correlation_id, purpose, sent_by)
+            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s, %s, %s)
             on conflict (tenant_id, idempotency_key) do nothing
             returning {_MSG}""",
         (tenant_id, conversation_id, idempotency_key, body, from_address, to_address,
-         correlation_id, purpose),
+         correlation_id, purpose, sent_by),
     )  # fmt: skip
     if inserted is not None:
         return inserted
@@ -219,15 +220,66 @@ def message_by_id(conn: psycopg.Connection, message_id: int) -> Message | None:
 
 
 def unanswered_inbound(conn: psycopg.Connection, conversation_id: UUID) -> list[Message]:
-    """Return the conversation's inbound messages not yet answered, in arrival order."""
+    """Return the conversation's inbound messages not yet answered, in arrival order.
+
+    A voice note still waiting for its transcript holds back itself and everything after it:
+    the `transcribe_audio` job queues the turn that answers them, in order, once it is done.
+    """
     return _all(
         conn,
         Message,
-        f"""select {_MSG} from messages
+        f"""select {_MSG} from messages m
             where conversation_id = %s and direction = 'inbound' and processed_at is null
               and status in ('received', 'pending')
+              and not exists (
+                select 1 from messages v
+                where v.conversation_id = m.conversation_id and v.id <= m.id
+                  and v.transcription_status = 'pending' and v.processed_at is null
+                  and v.direction = 'inbound' and v.status in ('received', 'pending'))
             order by id""",
         (conversation_id,),
+    )
+
+
+def record_transcript(
+    conn: psycopg.Connection,
+    message_id: int,
+    *,
+    status: str,
+    transcript: str | None = None,
+    language: str | None = None,
+    confidence: float | None = None,
+    unsure: bool | None = None,
+    error: str | None = None,
+    audio_seconds: float | None = None,
+) -> bool:
+    """Settle a pending voice note (done, failed or skipped); False if it was settled already."""
+    updated = _value(
+        conn,
+        """update messages set transcription_status = %s, transcript = %s,
+               transcript_language = %s, transcript_confidence = %s, transcript_unsure = %s,
+               transcription_error = %s, audio_seconds = %s
+           where id = %s and transcription_status = 'pending'
+           returning id""",
+        (status, transcript, language, confidence, unsure, error, audio_seconds, message_id),
+    )
+    return updated is not None
+
+
+def note_transcription_attempt(conn: psycopg.Connection, message_id: int, error: str) -> None:
+    """Keep why a transcription attempt failed while the job will still retry it."""
+    conn.execute(
+        "update messages set transcription_error = %s where id = %s "
+        "and transcription_status = 'pending'",
+        (error, message_id),
+    )
+
+
+def requeue_inbound(conn: psycopg.Connection, message_id: int) -> None:
+    """Make an unanswered inbound message due again, so the relay queues its job now."""
+    conn.execute(
+        "update messages set enqueued_at = null where id = %s and processed_at is null",
+        (message_id,),
     )
 
 
@@ -425,7 +477,8 @@ def recent_history(
         conn,
         Message,
         f"""select {_columns(Message)} from messages
-            where conversation_id = %s and id < %s and body <> ''
+            where conversation_id = %s and id < %s
+              and (body <> '' or transcription_status = 'done')
               and ((direction = 'inbound' and processed_at is not null)
                    or (direction = 'outbound' and purpose = 'reply'))
             order by id desc limit %s""",

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, Worker
 
 from channels.inbound import sign
 from channels.twilio_sandbox import TwilioSandbox
@@ -31,6 +35,10 @@ from store.embedded import EmbeddedRedis, start_postgres, start_redis
 from store.migrate import migrate
 from store.records import Tenant
 from tests.fakes import ScriptedModel
+from tests.speech import clips, speak, whisper_dir  # noqa: F401 (the voice-note fixtures)
+
+BIN = Path(sys.executable).parent
+"""Where the project's console scripts are installed."""
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DB = f"conversa_test_{os.getpid()}"  # concurrent sessions do not share a database
@@ -241,3 +249,36 @@ def rows(settings: Settings, sql: str, *params: object) -> list[tuple[Any, ...]]
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def worker_process(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`conversa worker` (scheduler enabled) as its own process, on the test servers; ready
+    (registered with RQ) when the test starts."""
+    log = (tmp_path / "worker.log").open("wb")
+    process = subprocess.Popen(
+        [str(BIN / "conversa"), "worker"],
+        env={**os.environ, "LOG_LEVEL": "INFO"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert settings.redis_url
+    connection = Redis.from_url(settings.redis_url)
+    deadline = time.monotonic() + 120
+    while not any(w.pid == process.pid for w in Worker.all(connection=connection)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(
+                "the worker did not start: " + (tmp_path / "worker.log").read_text()
+            )
+        time.sleep(0.1)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)

@@ -217,6 +217,10 @@ SAMPLE_BODIES = {
     "/tenants/{tenant_id}/subscriptions/{item_id}": {"status": "cancelled"},
     "/tenants/{tenant_id}/feature-overrides": {"feature": "finance", "enabled": True},
     "/tenants/{tenant_id}/feature-overrides/{item_id}": {"enabled": False},
+    "/tenants/{tenant_id}/support/conversations/{item_id}/reply": {"text": "Olá"},
+    "/tenants/{tenant_id}/support/conversations/{item_id}/take-over": {"reason": "VIP client"},
+    "/tenants/{tenant_id}/support/conversations/{item_id}/hand-back": {},
+    "/tenants/{tenant_id}/support/conversations/{item_id}/close": {},
 }
 
 

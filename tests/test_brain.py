@@ -22,7 +22,6 @@ from graphs.prompts import HANDOFF_REPLY
 from server import runs
 from server.auth import Role, mint_token
 from server.jobcommon import connect
-from server.queueing import enqueue_resume
 from server.retention import prune_checkpoints, schedule_retention
 from server.settings import QUEUE_PROCESS, Settings
 from store import repository as repo
@@ -185,17 +184,22 @@ def test_a_handoff_pauses_in_one_worker_process_and_resumes_in_another(
     assert rows(settings, "select status from messages where body = 'alô?'") == [("handoff",)]
     assert len(sandbox.messages) == 1
 
-    enqueue_resume(
-        redis, settings, str(tenant.id), str(_conversation_id(settings)),
-        [{"type": "response", "args": "Resolvido por telefone."}], "cid-resume",
-    )  # fmt: skip
+    staff = {"Authorization": "Bearer " + mint_token(
+        settings, subject="ana@support", role=Role.support_agent, tenant_id=tenant.id
+    )}  # fmt: skip
+    base = f"/api/v1/tenants/{tenant.id}/support/conversations/{_conversation_id(settings)}"
+    assert client.post(f"{base}/reply", headers=staff, json={"text": "Oi! Sou a Ana."}).is_success
+    assert client.post(f"{base}/hand-back", headers=staff, json={}).status_code == 202
     second = _worker_burst(settings)
 
     assert rows(settings, "select state from conversations") == [("ACTIVE",)]
-    assert "conversation resumed by staff" in second and "handing off" in first
+    assert "handed back to the assistant" in second and "handing off" in first
     llm.structured(_route("general")).say("Que bom que deu certo!")
     say(client, settings, tenant, "obrigado, resolveram")
-    assert sandbox.wait_for_messages(2)[-1]["body"] == "Que bom que deu certo!"
+    assert sandbox.wait_for_messages(3)[-1]["body"] == "Que bom que deu certo!"
+    # The assistant saw what the user and the person said during the handoff, in order.
+    seen = [m["content"] for m in llm.requests[-1]["messages"][1:]]
+    assert seen[-3:] == ["alô?", "Oi! Sou a Ana.", "obrigado, resolveram"]
 
 
 def test_a_thread_without_checkpoints_is_rebuilt_from_the_message_history(

@@ -52,6 +52,7 @@ def test_demo_says_and_prints_each_reply(tmp_path: Path) -> None:
     for step in ("PostgreSQL", "Redis", "migrations", "Twilio", "offline model", "API", "worker"):
         assert step in out, f"the demo did not report starting {step}:\n{out}"
     assert out.count(" done (") >= 7, "each step says how long it took"
+    assert re.search(r"Support console: http://127\.0\.0\.1:\d+/support#token=\S+\.\S+\.\S+", out)
     replies = [line for line in out.splitlines() if line.startswith("assistant> ")]
     assert len(replies) == 2, out
     assert "offline" in replies[0] and "Oi, tudo bem?" in replies[0]

@@ -8,14 +8,14 @@ import pytest
 from pydantic import ValidationError
 
 from graphs.settings import EmbeddingSettings, LLMSettings
-from server.settings import Settings
+from server.settings import Settings, VoiceSettings
 from tests.conftest import ROOT
 
 
 def test_env_example_lists_every_setting_with_its_default() -> None:
     text = (ROOT / ".env.example").read_text()
     documented = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, flags=re.MULTILINE))
-    for model in (Settings, LLMSettings, EmbeddingSettings):
+    for model in (Settings, LLMSettings, EmbeddingSettings, VoiceSettings):
         for name, field in model.model_fields.items():
             assert name.upper() in documented, f"{name.upper()} is missing from .env.example"
             default = field.default

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
@@ -192,29 +190,6 @@ def test_cancel_only_the_users_own_scheduled_reminders(
 # -- delivery --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def worker_process(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`conversa worker` (scheduler enabled) as its own process, on the test servers."""
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "conversa"), "worker"],
-        env={**os.environ, "LOG_LEVEL": "INFO"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-
 def _wait_for(check: object, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -233,7 +208,6 @@ def test_a_reminder_is_sent_at_its_time_by_a_worker_with_the_scheduler(
     worker_process: subprocess.Popen[bytes],
     tmp_path: Path,
 ) -> None:
-    _wait_for(lambda: len(Worker.all(connection=redis)) == 1, "the worker to start")
     due, when = _in_seconds(2)
     with bound(settings, tenant, redis):
         reminder = _schedule(ana, "tomar o remédio", when)

@@ -152,7 +152,7 @@ def test_postgres_down_is_503_and_nothing_is_enqueued(settings: Settings, tenant
     )
     with TestClient(create_app(dead, relay=False)) as client:
         response = post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))
-        health = client.get("/healthz")
+        health = client.get("/readyz")
 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "database_unavailable"
@@ -169,7 +169,7 @@ def test_redis_down_stores_answers_200_and_the_relay_enqueues_later(
     # No relay thread: it would race this test's own pass for the row (SKIP LOCKED).
     with TestClient(create_app(no_redis, relay=False)) as client:
         response = post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))
-        health = client.get("/healthz")
+        health = client.get("/readyz")
         services: Services = client.app.state.services  # type: ignore[attr-defined]
         with pytest.raises(RedisError):
             relay_once(services.pool, services.redis, no_redis)
@@ -211,11 +211,13 @@ def test_the_relay_thread_enqueues_what_the_webhook_stored(
     assert rows(settings, "select enqueued_at is not null from messages") == [(True,)]
 
 
-def test_healthz_ok(client: TestClient) -> None:
-    response = client.get("/healthz")
+def test_healthz_is_alive_and_readyz_checks_the_backends(client: TestClient) -> None:
+    alive = client.get("/healthz")
+    response = client.get("/readyz")
 
+    assert alive.status_code == 200 and alive.json() == {"status": "alive"}
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
+    assert response.json() == {"status": "ok", "postgres": "ok", "redis": "ok", "migrations": "ok"}
 
 
 def test_tenants_are_remembered_for_a_while(settings: Settings, tenant: Tenant) -> None:

@@ -125,6 +125,8 @@ class Resource:
     """Turn validated body values into column values (derive, rename)."""
     profile_cache: Literal["user", "tenant"] | None = None
     """Which cached profiles a write makes stale: the row's user's, or the whole tenant's."""
+    remove: Callable[[Services, Principal, UUID, Any], bool] | None = None
+    """Delete a row by more than one DELETE (users: the full erasure); False when not found."""
 
     def select(self) -> sql.Composed:
         return sql.SQL("select {} from {}").format(
@@ -280,6 +282,10 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
         def delete_row(
             tenant_id: UUID, item_id: key, principal: Writer, services: ServicesDep
         ) -> Response:  # type: ignore[valid-type]
+            if resource.remove is not None:
+                if not resource.remove(services, principal, tenant_id, item_id):
+                    raise not_found(resource.singular)
+                return Response(status_code=204)
             query = sql.SQL("delete from {} where id = %s and {} = %s returning id").format(
                 sql.Identifier(resource.table), _owner(resource)
             )

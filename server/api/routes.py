@@ -26,6 +26,7 @@ from server.api._resource import (
     services_of,
     to_db,
 )  # fmt: skip
+from server.api.data_rights import erase_user
 from server.auth import Principal, Role, current_principal, require_roles
 from server.errors import ApiError
 from server.services import Services
@@ -55,7 +56,8 @@ TENANT_COLUMNS = (
     "id", "slug", "name", "whatsapp_sender", "twilio_account_sid", "default_locale", "timezone",
     "persona", "system_prompt", "default_plan_id", "auto_enroll", "trace_privacy",
     "typing_indicator", "closed_window_template_sid", "closed_window_template_variables",
-    "created_at", "updated_at",
+    "handoff_message", "handoff_return_message", "handoff_auto_return_seconds",
+    "data_request_message", "created_at", "updated_at",
 )  # fmt: skip
 """What the API shows of a tenant: never its Twilio auth token."""
 
@@ -77,6 +79,15 @@ class TenantChange(Strict):
     typing_indicator: bool | None = None
     closed_window_template_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
     closed_window_template_variables: dict[str, str] | None = None
+    handoff_message: str | None = Field(default=None, max_length=1000)
+    handoff_return_message: str | None = Field(default=None, max_length=1000)
+    handoff_auto_return_seconds: int | None = Field(
+        default=None, description="Staff silence before the assistant takes back; 0: never."
+    )
+    data_request_message: str | None = Field(
+        default=None, max_length=1000,
+        description="Told to a user who asks for their data or its deletion (null: default).",
+    )  # fmt: skip
 
     _tz = field_validator("timezone")(_timezone)
 
@@ -285,7 +296,8 @@ RESOURCES = [
              ("id", "wa_id", "address", "profile_name", "locale", "timezone", "enabled",
               "opted_out_at", "created_at", "updated_at"),
              UserCreate, UserChange, filters={"wa_id": "wa_id", "enabled": "enabled"},
-             read_roles=READERS, prepare=_user_values, profile_cache="user"),
+             read_roles=READERS, prepare=_user_values, profile_cache="user",
+             remove=lambda *args: erase_user(*args) is not None),
     Resource("plans", "plan", "plans",
              ("id", "slug", "name", "features", "messages_per_day", "created_at", "updated_at"),
              PlanCreate, PlanChange, filters={"slug": "slug"}, read_roles=ADMINS,
@@ -307,7 +319,9 @@ RESOURCES = [
     Resource("messages", "message", "messages",
              ("id", "conversation_id", "direction", "provider_sid", "kind", "body",
               "from_address", "to_address", "media", "status", "error", "error_code", "purpose",
-              "correlation_id", "created_at", "processed_at"),
+              "correlation_id", "created_at", "processed_at", "transcription_status",
+              "transcript", "transcript_language", "transcript_confidence", "transcript_unsure",
+              "transcription_error", "audio_seconds"),
              filters={"conversation_id": "conversation_id", "direction": "direction",
                       "status": "status"},
              read_roles=READERS, key_type=int),

@@ -1,0 +1,277 @@
+"""The support API (`/api/v1/tenants/{tenant_id}/support`): the handoff queue and its actions.
+
+Support agents (and tenant and platform admins) see the conversations a person has, claim one
+(two people cannot), read its history, memories and why it came to them, reply on WhatsApp
+through the outbox, and hand it back to the assistant or close it. Actions on the LangGraph
+thread (hand back, take over) run as jobs on the conversation's lock; the API answers 202.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Response
+from pydantic import Field
+
+from server.api._resource import RULES, Strict, not_found, scoped, services_of
+from server.auth import Principal, Role, require_roles
+from server.errors import ApiError
+from server.queueing import enqueue_send, enqueue_support_job
+from server.services import Services
+from store import conversations
+from store import repository as repo
+from store.scoping import tenant_scope
+
+router = APIRouter(prefix="/api/v1")
+
+SUPPORT = frozenset({Role.platform_admin, Role.tenant_admin, Role.support_agent})
+Staff = Annotated[Principal, Depends(require_roles(*sorted(SUPPORT)))]
+ServicesDep = Annotated[Services, Depends(services_of)]
+BASE = "/tenants/{tenant_id}/support"
+ITEM = BASE + "/conversations/{item_id}"
+WINDOW = timedelta(hours=24)
+
+
+def _rule(method: str, path: str) -> str:
+    RULES[(method, path)] = SUPPORT
+    return path
+
+
+class ReplyBody(Strict):
+    """A message from staff to the user."""
+
+    text: str = Field(min_length=1, max_length=4000)
+    use_template: bool = Field(
+        default=False,
+        description="Outside WhatsApp's 24-hour window, send the tenant's approved template.",
+    )
+
+
+class NoteBody(Strict):
+    """An optional note that goes with the action (kept on the transition)."""
+
+    note: str = Field(default="", max_length=1000)
+
+
+class TakeOverBody(Strict):
+    """Why staff take an active conversation over."""
+
+    reason: str = Field(min_length=3, max_length=1000)
+
+
+@router.get(_rule("GET", BASE + "/queue"), tags=["support"], summary="The handoff queue")
+def queue(tenant_id: UUID, principal: Staff, services: ServicesDep) -> dict[str, Any]:
+    """Conversations a person has, oldest handoff first, with waiting time and reason."""
+    with scoped(services, principal, tenant_id, "read the support queue") as conn:
+        rows = conn.execute(
+            """select c.id, c.state, c.handoff_at, c.handoff_reason, c.handoff_route,
+                      c.claimed_by, c.claimed_at, c.last_inbound_at,
+                      extract(epoch from now() - c.handoff_at)::int as waiting_seconds,
+                      u.id as user_id, u.profile_name as user_name, u.wa_id,
+                      (select m.body from messages m where m.conversation_id = c.id
+                         and m.direction = 'inbound' order by m.id desc limit 1) as last_message
+               from conversations c join users u on u.id = c.user_id
+               where c.tenant_id = %s and c.state in ('HANDOFF', 'WAITING_USER')
+               order by c.handoff_at nulls last, c.id""",
+            (tenant_id,),
+        ).fetchall()
+    return {"items": rows}
+
+
+@router.get(_rule("GET", ITEM), tags=["support"], summary="A conversation, for staff")
+def conversation(
+    tenant_id: UUID, item_id: UUID, principal: Staff, services: ServicesDep
+) -> dict[str, Any]:
+    """The history (with voice-note transcripts), memories, and the route that led here."""
+    with scoped(services, principal, tenant_id, "read a conversation") as conn:
+        head = _conversation(conn, tenant_id, item_id)
+        messages = conn.execute(
+            """select to_jsonb(m) - 'payload' - 'tenant_id' as message from messages m
+               where conversation_id = %s order by id""",
+            (item_id,),
+        ).fetchall()
+        memories = conn.execute(
+            """select key, value ->> 'text' as text, updated_at from store
+               where prefix = %s order by updated_at desc limit 50""",
+            (f"{tenant_id}.{head['user_id']}.memories",),
+        ).fetchall()
+        routed = conn.execute(
+            """select route, route_reason, tool_calls, created_at from ai_results
+               where conversation_id = %s and interrupted order by id desc limit 1""",
+            (item_id,),
+        ).fetchone()
+        history = conversations.transitions(conn, item_id)
+        tenant = conn.execute(
+            "select closed_window_template_sid from tenants where id = %s", (tenant_id,)
+        ).fetchone()
+    window_open = _window_open(head["last_inbound_at"])
+    return {
+        **head,
+        "window_open": window_open,
+        "template_available": bool(tenant and tenant["closed_window_template_sid"]),
+        "messages": [row["message"] for row in messages],
+        "memories": memories,
+        "handoff_run": routed,
+        "transitions": history,
+    }
+
+
+def _conversation(conn: Any, tenant_id: UUID, item_id: UUID) -> dict[str, Any]:
+    row = conn.execute(
+        """select c.id, c.state, c.thread_id, c.handoff_at, c.handoff_reason, c.handoff_route,
+                  c.claimed_by, c.claimed_at, c.staff_active_at, c.last_inbound_at,
+                  c.created_at, u.id as user_id, u.profile_name as user_name, u.wa_id,
+                  u.locale as user_locale
+           from conversations c join users u on u.id = c.user_id
+           where c.id = %s and c.tenant_id = %s""",
+        (item_id, tenant_id),
+    ).fetchone()
+    if row is None:
+        raise not_found("conversation")
+    return dict(row)
+
+
+def _window_open(last_inbound_at: datetime | None) -> bool:
+    return last_inbound_at is not None and datetime.now(UTC) - last_inbound_at < WINDOW
+
+
+def _window_closed(conn: Any, tenant_id: UUID) -> str:
+    template = conn.execute(
+        "select closed_window_template_sid from tenants where id = %s", (tenant_id,)
+    ).fetchone()
+    if template and template["closed_window_template_sid"]:
+        offer = "send it with `use_template: true` to use the tenant's approved template"
+    else:
+        offer = "the tenant has no approved template, so only the user can reopen it"
+    return (
+        "The user's last message is over 24 hours old: WhatsApp only delivers a template "
+        f"now; {offer}."
+    )
+
+
+def _conflict(exc: conversations.TransitionError | conversations.ClaimConflict) -> ApiError:
+    if isinstance(exc, conversations.ClaimConflict):
+        return ApiError(409, "already_claimed", str(exc))
+    if exc.current is None:
+        return not_found("conversation")
+    return ApiError(409, "wrong_state", str(exc))
+
+
+@router.post(_rule("POST", ITEM + "/claim"), tags=["support"], summary="Claim a conversation")
+def claim(
+    tenant_id: UUID, item_id: UUID, principal: Staff, services: ServicesDep
+) -> dict[str, Any]:
+    """Take the conversation; a second person gets 409 `already_claimed`."""
+    with scoped(services, principal, tenant_id, "claim a conversation") as conn:
+        _conversation(conn, tenant_id, item_id)
+        try:
+            handoff = conversations.claim(conn, item_id, principal.subject)
+        except (conversations.TransitionError, conversations.ClaimConflict) as exc:
+            raise _conflict(exc) from exc
+    return {"id": str(handoff.id), "state": handoff.state, "claimed_by": handoff.claimed_by,
+            "claimed_at": handoff.claimed_at}  # fmt: skip
+
+
+@router.post(
+    _rule("POST", ITEM + "/reply"), tags=["support"], status_code=202, summary="Reply as staff"
+)
+def reply(
+    tenant_id: UUID,
+    item_id: UUID,
+    body: ReplyBody,
+    principal: Staff,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Send `text` to the user through the outbox (the same key sends once)."""
+    key = f"staff:{item_id}:{idempotency_key or secrets.token_hex(12)}"
+    with scoped(services, principal, tenant_id, "reply as staff") as conn:
+        head = _conversation(conn, tenant_id, item_id)
+        if head["state"] not in conversations.WITH_STAFF:
+            raise ApiError(409, "wrong_state", f"The conversation is {head['state']}: "
+                           "hand it over to a person before replying.")  # fmt: skip
+        if head["claimed_by"] not in (None, principal.subject):
+            message = f"{head['claimed_by']} has this conversation; claim it first."
+            raise ApiError(409, "already_claimed", message)
+        if not _window_open(head["last_inbound_at"]) and not body.use_template:
+            raise ApiError(409, "window_closed", _window_closed(conn, tenant_id))
+        conversations.claim(conn, item_id, principal.subject)
+        user = repo.user_by_id(conn, head["user_id"])
+        tenant = repo.tenant_by_id(conn, tenant_id)
+        assert user is not None and tenant is not None
+        message = repo.insert_outbound(
+            conn, tenant_id=tenant_id, conversation_id=item_id, idempotency_key=key,
+            body=body.text, from_address=tenant.whatsapp_sender, to_address=user.address,
+            correlation_id=f"staff-{secrets.token_hex(8)}", purpose="staff",
+            sent_by=principal.subject,
+        )  # fmt: skip
+        conversations.transition(
+            conn, item_id, "WAITING_USER", actor_kind="staff", actor=principal.subject,
+            reason="Staff replied.",
+        )  # fmt: skip
+    if message.status == "pending" and message.enqueued_at is None:
+        # After the commit, so the send job finds the row; the relay would send it otherwise.
+        enqueue_send(services.redis, message)
+        with services.pool.connection() as conn, tenant_scope(conn, tenant_id):
+            repo.mark_enqueued(conn, [message.id])
+    return {"message_id": message.id, "status": message.status}
+
+
+@router.post(
+    _rule("POST", ITEM + "/hand-back"), tags=["support"], status_code=202,
+    summary="Hand back to the assistant",
+)  # fmt: skip
+def hand_back(
+    tenant_id: UUID, item_id: UUID, body: NoteBody, principal: Staff, services: ServicesDep
+) -> dict[str, str]:
+    """Resume the paused graph (a job); the assistant answers the user's next message."""
+    with scoped(services, principal, tenant_id, "hand back a conversation") as conn:
+        head = _conversation(conn, tenant_id, item_id)
+        if head["state"] not in conversations.WITH_STAFF:
+            raise ApiError(409, "wrong_state", f"The conversation is {head['state']}.")
+    cid = f"handback-{secrets.token_hex(8)}"
+    job = enqueue_support_job(
+        services.redis, services.settings, "hand_back", str(tenant_id), str(item_id),
+        principal.subject, body.note, cid, cid=cid, description=f"hand back {item_id}",
+    )  # fmt: skip
+    return {"job_id": job.id, "status": "queued"}
+
+
+@router.post(
+    _rule("POST", ITEM + "/take-over"), tags=["support"], status_code=202,
+    summary="Take an active conversation over",
+)  # fmt: skip
+def take_over(
+    tenant_id: UUID, item_id: UUID, body: TakeOverBody, principal: Staff, services: ServicesDep
+) -> dict[str, str]:
+    """Pause the assistant on this conversation and give it to the caller (a job)."""
+    with scoped(services, principal, tenant_id, "take over a conversation") as conn:
+        head = _conversation(conn, tenant_id, item_id)
+        if head["state"] != "ACTIVE":
+            raise ApiError(409, "wrong_state", f"The conversation is {head['state']}.")
+    cid = f"takeover-{secrets.token_hex(8)}"
+    job = enqueue_support_job(
+        services.redis, services.settings, "take_over", str(tenant_id), str(item_id),
+        principal.subject, body.reason, cid, cid=cid, description=f"take over {item_id}",
+    )  # fmt: skip
+    return {"job_id": job.id, "status": "queued"}
+
+
+@router.post(_rule("POST", ITEM + "/close"), tags=["support"], summary="Close a conversation")
+def close(
+    tenant_id: UUID, item_id: UUID, body: NoteBody, principal: Staff, services: ServicesDep
+) -> Response:
+    """End the conversation; the user's next message opens a new one."""
+    with scoped(services, principal, tenant_id, "close a conversation") as conn:
+        _conversation(conn, tenant_id, item_id)
+        try:
+            conversations.transition(
+                conn, item_id, "CLOSED", actor_kind="staff", actor=principal.subject,
+                reason=body.note or "Closed by staff.",
+            )  # fmt: skip
+        except conversations.TransitionError as exc:
+            raise _conflict(exc) from exc
+    return Response(status_code=204)

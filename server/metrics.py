@@ -1,0 +1,230 @@
+"""Prometheus metrics of the API and the workers (`GET /metrics`; `WORKER_METRICS_PORT`).
+
+Labels are low-cardinality by construction: webhook names, outcomes, job names, routes, model
+names, queue names and Twilio error codes, never a phone number, a tenant's user or a message.
+
+Two kinds of process need care:
+
+- Several API processes (`conversa serve --workers N`): each counts in its own memory, so the
+  API runs prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, which `serve`
+  prepares) and `/metrics` adds up every process's files.
+- RQ forks a work horse per job. A horse's increments would die with it, so inside a horse
+  this module only spools what it would record, and the worker process applies the spool when
+  the horse has exited (`begin_spool`, `end_spool`, `apply_spool`). The worker itself counts in
+  memory and serves its registry on its own port; jobs it runs in-process record directly.
+
+Gauges that describe shared state (queue depth and age, the handoff queue) are read at scrape
+time by the API (`server.metrics_scrape`); the chat model's latency and tokens come from a
+LangChain callback (`server.metrics_llm`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+)
+
+log = structlog.get_logger(__name__)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+disable_created_metrics()  # no `_created` series: they double the output and nobody graphs them
+
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+
+WEBHOOK_REQUESTS = Counter(
+    "conversa_webhook_requests",
+    "Twilio webhook requests, by webhook (inbound, status) and outcome (accepted, duplicate, "
+    "recorded, or the error code answered).",
+    ["webhook", "outcome"],
+)
+WEBHOOK_DURATION = Histogram(
+    "conversa_webhook_duration_seconds",
+    "Time to answer a Twilio webhook, by webhook and outcome.",
+    ["webhook", "outcome"],
+    buckets=_FAST,
+)
+DELIVERY_STATUSES = Counter(
+    "conversa_delivery_status_callbacks",
+    "Delivery statuses Twilio reported for our messages, by status and Twilio error code.",
+    ["status", "error_code"],
+)
+JOBS = Counter(
+    "conversa_jobs",
+    "RQ jobs a worker ran, by job and outcome (finished, failed, retried).",
+    ["job", "outcome"],
+)
+JOB_DURATION = Histogram(
+    "conversa_job_duration_seconds",
+    "Time an RQ job took in the worker, by job.",
+    ["job"],
+    buckets=_SLOW,
+)
+GRAPH_RUN_DURATION = Histogram(
+    "conversa_graph_run_duration_seconds",
+    "Time one run (or resume) of the assistant graph took, by route and outcome (ok, error).",
+    ["route", "outcome"],
+    buckets=_SLOW,
+)
+LLM_DURATION = Histogram(
+    "conversa_llm_request_duration_seconds",
+    "Time one chat model call took, by model and outcome (ok, error).",
+    ["model", "outcome"],
+    buckets=_SLOW,
+)
+LLM_TOKENS = Counter(
+    "conversa_llm_tokens",
+    "Tokens the chat models reported, by model and kind (prompt, completion).",
+    ["model", "kind"],
+)
+TRANSCRIPTION_DURATION = Histogram(
+    "conversa_transcription_duration_seconds",
+    "Time one voice note's transcription took, by provider and outcome (ok, error).",
+    ["provider", "outcome"],
+    buckets=_SLOW,
+)
+OUTBOUND_SENDS = Counter(
+    "conversa_outbound_sends",
+    "Outbound WhatsApp sends, by outcome (sent, retrying, failed, suppressed) and Twilio error "
+    "code (empty when there was none).",
+    ["outcome", "error_code"],
+)
+
+_BY_NAME: dict[str, Counter | Histogram] = {
+    metric._name: metric
+    for metric in (
+        WEBHOOK_REQUESTS, WEBHOOK_DURATION, DELIVERY_STATUSES, JOBS, JOB_DURATION,
+        GRAPH_RUN_DURATION, LLM_DURATION, LLM_TOKENS, TRANSCRIPTION_DURATION, OUTBOUND_SENDS,
+    )
+}  # fmt: skip
+
+# --- recording (directly, or through a work horse's spool) -----------------------------------
+
+_spool: list[tuple[str, list[str], float]] | None = None
+_spool_lock = threading.Lock()
+
+
+def record(metric: Counter | Histogram, labels: Iterable[str], value: float) -> None:
+    """Add `value` to a counter or observe it on a histogram (spooled inside a work horse)."""
+    values = [str(label) for label in labels]
+    with _spool_lock:
+        if _spool is not None:
+            _spool.append((metric._name, values, value))
+            return
+    _apply(metric, values, value)
+
+
+def _apply(metric: Counter | Histogram, labels: list[str], value: float) -> None:
+    child = metric.labels(*labels)
+    if isinstance(child, Histogram):
+        child.observe(value)
+    else:
+        child.inc(value)
+
+
+def begin_spool() -> None:
+    """Keep what this process records for the parent (called in a freshly forked work horse)."""
+    global _spool
+    with _spool_lock:
+        _spool = []
+
+
+def end_spool(path: Path) -> None:
+    """Write the spool to `path` for the parent; called as the work horse finishes its job."""
+    global _spool
+    with _spool_lock:
+        entries, _spool = _spool, None
+    if entries:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries))
+        tmp.replace(path)
+
+
+def apply_spool(path: Path) -> None:
+    """Record what a work horse spooled to `path` (then remove it); nothing if it left none."""
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError as exc:
+        log.warning("unreadable metrics spool", path=str(path), error=str(exc))
+        entries = []
+    path.unlink(missing_ok=True)
+    for name, labels, value in entries:
+        metric = _BY_NAME.get(name)
+        if metric is not None:
+            _apply(metric, labels, float(value))
+
+
+def observe_webhook(webhook: str, outcome: str, seconds: float) -> None:
+    """Count one webhook request and its latency."""
+    record(WEBHOOK_REQUESTS, (webhook, outcome), 1)
+    record(WEBHOOK_DURATION, (webhook, outcome), seconds)
+
+
+def observe_delivery_status(status: str, error_code: int | None) -> None:
+    """Count one delivery status callback."""
+    record(DELIVERY_STATUSES, (status, _code(error_code)), 1)
+
+
+def observe_job(job: str, outcome: str, seconds: float) -> None:
+    """Count one job the worker ran, with its duration."""
+    record(JOBS, (job, outcome), 1)
+    record(JOB_DURATION, (job,), seconds)
+
+
+def observe_graph_run(route: str, outcome: str, seconds: float) -> None:
+    """Record one run of the assistant graph."""
+    record(GRAPH_RUN_DURATION, (route, outcome), seconds)
+
+
+def observe_send(outcome: str, error_code: int | None = None) -> None:
+    """Count one outbound send attempt's outcome."""
+    record(OUTBOUND_SENDS, (outcome, _code(error_code)), 1)
+
+
+@contextmanager
+def transcription_timer(provider: str) -> Iterator[None]:
+    """Time one transcription, labelled ok or error."""
+    started, outcome = time.monotonic(), "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        record(TRANSCRIPTION_DURATION, (provider, outcome), time.monotonic() - started)
+
+
+def _code(error_code: int | None) -> str:
+    return str(error_code) if error_code else ""
+
+
+# --- process set-up --------------------------------------------------------------------------
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory this process counts in, if any."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def serve_worker_metrics(host: str, port: int) -> Any:
+    """Serve this process's registry over HTTP on a daemon thread; return the server."""
+    from prometheus_client import start_http_server
+
+    server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+    return server

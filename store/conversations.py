@@ -1,0 +1,175 @@
+"""Conversation states and their transitions, each kept with who or what caused it and when.
+
+ACTIVE: the assistant answers. HANDOFF: a person has the conversation and the user waits for
+them. WAITING_USER: a person has it and waits for the user. CLOSED: ended; the user's next
+message opens a new conversation. The graph and the channel read the state; staff change it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+State = Literal["ACTIVE", "WAITING_USER", "HANDOFF", "CLOSED"]
+ActorKind = Literal["user", "assistant", "staff", "system"]
+
+WITH_STAFF = ("HANDOFF", "WAITING_USER")
+"""The states in which a person has the conversation and the assistant stays quiet."""
+
+ALLOWED: dict[str, frozenset[str]] = {
+    "ACTIVE": frozenset({"HANDOFF", "CLOSED"}),
+    "HANDOFF": frozenset({"WAITING_USER", "ACTIVE", "CLOSED"}),
+    "WAITING_USER": frozenset({"HANDOFF", "ACTIVE", "CLOSED"}),
+    "CLOSED": frozenset(),
+}
+"""Where each state may go."""
+
+
+class TransitionError(Exception):
+    """The conversation cannot go where it was asked to; the message says why."""
+
+    def __init__(self, message: str, current: str | None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class ClaimConflict(Exception):
+    """Another person already claimed the conversation."""
+
+    def __init__(self, claimed_by: str) -> None:
+        super().__init__(f"The conversation is already claimed by {claimed_by}.")
+        self.claimed_by = claimed_by
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A conversation's handoff details, as the support side sees them."""
+
+    id: UUID
+    state: str
+    state_changed_at: datetime
+    handoff_reason: str | None
+    handoff_route: str | None
+    handoff_at: datetime | None
+    claimed_by: str | None
+    claimed_at: datetime | None
+    staff_active_at: datetime | None
+
+
+def _row(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(sql, params).fetchone()
+
+
+def handoff_of(conn: psycopg.Connection[Any], conversation_id: UUID) -> Handoff | None:
+    """The conversation's state and handoff details, or None when it does not exist."""
+    row = _row(
+        conn,
+        """select id, state, state_changed_at, handoff_reason, handoff_route, handoff_at,
+                  claimed_by, claimed_at, staff_active_at
+           from conversations where id = %s""",
+        (conversation_id,),
+    )
+    return Handoff(**row) if row else None
+
+
+def transition(
+    conn: psycopg.Connection[Any],
+    conversation_id: UUID,
+    to: State,
+    *,
+    actor_kind: ActorKind,
+    actor: str,
+    reason: str = "",
+    route: str | None = None,
+    only_from: tuple[str, ...] | None = None,
+) -> str | None:
+    """Move the conversation to `to` and record who did it; return the state it left.
+
+    Returns None (and records nothing) when it is already in `to`. Raises `TransitionError`
+    when the move is not allowed, or the conversation is not in one of `only_from`.
+    Run it inside the caller's transaction: the row is locked until that commits.
+    """
+    row = _row(
+        conn,
+        "select tenant_id, state from conversations where id = %s for update",
+        (conversation_id,),
+    )
+    if row is None:
+        raise TransitionError("No such conversation.", None)
+    current = str(row["state"])
+    if current == to:
+        return None
+    if only_from is not None and current not in only_from:
+        raise TransitionError(
+            f"The conversation is {current}, not {' or '.join(only_from)}.", current
+        )
+    if to not in ALLOWED[current]:
+        raise TransitionError(f"A {current} conversation cannot become {to}.", current)
+    entering_handoff = to == "HANDOFF" and current == "ACTIVE"
+    leaving_staff = to in ("ACTIVE", "CLOSED")
+    conn.execute(
+        """update conversations set
+               state = %(to)s, state_changed_at = now(), updated_at = now(),
+               handoff_at = case when %(enter)s then now() else handoff_at end,
+               handoff_reason = case when %(enter)s then %(reason)s else handoff_reason end,
+               handoff_route = case when %(enter)s then %(route)s else handoff_route end,
+               staff_active_at = case when %(enter)s then null else staff_active_at end,
+               claimed_by = case when %(enter)s or %(leave)s then null else claimed_by end,
+               claimed_at = case when %(enter)s or %(leave)s then null else claimed_at end
+           where id = %(id)s""",
+        {"to": to, "enter": entering_handoff, "leave": leaving_staff, "reason": reason,
+         "route": route, "id": conversation_id},
+    )  # fmt: skip
+    conn.execute(
+        """insert into conversation_transitions
+               (tenant_id, conversation_id, from_state, to_state, actor_kind, actor, reason)
+           values (%s, %s, %s, %s, %s, %s, %s)""",
+        (row["tenant_id"], conversation_id, current, to, actor_kind, actor, reason[:1000]),
+    )
+    return current
+
+
+def claim(conn: psycopg.Connection[Any], conversation_id: UUID, staff: str) -> Handoff:
+    """Give the conversation to `staff`; claiming one's own claim again is fine.
+
+    Raises `TransitionError` when no person has the conversation, `ClaimConflict` when
+    someone else claimed it first (the row lock makes two claims at once take turns).
+    """
+    row = _row(
+        conn,
+        "select state, claimed_by from conversations where id = %s for update",
+        (conversation_id,),
+    )
+    if row is None:
+        raise TransitionError("No such conversation.", None)
+    if row["state"] not in WITH_STAFF:
+        raise TransitionError(
+            f"The conversation is {row['state']}: there is nothing to claim.", row["state"]
+        )
+    if row["claimed_by"] not in (None, staff):
+        raise ClaimConflict(str(row["claimed_by"]))
+    conn.execute(
+        """update conversations set claimed_by = %s,
+               claimed_at = coalesce(claimed_at, now()), staff_active_at = now()
+           where id = %s""",
+        (staff, conversation_id),
+    )
+    handoff = handoff_of(conn, conversation_id)
+    assert handoff is not None
+    return handoff
+
+
+def transitions(conn: psycopg.Connection[Any], conversation_id: UUID) -> list[dict[str, Any]]:
+    """Every state change of the conversation, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """select from_state, to_state, actor_kind, actor, reason, created_at
+               from conversation_transitions where conversation_id = %s order by id""",
+            (conversation_id,),
+        ).fetchall()
