@@ -228,16 +228,27 @@ def hand_back(
     tenant_id: UUID, item_id: UUID, body: NoteBody, principal: Staff, services: ServicesDep
 ) -> dict[str, str]:
     """Resume the paused graph (a job); the assistant answers the user's next message."""
-    with scoped(services, principal, tenant_id, "hand back a conversation") as conn:
+    return _queue_job(
+        services, principal, tenant_id, item_id, "hand_back", body.note, conversations.WITH_STAFF
+    )
+
+
+def _queue_job(
+    services: Services, principal: Principal, tenant_id: UUID, item_id: UUID, job: str,
+    text: str, states: tuple[str, ...],
+) -> dict[str, str]:  # fmt: skip
+    """Queue the support job `job` on the conversation, if it is in one of `states`."""
+    action = job.replace("_", " ")
+    with scoped(services, principal, tenant_id, f"{action} a conversation") as conn:
         head = _conversation(conn, tenant_id, item_id)
-        if head["state"] not in conversations.WITH_STAFF:
+        if head["state"] not in states:
             raise ApiError(409, "wrong_state", f"The conversation is {head['state']}.")
-    cid = f"handback-{secrets.token_hex(8)}"
-    job = enqueue_support_job(
-        services.redis, services.settings, "hand_back", str(tenant_id), str(item_id),
-        principal.subject, body.note, cid, cid=cid, description=f"hand back {item_id}",
+    cid = f"{job}-{secrets.token_hex(8)}"
+    queued = enqueue_support_job(
+        services.redis, services.settings, job, str(tenant_id), str(item_id),
+        principal.subject, text, cid, cid=cid, description=f"{action} {item_id}",
     )  # fmt: skip
-    return {"job_id": job.id, "status": "queued"}
+    return {"job_id": queued.id, "status": "queued"}
 
 
 @router.post(
@@ -248,16 +259,9 @@ def take_over(
     tenant_id: UUID, item_id: UUID, body: TakeOverBody, principal: Staff, services: ServicesDep
 ) -> dict[str, str]:
     """Pause the assistant on this conversation and give it to the caller (a job)."""
-    with scoped(services, principal, tenant_id, "take over a conversation") as conn:
-        head = _conversation(conn, tenant_id, item_id)
-        if head["state"] != "ACTIVE":
-            raise ApiError(409, "wrong_state", f"The conversation is {head['state']}.")
-    cid = f"takeover-{secrets.token_hex(8)}"
-    job = enqueue_support_job(
-        services.redis, services.settings, "take_over", str(tenant_id), str(item_id),
-        principal.subject, body.reason, cid, cid=cid, description=f"take over {item_id}",
-    )  # fmt: skip
-    return {"job_id": job.id, "status": "queued"}
+    return _queue_job(
+        services, principal, tenant_id, item_id, "take_over", body.reason, ("ACTIVE",)
+    )
 
 
 @router.post(_rule("POST", ITEM + "/close"), tags=["support"], summary="Close a conversation")
