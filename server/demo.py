@@ -106,6 +106,36 @@ def _wait_worker(
     raise RuntimeError(f"the worker did not register in {timeout:.0f} s; see {log}")
 
 
+def _hand_back_left_over(settings: Settings, tenant_id: UUID) -> None:
+    """An earlier run may have left the demo conversation with a person: give it back.
+
+    Otherwise the assistant would stay quiet (as it must while a person has a conversation)
+    and a newcomer's second `make demo` would wait for replies that never come.
+    """
+    import psycopg
+
+    from server.queueing import enqueue_support_job
+    from server.services import redis_client
+    from store.conversations import WITH_STAFF
+
+    assert settings.database_url and settings.redis_url
+    with psycopg.connect(settings.database_url) as conn:
+        waiting = conn.execute(
+            "select id from conversations where tenant_id = %s and state = any(%s)",
+            (tenant_id, list(WITH_STAFF)),
+        ).fetchall()
+    if not waiting:
+        return
+    print("An earlier run left the conversation with a person; handing it back to the assistant.")
+    redis = redis_client(settings.redis_url)
+    for (conversation_id,) in waiting:
+        enqueue_support_job(
+            redis, settings, "hand_back", str(tenant_id), str(conversation_id), "demo",
+            "The demo restarted.", "demo-restart", cid="demo-restart",
+            description=f"hand back {conversation_id}",
+        )  # fmt: skip
+
+
 def run_demo(says: list[str], timeout: float = 90.0, listen: float = 0.0) -> int:
     """Start everything, chat (interactively, or once per `says` line), stop everything."""
     from server.logs import configure_logging
@@ -186,6 +216,7 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         print(f"Management API: {api_url}/docs  (a token: .venv/bin/conversa token --role "
               "tenant_admin --tenant demo)")  # fmt: skip
         print(f"Support console: {_console_link(settings, api_url, tenant_id)}")
+        _hand_back_left_over(settings, tenant_id)
 
         client = ChatClient(
             api_url=api_url,

@@ -90,6 +90,12 @@ def test_the_demo_shows_each_specialist_and_a_handoff_offline(tmp_path: Path) ->
     assert "remind" in reminder.lower() and "call mom" in reminder
     assert "pessoa da nossa equipe" in handoff
 
+    # The next run finds the conversation with a person, gives it back, and the bot answers.
+    again = _demo(tmp_path, "oi de novo")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "handing it back to the assistant" in again.stdout
+    assert "assistant> " in again.stdout
+
 
 def test_demo_reports_what_went_wrong_and_exits_non_zero(tmp_path: Path) -> None:
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
