@@ -38,11 +38,12 @@ def build_graph() -> StateGraph[State, Context, InputState, OutputState]:
     builder.add_edge("retrieve_memories", "router")
     builder.add_conditional_edges("router", _to_route, [*SPECIALISTS, "handoff"])
     for name, specialist in SPECIALISTS.items():
-        builder.add_node(name, agent_node(specialist))
-        builder.add_node(tools_node(specialist))
+        # The route rides on the specialist's runs as LangSmith metadata, to filter traces by.
+        builder.add_node(name, agent_node(specialist), metadata={"route": name})
+        builder.add_node(tools_node(specialist), metadata={"route": name})
         builder.add_conditional_edges(name, after_agent, [f"{name}_tools", "reply"])
         builder.add_conditional_edges(f"{name}_tools", after_tools, [name, "handoff"])
-    builder.add_node("handoff", handoff)
+    builder.add_node("handoff", handoff, metadata={"route": "handoff"})
     builder.add_node("wait_for_human", wait_for_human)
     builder.add_node("reply", reply)
     builder.add_edge("handoff", "wait_for_human")

@@ -322,6 +322,7 @@ def test_runs_are_traced_with_their_ids_and_masked_when_the_tenant_asks(
     )
     assert str(tenant.id) in traced and str(conversation_id) in traced
     assert correlation_id in traced and "load_context" in traced and "router" in traced
+    assert '"route":"general"' in traced.replace(" ", "")  # the specialist's runs carry it
     secret_bits = ("sou a Ana", "99999-0000", "Seu número")
     if privacy == "full":
         assert all(bit in traced for bit in secret_bits)
