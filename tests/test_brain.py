@@ -356,3 +356,31 @@ def test_the_api_schedules_retention_once_per_interval_and_a_worker_runs_it(
     run_jobs(settings)
 
     assert rows(settings, "select count(*) from checkpoints") == [(1,)]
+
+
+def test_deleting_a_tenant_also_deletes_its_threads_and_memories(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Oi!")
+    say(client, settings, tenant, "Oi")
+    ((user_id,),) = rows(settings, "select id from users")
+    rows(
+        settings,
+        "insert into store (prefix, key, value) values (%s, 'k', '{\"text\": \"gosta de chá\"}') "
+        "returning key",
+        f"{tenant.id}.{user_id}.memories",
+    )
+    assert rows(settings, "select count(*) > 0 from checkpoints") == [(True,)]
+    admin = mint_token(settings, subject="root", role=Role.platform_admin)
+
+    gone = client.delete(
+        f"/api/v1/tenants/{tenant.id}", headers={"Authorization": f"Bearer {admin}"}
+    )
+
+    assert gone.status_code == 204, gone.text
+    for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "store"):
+        assert rows(settings, f"select count(*) from {table}") == [(0,)], table

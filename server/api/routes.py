@@ -206,6 +206,15 @@ def delete_tenant(tenant_id: UUID, principal: PlatformAdmin, services: ServicesD
         gone = conn.execute(
             "delete from tenants where id = %s returning id", (tenant_id,)
         ).fetchone()
+        if gone is not None:  # LangGraph's tables hold no foreign keys: its rows go by prefix
+            threads, namespaces = f"{tenant_id}:%", f"{tenant_id}.%"
+            for table in ("checkpoint_writes", "checkpoint_blobs", "checkpoints"):
+                conn.execute(
+                    sql.SQL("delete from {} where thread_id like %s").format(sql.Identifier(table)),
+                    (threads,),
+                )
+            conn.execute("delete from store_vectors where prefix like %s", (namespaces,))
+            conn.execute("delete from store where prefix like %s", (namespaces,))
     if gone is None:
         raise not_found("tenant")
     services.tenants.forget()
