@@ -12,6 +12,7 @@ so a message enqueued twice is still answered once.
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 from psycopg_pool import ConnectionPool
@@ -72,6 +73,7 @@ class Relay(threading.Thread):
         self._wake = services.due
         self._stopping = threading.Event()
         self._failing = False
+        self._retention_due = 0.0
 
     def run(self) -> None:
         settings = self._services.settings
@@ -87,7 +89,9 @@ class Relay(threading.Thread):
                 while relay_once(self._services.pool, self._services.redis, settings) >= BATCH:
                     pass
                 sweep_reminders(self._services.pool, self._services.redis, settings)
-                schedule_retention(self._services.redis, settings)
+                if time.monotonic() >= self._retention_due:  # not a Redis call every pass
+                    schedule_retention(self._services.redis, settings)
+                    self._retention_due = time.monotonic() + settings.retention_interval_seconds
                 if self._failing:
                     log.info("relay: back to normal")
                 self._failing = False

@@ -25,7 +25,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tracers.langchain import LangChainTracer
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, StateSnapshot
 
 from graphs.assistant import graph as assistant
 from graphs.context import Context
@@ -132,11 +132,8 @@ def _tools_bound(conn: Conn, tenant: Tenant, settings: Settings) -> Iterator[Non
         yield
 
 
-def waiting_for_human(
-    graph: CompiledStateGraph[Any, Any, Any, Any], config: RunnableConfig
-) -> bool:
-    """Whether the thread is paused on a handoff interrupt."""
-    snapshot = graph.get_state(config)
+def waiting_for_human(snapshot: StateSnapshot) -> bool:
+    """Whether the thread (as `snapshot` shows it) is paused on a handoff interrupt."""
     return any(task.interrupts for task in snapshot.tasks)
 
 
@@ -161,7 +158,7 @@ def run_turn(
     resumed = False
     if turn_started and values.get("reply") and not snapshot.next:
         log.info("the checkpoint already holds this turn's reply; not running again")
-        return _result(graph, config, values, resumed=True, usage={})
+        return _result(snapshot, resumed=True, usage={})
     if turn_started and snapshot.next:
         log.info("resuming this turn's interrupted run from its checkpoint", next=snapshot.next)
         payload, resumed = None, True
@@ -219,21 +216,15 @@ def _invoke(
         for tracer in tracers:  # the job's process may end right after: send the traces now
             tracer.wait_for_futures()
             tracer.client.flush()
-    values = graph.get_state(config).values
-    result = _result(graph, config, values, resumed=resumed, usage=usage.usage_metadata)
+    result = _result(graph.get_state(config), resumed=resumed, usage=usage.usage_metadata)
     metrics.observe_graph_run(result.route or "none", "ok", elapsed)
     return result
 
 
-def _result(
-    graph: CompiledStateGraph[Any, Any, Any, Any],
-    config: RunnableConfig,
-    values: dict[str, Any],
-    *,
-    resumed: bool,
-    usage: dict[str, Any],
-) -> RunResult:
-    interrupted = waiting_for_human(graph, config)
+def _result(snapshot: StateSnapshot, *, resumed: bool, usage: dict[str, Any]) -> RunResult:
+    """What the run left in the thread's latest checkpoint (one read for all of it)."""
+    values = snapshot.values
+    interrupted = waiting_for_human(snapshot)
     return RunResult(
         reply=str(values.get("reply") or "") or None,
         route=values.get("route") or None,

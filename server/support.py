@@ -150,7 +150,7 @@ def _resume(
 
     context = context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
     config = runs.run_config(tenant, user, conversation, cid, [])
-    if not runs.waiting_for_human(runs.compile_graph(conn), config):
+    if not runs.waiting_for_human(runs.compile_graph(conn).get_state(config)):
         log.info("the thread was not paused on a handoff; nothing to resume")
         return None
     started = time.monotonic()
@@ -250,14 +250,13 @@ def _language(conn: Conn, conversation: Conversation) -> str:
 
 def _send(
     conn: Conn, tenant: Tenant, conversation: Conversation, parts: list[str], key: str,
-    cid: str, *, purpose: str, sent_by: str | None = None,
+    cid: str, *, purpose: str,
 ) -> None:  # fmt: skip
     """Put `parts` in the conversation's outbox (once per `key`)."""
     user = repo.user_by_id(conn, conversation.user_id)
     assert user is not None
-    for index, body in enumerate(part for text in parts for part in split_body(text)):
-        repo.insert_outbound(
-            conn, tenant_id=tenant.id, conversation_id=conversation.id,
-            idempotency_key=f"{key}:{index}", body=body, from_address=tenant.whatsapp_sender,
-            to_address=user.address, correlation_id=cid, purpose=purpose, sent_by=sent_by,
-        )  # fmt: skip
+    repo.insert_outbound_parts(
+        conn, tenant=tenant, conversation_id=conversation.id, to_address=user.address,
+        parts=[part for text in parts for part in split_body(text)], key=key,
+        correlation_id=cid, purpose=purpose,
+    )  # fmt: skip

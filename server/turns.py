@@ -125,13 +125,11 @@ class Turn:
         """Put the answer in the outbox and close the messages, atomically; then send."""
         key = f"{kind}:{self.ids[0]}-{self.ids[-1]}"
         with self.conn.transaction():
-            for index, body in enumerate(parts):
-                repo.insert_outbound(
-                    self.conn, tenant_id=self.tenant.id, conversation_id=self.conversation.id,
-                    idempotency_key=f"{key}:{index}", body=body,
-                    from_address=self.tenant.whatsapp_sender, to_address=self.user.address,
-                    correlation_id=self.cid, purpose=purpose,
-                )  # fmt: skip
+            repo.insert_outbound_parts(
+                self.conn, tenant=self.tenant, conversation_id=self.conversation.id,
+                to_address=self.user.address, parts=parts, key=key, correlation_id=self.cid,
+                purpose=purpose,
+            )  # fmt: skip
             repo.mark_processed(self.conn, self.ids, "answered")
         log.info("turn answered", parts=len(parts), purpose=purpose)
         queue_next_send(self.conn, self.settings, self.conversation.id)

@@ -214,6 +214,28 @@ def insert_outbound(
     return existing
 
 
+def insert_outbound_parts(
+    conn: psycopg.Connection,
+    *,
+    tenant: Tenant,
+    conversation_id: UUID,
+    to_address: str,
+    parts: Sequence[str],
+    key: str,
+    correlation_id: str,
+    purpose: str,
+) -> list[Message]:
+    """Queue the parts of one answer in order, each once (`key:index`), from the tenant's sender."""
+    queued = []
+    for index, body in enumerate(parts):
+        queued.append(insert_outbound(
+            conn, tenant_id=tenant.id, conversation_id=conversation_id,
+            idempotency_key=f"{key}:{index}", body=body, from_address=tenant.whatsapp_sender,
+            to_address=to_address, correlation_id=correlation_id, purpose=purpose,
+        ))  # fmt: skip
+    return queued
+
+
 def message_by_id(conn: psycopg.Connection, message_id: int) -> Message | None:
     """Return one message."""
     return _one(conn, Message, f"select {_MSG} from messages where id = %s", (message_id,))
@@ -462,11 +484,6 @@ def record_ai_result(
          list(inbound_ids), reply, model, error, duration_ms, route, route_reason,
          Jsonb(list(tool_calls)), prompt_tokens, completion_tokens, interrupted),
     )  # fmt: skip
-
-
-def set_conversation_state(conn: psycopg.Connection, conversation_id: UUID, state: str) -> None:
-    """Move a conversation to `state` (ACTIVE, WAITING_USER, HANDOFF, CLOSED)."""
-    conn.execute("update conversations set state = %s where id = %s", (state, conversation_id))
 
 
 def recent_history(

@@ -254,7 +254,7 @@ def test_a_hand_back_after_a_crash_resumes_the_thread_once(
         support._resume(conn, settings, conversation, [{"type": "response", "args": "Oi"}], "c1")
         graph = runs.compile_graph(conn)
         config: Any = {"configurable": {"thread_id": conversation.thread_id}}
-        assert not runs.waiting_for_human(graph, config)
+        assert not runs.waiting_for_human(graph.get_state(config))
 
     assert support.hand_back(str(tenant.id), handed_off, "ana@acme", "", "c2") == "handed back"
     assert support.hand_back(str(tenant.id), handed_off, "ana@acme", "", "c3") == "not with staff"

@@ -190,15 +190,12 @@ def reply(
     key = f"staff:{item_id}:{idempotency_key or secrets.token_hex(12)}"
     with scoped(services, principal, tenant_id, "reply as staff") as conn:
         head = _conversation(conn, tenant_id, item_id)
-        if head["state"] not in conversations.WITH_STAFF:
-            raise ApiError(409, "wrong_state", f"The conversation is {head['state']}: "
-                           "hand it over to a person before replying.")  # fmt: skip
-        if head["claimed_by"] not in (None, principal.subject):
-            message = f"{head['claimed_by']} has this conversation; claim it first."
-            raise ApiError(409, "already_claimed", message)
+        try:  # replying claims the conversation (a refusal rolls the claim back)
+            conversations.claim(conn, item_id, principal.subject)
+        except (conversations.TransitionError, conversations.ClaimConflict) as exc:
+            raise _conflict(exc) from exc
         if not _window_open(head["last_inbound_at"]) and not body.use_template:
             raise ApiError(409, "window_closed", _window_closed(conn, tenant_id))
-        conversations.claim(conn, item_id, principal.subject)
         user = repo.user_by_id(conn, head["user_id"])
         tenant = repo.tenant_by_id(conn, tenant_id)
         assert user is not None and tenant is not None
