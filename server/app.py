@@ -18,9 +18,10 @@ from server.errors import install_error_handlers
 from server.health import readiness, ready
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics_scrape import ApiMetrics
-from server.relay import Relay
+from server.relay import RelayProcess
 from server.services import Services
 from server.settings import QUEUES, Settings
+from server.webhooks import InboundFastPath
 from server.webhooks import router as webhooks_router
 
 log = structlog.get_logger(__name__)
@@ -35,17 +36,20 @@ def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.build(settings)
+        await services.open_webhook_pool()
         app.state.services = services
         app.state.metrics = ApiMetrics(services.redis, services.pool, QUEUES)
-        background = Relay(services) if relay else None
+        background = RelayProcess(settings) if relay else None
         if background:
             background.start()
+            services.due = background  # the webhook wakes the relay process
         log.info("api started", public_base_url=settings.public_base_url)
         try:
             yield
         finally:
             if background:
                 background.stop()
+            await services.close_webhook_pool()
             services.close()
 
     app = FastAPI(
@@ -55,6 +59,7 @@ def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(InboundFastPath)
     app.include_router(webhooks_router)
     app.include_router(api_router)
     app.include_router(support_router)

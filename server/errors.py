@@ -22,13 +22,18 @@ def _body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
+def error_response(exc: ApiError) -> JSONResponse:
+    """The response for an `ApiError` (with `Retry-After` when it says when to retry)."""
+    headers = {"Retry-After": str(exc.retry)} if exc.retry else None
+    return JSONResponse(_body(exc.code, exc.message), status_code=exc.status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer `ApiError`, validation errors and surprises with the common error body."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry)} if exc.retry else None
-        return JSONResponse(_body(exc.code, exc.message), status_code=exc.status, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

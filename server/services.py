@@ -6,17 +6,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psycopg
 import structlog
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from redis import Redis
 
 from server.settings import Settings, get_settings
 from store import repository as repo
 from store.embedded import start_postgres, start_redis
 from store.records import Tenant
-from store.scoping import use_role
+from store.scoping import use_role, use_role_async
 
 log = structlog.get_logger(__name__)
 
@@ -45,12 +46,22 @@ _CHECKED_AT = "_conversa_checked_at"
 _CHECK_AFTER = 5.0
 
 
+def _idle_too_long(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
+    now = time.monotonic()
+    idle = now - getattr(conn, _CHECKED_AT, 0.0) > _CHECK_AFTER
+    setattr(conn, _CHECKED_AT, now)
+    return idle
+
+
 def _check_if_idle(conn: psycopg.Connection) -> None:
     """Ping a pooled connection that has not been used for a few seconds."""
-    now = time.monotonic()
-    if now - getattr(conn, _CHECKED_AT, 0.0) > _CHECK_AFTER:
+    if _idle_too_long(conn):
         ConnectionPool.check_connection(conn)
-    setattr(conn, _CHECKED_AT, now)
+
+
+async def _check_if_idle_async(conn: psycopg.AsyncConnection) -> None:
+    if _idle_too_long(conn):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 def redis_client(url: str) -> Redis:
@@ -89,6 +100,12 @@ class TenantDirectory:
         return tenant
 
 
+class Wake(Protocol):
+    """Something `set()` wakes: a `threading.Event`, or the relay process's pipe."""
+
+    def set(self) -> None: ...
+
+
 @dataclass
 class Services:
     """What the API shares across requests."""
@@ -97,8 +114,10 @@ class Services:
     pool: ConnectionPool
     redis: Redis
     tenants: TenantDirectory
-    due: threading.Event = field(default_factory=threading.Event)
-    """Set when a stored message is due a job, to wake the relay."""
+    due: Wake = field(default_factory=threading.Event)
+    """Set when a stored message is due a job, to wake the relay (thread or process)."""
+    webhook_pool: AsyncConnectionPool | None = None
+    """The inbound webhook's connections, used on the API's event loop (`open_webhook_pool`)."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -126,6 +145,29 @@ class Services:
             redis=redis_client(settings.redis_url),
             tenants=TenantDirectory(pool, settings.tenant_cache_seconds),
         )
+
+    async def open_webhook_pool(self) -> None:
+        """Open `webhook_pool` on the running event loop (the API's lifespan does)."""
+        settings = self.settings
+        role = settings.database_app_role
+        self.webhook_pool = AsyncConnectionPool(
+            settings.database_url or "",
+            min_size=1,
+            max_size=settings.db_pool_max_size,
+            timeout=settings.db_pool_timeout,
+            kwargs={"autocommit": True},
+            configure=lambda conn: use_role_async(conn, role),
+            check=_check_if_idle_async,
+            max_idle=300,
+            open=False,
+            name="webhook",
+        )
+        await self.webhook_pool.open(wait=False)
+
+    async def close_webhook_pool(self) -> None:
+        """Close `webhook_pool`, if it was opened."""
+        if self.webhook_pool is not None:
+            await self.webhook_pool.close()
 
     def close(self) -> None:
         """Close the pool and the Redis client."""

@@ -141,8 +141,11 @@ def conversation_by_id(conn: psycopg.Connection, conversation_id: UUID) -> Conve
 # -- messages --------------------------------------------------------------------------------
 
 
-def store_inbound(
-    conn: psycopg.Connection,
+_STORE_INBOUND = f"""select {_MSG} from store_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s,
+                                                               %s, %s, %s)"""
+
+
+def _store_inbound_params(
     *,
     tenant_id: UUID,
     wa_id: str,
@@ -156,25 +159,30 @@ def store_inbound(
     payload: dict[str, Any],
     correlation_id: str,
     enroll: bool = True,
-) -> Message | None:
+) -> tuple[Any, ...]:
+    return (tenant_id, provider_sid, wa_id, from_address, profile_name, enroll, kind, body,
+            to_address, Jsonb(media), Jsonb(payload), correlation_id)  # fmt: skip
+
+
+def store_inbound(conn: psycopg.Connection, **message: Any) -> Message | None:
     """Store an inbound message with its user and open conversation, in one statement.
 
+    `message` takes the keywords of `_store_inbound_params`: tenant_id, wa_id, profile_name,
+    provider_sid, kind, body, from_address, to_address, media, payload, correlation_id and
+    enroll (a user seen for the first time is enabled when true: the tenant's auto-enrolment).
+
     The statement (`store_inbound_message`) scopes itself to `tenant_id` first, so it needs no
-    transaction around it.
-
-    A user seen for the first time is enabled when `enroll` (the tenant's auto-enrolment).
-
-    Returns None, and changes nothing, when this `MessageSid` is already stored. The relay
-    enqueues its job (`enqueued_at` stays null until then).
+    transaction around it. Returns None, and changes nothing, when this `MessageSid` is already
+    stored. The relay enqueues its job (`enqueued_at` stays null until then).
     """
-    return _one(
-        conn,
-        Message,
-        f"""select {_MSG} from store_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                                                     %s, %s)""",
-        (tenant_id, provider_sid, wa_id, from_address, profile_name, enroll, kind, body,
-         to_address, Jsonb(media), Jsonb(payload), correlation_id),
-    )  # fmt: skip
+    return _one(conn, Message, _STORE_INBOUND, _store_inbound_params(**message))
+
+
+async def store_inbound_async(conn: psycopg.AsyncConnection, **message: Any) -> Message | None:
+    """`store_inbound` on an async connection (the webhook's, on the event loop)."""
+    async with conn.cursor(row_factory=class_row(Message)) as cur:
+        await cur.execute(_STORE_INBOUND, _store_inbound_params(**message))
+        return await cur.fetchone()
 
 
 def insert_outbound(

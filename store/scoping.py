@@ -29,6 +29,12 @@ def use_role(conn: psycopg.Connection[Any], role: str | None) -> None:
             conn.commit()
 
 
+async def use_role_async(conn: psycopg.AsyncConnection[Any], role: str | None) -> None:
+    """`use_role` for an async connection in autocommit mode (the webhook's pool)."""
+    if role:
+        await conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+
+
 class AppRoleError(RuntimeError):
     """The database user cannot act as the application role; the message says what to grant."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -11,13 +12,29 @@ from redis import RedisError
 
 from channels.inbound import sign
 from server.app import create_app
-from server.relay import relay_once
+from server.relay import RelayProcess, relay_once
 from server.services import Services
 from server.settings import QUEUE_PROCESS, Settings
+from server.webhooks import MAX_FORM_BYTES, InboundFastPath
 from store.embedded import free_port
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, queued_jobs, rows, run_jobs
 from tests.fakes import ScriptedModel
+
+
+@pytest.fixture(params=["fast path", "route"])
+def client(request: pytest.FixtureRequest, settings: Settings) -> Iterator[TestClient]:
+    """The API, its webhook answered by `InboundFastPath` (as served) and again by the
+    documented route alone (the middleware taken out): every case here holds for both."""
+    app = create_app(settings, relay=False)
+    if request.param == "route":
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not InboundFastPath]
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_the_app_answers_the_webhook_on_its_fast_path(settings: Settings) -> None:
+    assert [m.cls for m in create_app(settings).user_middleware] == [InboundFastPath]
 
 
 def _nothing_stored(settings: Settings) -> None:
@@ -197,7 +214,7 @@ def test_redis_down_stores_answers_200_and_the_relay_enqueues_later(
     ]
 
 
-def test_the_relay_thread_enqueues_what_the_webhook_stored(
+def test_the_relay_process_enqueues_what_the_webhook_stored(
     settings: Settings, tenant: Tenant, sandbox, llm: ScriptedModel
 ) -> None:
     llm.say("Oi!")
@@ -209,6 +226,46 @@ def test_the_relay_thread_enqueues_what_the_webhook_stored(
 
     assert queued_jobs(settings, QUEUE_PROCESS) == 1
     assert rows(settings, "select enqueued_at is not null from messages") == [(True,)]
+
+
+def test_a_form_larger_than_twilio_sends_is_413(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    form = inbound_form(tenant, "x" * (MAX_FORM_BYTES + 1))
+
+    response = post_inbound(client, settings, tenant, form)
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "form_too_large"
+    _nothing_stored(settings)
+
+
+def test_a_stored_message_wakes_the_relay_process_at_once(
+    settings: Settings, tenant: Tenant
+) -> None:
+    # Its own timer would not fire for a minute: only the webhook's wake-up can enqueue this.
+    slow_timer = settings.model_copy(update={"relay_interval_seconds": 60.0})
+    with TestClient(create_app(slow_timer)) as client:
+        time.sleep(1.0)  # let the relay process start and take its first (idle) pass
+        post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))
+        deadline = time.monotonic() + 15
+        while queued_jobs(settings, QUEUE_PROCESS) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    assert queued_jobs(settings, QUEUE_PROCESS) == 1
+
+
+def test_the_relay_process_ends_when_its_api_process_is_gone(settings: Settings) -> None:
+    relay = RelayProcess(settings)
+    relay.start()
+    process = relay._process
+    assert process.is_alive()
+    relay._writer.close()  # what the kernel does to the pipe when the API process dies
+
+    process.join(15)
+
+    assert process.exitcode == 0
+    relay.set()  # waking a relay that is gone is harmless
 
 
 def test_healthz_is_alive_and_readyz_checks_the_backends(client: TestClient) -> None:
