@@ -54,6 +54,25 @@ def summary_ms(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _worst_window(latency: Sequence[float], interval: float, width: float = 0.1) -> dict:
+    """The `width`-second window of scheduled sends whose median latency was worst.
+
+    It tells a stall (one window far above the rest: a slow fsync, a pause) from saturation
+    (every window slow)."""
+    windows: dict[int, list[float]] = {}
+    for i, seconds in enumerate(latency):
+        windows.setdefault(int(i * interval / width), []).append(seconds)
+    if not windows:
+        return {}
+    at, values = max(windows.items(), key=lambda item: sorted(item[1])[len(item[1]) // 2])
+    ordered = sorted(values)
+    return {
+        "at_s": at * width,
+        "p50_ms": ordered[len(ordered) // 2] * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
+
+
 # -- raw HTTP/1.1 client ---------------------------------------------------------------------
 
 
@@ -334,6 +353,7 @@ async def run(args: argparse.Namespace) -> dict:
         "send_rate": count / send_span if count else 0.0,
         "throughput": sum(statuses.values()) / answer_span if answer_span > 0 else 0.0,
         "lag_ms": summary_ms(lag),
+        "worst_window": _worst_window(latency, interval),
         "max_in_flight": max_in_flight,
         "connections_opened": pool.opened if pool else None,
         "cpu_seconds": cpu_seconds,

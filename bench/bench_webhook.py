@@ -94,7 +94,8 @@ def _machine_busy() -> tuple[float, float]:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds used by the API process, PostgreSQL (all backends) and Redis."""
+    """CPU seconds used by the API process, its relay process, PostgreSQL (all backends) and
+    Redis."""
 
     server_pid: int
     postmaster_pid: int | None
@@ -109,6 +110,8 @@ class CpuMeter:
         return {
             "wall": time.monotonic(),
             "server": _proc_cpu(self.server_pid),
+            # The API's children: its relay process (and multiprocessing's idle tracker).
+            "relay": sum(_proc_cpu(pid) for pid in _children(self.server_pid)),
             "postgres": postgres,
             "redis": _proc_cpu(self.redis_pid),
             "machine_busy": busy,
@@ -118,14 +121,14 @@ class CpuMeter:
 
 def _cpu_percent(before: dict[str, float], after: dict[str, float], gen_cpu: float) -> dict:
     wall = after["wall"] - before["wall"]
-    used = {k: after[k] - before[k] for k in ("server", "postgres", "redis")}
+    used = {k: after[k] - before[k] for k in ("server", "relay", "postgres", "redis")}
     pct = {k: v / wall * 100 for k, v in used.items()}
     pct.update({f"{k}_seconds": v for k, v in used.items()})
     pct["generator"] = gen_cpu / wall * 100
     total = after["machine_total"] - before["machine_total"]
     busy = after["machine_busy"] - before["machine_busy"]
     pct["machine"] = busy / total * 100 if total else 0.0  # of all cores
-    ours = pct["server"] + pct["postgres"] + pct["redis"] + pct["generator"]
+    ours = pct["server"] + pct["relay"] + pct["postgres"] + pct["redis"] + pct["generator"]
     pct["other"] = max(0.0, pct["machine"] * (os.cpu_count() or 1) - ours)  # of one core
     return pct
 
@@ -327,8 +330,8 @@ def _print_table(runs: list[Run]) -> None:
     header = (
         f"{'rate/s':>6} {'endpoint':<8} {'sent':>5} {'ok':>5} {'err':>5} {'resp/s':>7} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'x p50':>7} {'x p99':>7} {'lag99':>6} "
-        f"{'api%':>4} {'pg%':>4} {'rds%':>4} {'gen%':>4} {'oth%':>4} {'box%':>4} {'api/req':>7} "
-        f"{'pg/req':>6}"
+        f"{'api%':>4} {'rly%':>4} {'pg%':>4} {'rds%':>4} {'gen%':>4} {'oth%':>4} {'box%':>4} "
+        f"{'api/req':>7} {'pg/req':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -346,7 +349,8 @@ def _print_table(runs: list[Run]) -> None:
             f"{run.rate:>6} {run.endpoint:<8} {run.result.get('sent', run.result['requests']):>5} "
             f"{run.ok:>5} {run.errors:>5} {run.result['throughput']:>7.1f} {lat['p50']:>8.2f} "
             f"{lat['p99']:>8.2f} {lat['max']:>8.2f} {ratios} {run.result['lag_ms']['p99']:>6.2f} "
-            f"{cpu['server']:>4.0f} {cpu['postgres']:>4.0f} {cpu['redis']:>4.0f} "
+            f"{cpu['server']:>4.0f} {cpu['relay']:>4.0f} {cpu['postgres']:>4.0f} "
+            f"{cpu['redis']:>4.0f} "
             f"{cpu['generator']:>4.0f} {cpu['other']:>4.0f} {cpu['machine']:>4.0f} "
             f"{_per_request_ms(run, 'server'):>7.2f} {_per_request_ms(run, 'postgres'):>6.2f}{flag}"
         )
@@ -355,8 +359,8 @@ def _print_table(runs: list[Run]) -> None:
         "  connections); err = not a 2xx, or no answer within the timeout",
         "latencies count from each request's scheduled send time; x p50 / x p99 = webhook / bare",
         "  at the same rate; lag99 = p99 of how late the generator started its sends (ms)",
-        "api/pg/rds/gen/oth% = CPU of the API process, PostgreSQL, Redis, the generator and",
-        "  everything else, in % of one core",
+        "api/rly/pg/rds/gen/oth% = CPU of the API process, its relay process, PostgreSQL, Redis,",
+        "  the generator and everything else, in % of one core",
         f"box% = how busy the whole machine ({os.cpu_count()} cores) was",
         "api/req, pg/req = CPU ms of the API process and of PostgreSQL per answered request",
         "* = the generator fell behind (see the warnings)",
@@ -372,6 +376,14 @@ def _print_table(runs: list[Run]) -> None:
             listed = ", ".join(f"{k} x{n}" for k, n in sorted(problems.items()))
             never = f" ({unsent} of them never got a connection)" if unsent else ""
             print(f"errors at {run.rate}/s on {run.endpoint}: {listed}{never}")
+        worst = run.result.get("worst_window") or {}
+        if run.p99 > SLO_P99_MS and worst:
+            print(
+                f"slowest 100 ms at {run.rate}/s on {run.endpoint}: the sends due at "
+                f"{worst['at_s']:.1f} s waited p50 {worst['p50_ms']:.1f} ms (max "
+                f"{worst['max_ms']:.1f} ms) against p50 {run.p50:.2f} ms over the run: "
+                + ("a stall, not saturation" if worst["p50_ms"] > 5 * run.p50 else "saturation")
+            )
         if not run.generator_kept_up:
             lag = run.result["lag_ms"]
             cpu = run.cpu
@@ -530,6 +542,10 @@ def main() -> int:
                 )
                 webhook_ok_total += _ok(result, WEBHOOK_OK)
                 _drain(client, server, redis, log_path)
+                # A fresh database has no statistics until autovacuum's first pass (a minute
+                # away): the relay's index scans would be planned as sequential scans.
+                with psycopg.connect(database_url, autocommit=True) as conn:
+                    conn.execute("analyze")
 
             runs: list[Run] = []
             for i, rate in enumerate(rates):

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from multiprocessing.connection import Connection
+from uuid import UUID
 
 import structlog
 from psycopg_pool import ConnectionPool
@@ -34,10 +35,11 @@ from server.retention import schedule_retention
 from server.services import Services
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, QUEUE_TRANSCRIBE, Settings
 from store import repository as repo
+from store.records import Message
 
 log = structlog.get_logger(__name__)
 
-_BATCH_PAUSE_SECONDS = 0.02
+_BATCH_PAUSE_SECONDS = 0.05
 BATCH = 500
 """Messages claimed per pass; a full batch means more may be waiting."""
 
@@ -56,7 +58,13 @@ def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: in
         inbound = [m for m in claimed if m.direction == "inbound"]
         # A voice note is transcribed first; that job queues its turn.
         voice = [transcribe_job_data(settings, m) for m in inbound if m.awaits_transcript]
-        turns = [turn_job_data(settings, m) for m in inbound if not m.awaits_transcript]
+        # One turn per conversation: its job answers every message waiting there, so a
+        # burst the relay claims together costs one job, not one per message.
+        firsts: dict[UUID, Message] = {}
+        for message in inbound:
+            if not message.awaits_transcript:
+                firsts.setdefault(message.conversation_id, message)
+        turns = [turn_job_data(settings, m) for m in firsts.values()]
         sends = [send_job_data(m) for m in claimed if m.direction == "outbound"]
         with redis.pipeline() as pipe:
             if voice:
@@ -82,7 +90,7 @@ class Relay(threading.Thread):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._failing = False
-        self._retention_due = 0.0
+        self._chores_due = self._retention_due = 0.0
 
     def run(self) -> None:
         settings = self._services.settings
@@ -97,8 +105,12 @@ class Relay(threading.Thread):
             try:
                 while relay_once(self._services.pool, self._services.redis, settings) >= BATCH:
                     pass
-                sweep_reminders(self._services.pool, self._services.redis, settings)
-                if time.monotonic() >= self._retention_due:  # not a Redis call every pass
+                # The chores run on the timer, not on every wake-up: under load the webhook
+                # wakes the relay dozens of times a second.
+                if time.monotonic() >= self._chores_due:
+                    sweep_reminders(self._services.pool, self._services.redis, settings)
+                    self._chores_due = time.monotonic() + settings.relay_interval_seconds
+                if time.monotonic() >= self._retention_due:
                     schedule_retention(self._services.redis, settings)
                     self._retention_due = time.monotonic() + settings.retention_interval_seconds
                 if self._failing:
