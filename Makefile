@@ -63,7 +63,7 @@ migrate: install ## apply database migrations
 	@$(VENV)/bin/conversa migrate
 
 studio: install ## serve the assistant graph to LangGraph Studio
-	@$(VENV)/bin/langgraph dev --no-browser
+	@$(VENV)/bin/langgraph dev --no-browser $(ARGS)
 
 eval: install ## run the evaluation set through the assistant graph and print a score table
 	@$(VENV)/bin/conversa eval $(ARGS)

@@ -121,6 +121,16 @@ Admin = Annotated[Principal, Depends(require_roles(Role.platform_admin, Role.ten
 ServicesDep = Annotated[Services, Depends(services_of)]
 
 
+@router.get("/me", tags=["auth"], summary="Who the token says you are")
+def whoami(principal: PrincipalDep) -> dict[str, Any]:
+    """The token's subject, role and tenant (the `tenant_id` of every route below it; null for
+    a platform admin)."""
+    return {"subject": principal.subject, "role": principal.role, "tenant_id": principal.tenant_id}
+
+
+RULES[("GET", "/me")] = ALL_ROLES
+
+
 @router.get("/tenants", tags=["tenants"], response_model=Page, summary="List tenants")
 def list_tenants(
     principal: PlatformAdmin,
