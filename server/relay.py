@@ -169,7 +169,7 @@ class RelayProcess:
             os.write(self._writer.fileno(), b"!")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Close the pipe and wait for the child's last pass; kill it if it does not end."""
+        """Close the pipe and let the child finish the pass it is in; kill it if it hangs."""
         self._writer.close()
         if self._process.pid is None:
             return

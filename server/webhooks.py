@@ -9,6 +9,7 @@ forward, never back.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from typing import Annotated
 from urllib.parse import parse_qsl
@@ -41,9 +42,9 @@ TWILIO_STATUSES = frozenset(
 _UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
 _RESPONSES = {
     400: {"description": "Not a form Twilio would send"},
-    413: {"description": "The form is larger than Twilio ever sends"},
     403: {"description": "Missing or wrong X-Twilio-Signature"},
     404: {"description": "No tenant owns the sender"},
+    413: {"description": "The form is larger than Twilio ever sends"},
     503: {"description": "The database is unavailable; Twilio may retry"},
 }
 
@@ -135,6 +136,23 @@ class WebhookRequest:
             body=await read_body(request.receive),
         )
 
+    @classmethod
+    async def of_scope(cls, scope: Scope, receive: Receive) -> WebhookRequest:
+        """Read a raw ASGI request (`InboundFastPath`)."""
+        headers = dict(scope["headers"])
+
+        def header(name: bytes) -> str | None:
+            value = headers.get(name)
+            return value.decode("latin-1") if value is not None else None
+
+        return cls(
+            path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            content_type=header(b"content-type"),
+            signature=header(b"x-twilio-signature"),
+            body=await read_body(receive),
+        )
+
 
 async def _signed_form(
     services: Services, request: WebhookRequest, sender_field: str
@@ -197,13 +215,13 @@ async def _store(
         raise _unavailable(exc) from exc
 
 
-async def accept_inbound(services: Services, request: WebhookRequest) -> Response:
-    """Validate, store and acknowledge one inbound message; errors become their error body."""
+async def accept_inbound(services: Services, read: Awaitable[WebhookRequest]) -> Response:
+    """Read, validate, store and acknowledge one inbound message; errors become their body."""
     cid = new_correlation_id()
     bind_correlation_id(cid)
     try:
         with _Observed("inbound", ok="accepted") as seen:
-            tenant, form = await _signed_form(services, request, "To")
+            tenant, form = await _signed_form(services, await read, "To")
             try:
                 inbound = parse_inbound(form)
             except InvalidInboundError as exc:
@@ -238,25 +256,9 @@ class InboundFastPath:
         if scope["type"] != "http" or scope["path"] != INBOUND_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        try:
-            request = WebhookRequest(
-                path=scope["path"],
-                query=scope.get("query_string", b"").decode("latin-1"),
-                content_type=_header(headers, b"content-type"),
-                signature=_header(headers, b"x-twilio-signature"),
-                body=await read_body(receive),
-            )
-        except ApiError as exc:
-            response = error_response(exc)
-        else:
-            response = await accept_inbound(scope["app"].state.services, request)
+        services = scope["app"].state.services
+        response = await accept_inbound(services, WebhookRequest.of_scope(scope, receive))
         await response(scope, receive, send)
-
-
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
-    return value.decode("latin-1") if value is not None else None
 
 
 @router.post(
@@ -267,11 +269,7 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
 )
 async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
     """Accept one WhatsApp message from Twilio (a `MessageSid` seen before is dropped)."""
-    try:
-        webhook_request = await WebhookRequest.of(request)
-    except ApiError as exc:
-        return error_response(exc)
-    return await accept_inbound(services, webhook_request)
+    return await accept_inbound(services, WebhookRequest.of(request))
 
 
 def _apply_status(
