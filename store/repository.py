@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar, Unpack
 from uuid import UUID
 
 import psycopg
@@ -145,43 +145,46 @@ _STORE_INBOUND = f"""select {_MSG} from store_inbound_message(%s, %s, %s, %s, %s
                                                                %s, %s, %s)"""
 
 
-def _store_inbound_params(
-    *,
-    tenant_id: UUID,
-    wa_id: str,
-    profile_name: str | None,
-    provider_sid: str,
-    kind: str,
-    body: str,
-    from_address: str,
-    to_address: str,
-    media: list[dict[str, Any]],
-    payload: dict[str, Any],
-    correlation_id: str,
-    enroll: bool = True,
-) -> tuple[Any, ...]:
-    return (tenant_id, provider_sid, wa_id, from_address, profile_name, enroll, kind, body,
-            to_address, Jsonb(media), Jsonb(payload), correlation_id)  # fmt: skip
+class InboundFields(TypedDict):
+    """What `store_inbound` stores of an inbound message (the webhook's parsed form)."""
+
+    tenant_id: UUID
+    wa_id: str
+    profile_name: str | None
+    provider_sid: str
+    kind: str
+    body: str
+    from_address: str
+    to_address: str
+    media: list[dict[str, Any]]
+    payload: dict[str, Any]
+    correlation_id: str
+    enroll: NotRequired[bool]
+    """A user seen for the first time is enabled when true (the tenant's auto-enrolment)."""
 
 
-def store_inbound(conn: psycopg.Connection, **message: Any) -> Message | None:
+def _store_inbound_params(m: InboundFields) -> tuple[Any, ...]:
+    return (m["tenant_id"], m["provider_sid"], m["wa_id"], m["from_address"], m["profile_name"],
+            m.get("enroll", True), m["kind"], m["body"], m["to_address"], Jsonb(m["media"]),
+            Jsonb(m["payload"]), m["correlation_id"])  # fmt: skip
+
+
+def store_inbound(conn: psycopg.Connection, **message: Unpack[InboundFields]) -> Message | None:
     """Store an inbound message with its user and open conversation, in one statement.
-
-    `message` takes the keywords of `_store_inbound_params`: tenant_id, wa_id, profile_name,
-    provider_sid, kind, body, from_address, to_address, media, payload, correlation_id and
-    enroll (a user seen for the first time is enabled when true: the tenant's auto-enrolment).
 
     The statement (`store_inbound_message`) scopes itself to `tenant_id` first, so it needs no
     transaction around it. Returns None, and changes nothing, when this `MessageSid` is already
     stored. The relay enqueues its job (`enqueued_at` stays null until then).
     """
-    return _one(conn, Message, _STORE_INBOUND, _store_inbound_params(**message))
+    return _one(conn, Message, _STORE_INBOUND, _store_inbound_params(message))
 
 
-async def store_inbound_async(conn: psycopg.AsyncConnection, **message: Any) -> Message | None:
+async def store_inbound_async(
+    conn: psycopg.AsyncConnection, **message: Unpack[InboundFields]
+) -> Message | None:
     """`store_inbound` on an async connection (the webhook's, on the event loop)."""
     async with conn.cursor(row_factory=class_row(Message)) as cur:
-        await cur.execute(_STORE_INBOUND, _store_inbound_params(**message))
+        await cur.execute(_STORE_INBOUND, _store_inbound_params(message))
         return await cur.fetchone()
 
 
