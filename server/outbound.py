@@ -49,9 +49,9 @@ def send_whatsapp_message(
 ) -> str:
     """Send outbound message `message_id`, unless it was sent, suppressed or failed already.
 
-    The message is marked `sending` (committed) before Twilio is called, and an advisory lock
+    The message is marked `dispatching` (committed) before Twilio is called, and an advisory lock
     keyed by the message is held until the job ends. A job that finds the lock taken leaves (the
-    other job is sending); one that finds `sending` without the lock knows a worker died
+    other job is sending); one that finds `dispatching` without the lock knows a worker died
     mid-send, and asks Twilio whether that send got through before sending again.
     """
     settings = get_settings()
@@ -68,7 +68,7 @@ def send_whatsapp_message(
             if message is None or message.direction != "outbound":
                 log.warning("no such outbound message; nothing to do")
                 return "missing"
-            if message.status not in ("pending", "sending"):
+            if message.status not in ("pending", "dispatching"):
                 log.info("already handled", status=message.status)
                 return message.status
             first = repo.first_pending_outbound(conn, message.conversation_id)
@@ -116,7 +116,7 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
         metrics.observe_send("failed", 63016)
         log.warning("not sent: the 24-hour window is closed and there is no template")
         return "failed"
-    if message.status == "sending":
+    if message.status == "dispatching":
         try:
             earlier = _already_sent(settings, tenant, message)
         except (TwilioException, requests.RequestException) as exc:

@@ -342,8 +342,7 @@ def mark_sent(
     conn.execute(
         """update messages set provider_sid = %s, template_sid = %s, error = null,
                error_code = null, processed_at = now(),
-               status = case when status in ('pending', 'sending')
-                                  or message_status_rank(status) < message_status_rank(%s)
+               status = case when message_status_rank(status) < message_status_rank(%s)
                              then %s else status end,
                status_updated_at = now()
            where id = %s""",
@@ -369,11 +368,14 @@ def mark_failed(
 
 
 def begin_send(conn: psycopg.Connection, message_id: int) -> None:
-    """Mark a send as under way, durably, before Twilio is called (a crash leaves 'sending')."""
+    """Mark a send as under way, durably, before Twilio is called (a crash leaves it so).
+
+    'dispatching' is ours alone (Twilio reports a 'sending' of its own) and ranks below every
+    Twilio status, so whatever Twilio answers moves the message past it."""
     conn.execute(
-        """update messages set status = 'sending', attempts = attempts + 1,
+        """update messages set status = 'dispatching', attempts = attempts + 1,
                status_updated_at = now()
-           where id = %s and status in ('pending', 'sending')""",
+           where id = %s and status in ('pending', 'dispatching')""",
         (message_id,),
     )
 
@@ -424,7 +426,7 @@ def first_pending_outbound(conn: psycopg.Connection, conversation_id: UUID) -> M
         Message,
         f"""select {_MSG} from messages
             where conversation_id = %s and direction = 'outbound'
-              and status in ('pending', 'sending')
+              and status in ('pending', 'dispatching')
             order by id limit 1""",
         (conversation_id,),
     )

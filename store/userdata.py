@@ -207,7 +207,7 @@ def erase(
             for m, d in _tuples(
                 conn,
                 "select id, direction from messages where conversation_id = any(%s) and ("
-                "(direction = 'outbound' and status in ('pending', 'sending')) or "
+                "(direction = 'outbound' and status in ('pending', 'dispatching')) or "
                 "(direction = 'inbound' and transcription_status = 'pending'))",
                 (conversations,),
             )

@@ -276,6 +276,34 @@ def test_status_callbacks_move_forward_only(
     assert applied == [("sent", True), ("read", True), ("delivered", False), ("sent", False)]
 
 
+def test_twilios_sending_status_does_not_make_a_sent_reply_look_unsent(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Oi!")
+    _say(client, settings, tenant, "Oi")
+    run_jobs(settings)
+    sid = sandbox.messages[0]["sid"]
+    form = {"MessageSid": sid, "MessageStatus": "sending", "AccountSid": tenant.twilio_account_sid,
+            "From": tenant.whatsapp_sender, "To": USER}  # fmt: skip
+    signature = sign(tenant.twilio_auth_token, settings.public_url("/webhooks/status"), form)
+    posted = client.post("/webhooks/status", data=form, headers={"X-Twilio-Signature": signature})
+    assert posted.status_code == 204
+
+    llm.say("Tudo bem!")
+    _say(client, settings, tenant, "Tudo bem?")
+    run_jobs(settings)
+
+    # The next reply is not held behind it, and the first is not sent again.
+    assert [m["body"] for m in sandbox.messages] == ["Oi!", "Tudo bem!"]
+    assert rows(settings, "select status from messages where provider_sid = %s", sid) == [
+        ("sending",)
+    ]
+
+
 def test_status_callback_failure_keeps_the_error_code(
     client: TestClient,
     settings: Settings,
@@ -601,7 +629,7 @@ def _as_if_killed_mid_send(settings: Settings, outbound_id: int) -> None:
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
         conn.execute(
-            "update messages set status = 'sending', provider_sid = null, processed_at = null "
+            "update messages set status = 'dispatching', provider_sid = null, processed_at = null "
             "where id = %s",
             (outbound_id,),
         )

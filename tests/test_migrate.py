@@ -68,3 +68,22 @@ def test_unique_message_sid_per_tenant_is_enforced_by_the_database(pg_url: str) 
             "and pg_get_constraintdef(oid) like '%%provider_sid%%'"
         ).fetchone()  # type: ignore[misc]
     assert definition == "UNIQUE (tenant_id, provider_sid)"
+
+
+def test_the_dispatch_migration_also_brings_a_database_from_an_earlier_draft_to_head(
+    empty_db: str,
+) -> None:
+    """0010 carries what an unlanded draft of 0003 already had (`store_inbound_message`, the
+    relay's scans): a database that ran that draft must take 0010 too."""
+    migrate(empty_db)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute("delete from schema_migrations where version = '0010_dispatch_and_ack'")
+    assert pending(empty_db) == ["0010_dispatch_and_ack"]
+
+    assert migrate(empty_db) == ["0010_dispatch_and_ack"]
+
+    with psycopg.connect(empty_db) as conn:
+        predicate = conn.execute(
+            "select pg_get_indexdef('messages_outbox_idx'::regclass)"
+        ).fetchone()
+    assert predicate is not None and "dispatching" in predicate[0]

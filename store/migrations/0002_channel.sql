@@ -48,7 +48,7 @@ create index message_status_events_message_idx on message_status_events (message
 create index messages_unanswered_idx on messages (conversation_id, id)
     where direction = 'inbound' and processed_at is null;
 create index messages_outbox_idx on messages (conversation_id, id)
-    where direction = 'outbound' and status in ('pending', 'sending');
+    where direction = 'outbound' and status = 'pending';
 -- The relay's "due a job" scan: unfinished messages by when their job was queued.
 create index messages_unfinished_idx on messages (enqueued_at, id)
-    where processed_at is null and status in ('received', 'pending', 'sending');
+    where processed_at is null and status in ('received', 'pending');
