@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,22 @@ def inbound_form(tenant: Tenant, body: str, *, user: str = USER, **extra: str) -
     )
     form.update(extra)
     return form
+
+
+def say(client: TestClient, settings: Settings, tenant: Tenant, text: str, **extra: str) -> None:
+    """Post `text` as the user (form fields `extra` added), check the ack, and run the jobs."""
+    response = post_inbound(client, settings, tenant, inbound_form(tenant, text, **extra))
+    assert response.status_code == 200, response.text
+    run_jobs(settings)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    """Poll `check` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
 
 
 def post_inbound(

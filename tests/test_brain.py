@@ -26,7 +26,7 @@ from server.retention import prune_checkpoints, schedule_retention
 from server.settings import QUEUE_PROCESS, Settings
 from store import repository as repo
 from store.records import Tenant
-from tests.conftest import inbound_form, post_inbound, queued_jobs, relay, rows, run_jobs
+from tests.conftest import inbound_form, post_inbound, queued_jobs, relay, rows, run_jobs, say
 from tests.fakes import FakeLangSmith, ScriptedModel
 
 BIN = Path(sys.executable).parent
@@ -44,11 +44,6 @@ def give_plan(settings: Settings, tenant: Tenant, features: list[str]) -> None:
         ).fetchone()
         assert plan is not None
         conn.execute("update tenants set default_plan_id = %s where id = %s", (plan[0], tenant.id))
-
-
-def say(client: TestClient, settings: Settings, tenant: Tenant, text: str) -> None:
-    assert post_inbound(client, settings, tenant, inbound_form(tenant, text)).status_code == 200
-    run_jobs(settings)
 
 
 def _route(route: str) -> dict[str, str]:
@@ -110,7 +105,8 @@ def test_a_crashed_run_resumes_from_its_checkpoint_without_writing_twice(
     llm: ScriptedModel,
 ) -> None:
     give_plan(settings, tenant, ["finance"])
-    assert post_inbound(client, settings, tenant, inbound_form(tenant, "gastei 30 no uber"))
+    posted = post_inbound(client, settings, tenant, inbound_form(tenant, "gastei 30 no uber"))
+    assert posted.status_code == 200
     relay(settings)
     llm.structured(_route("finance"))
     llm.call_tool(

@@ -23,6 +23,7 @@ from channels.twilio_sandbox import TwilioSandbox
 from server.auth import Role, mint_token
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
 from store.records import Tenant
+from tests import conftest
 from tests.conftest import inbound_form, post_inbound, relay, rows, run_jobs
 from tests.fakes import ScriptedModel
 from tests.test_brain import ALL, give_plan
@@ -42,9 +43,7 @@ def auth(settings: Settings, role: Role, tenant: Tenant | None = None) -> dict[s
 
 
 def say(client: TestClient, settings: Settings, tenant: Tenant, text: str, user: str = ANA) -> None:
-    form = inbound_form(tenant, text, user=user, ProfileName=NAMES[user])
-    assert post_inbound(client, settings, tenant, form).status_code == 200
-    run_jobs(settings)
+    conftest.say(client, settings, tenant, text, user=user, ProfileName=NAMES[user])
 
 
 def route(name: str) -> dict[str, str]:

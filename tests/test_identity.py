@@ -14,7 +14,7 @@ from server.auth import Role, mint_token
 from server.settings import Settings
 from store.identity import resolve_features
 from store.records import Tenant
-from tests.conftest import inbound_form, post_inbound, rows, run_jobs
+from tests.conftest import rows, say
 from tests.fakes import ScriptedModel
 
 
@@ -67,11 +67,6 @@ def _plan(client: TestClient, settings: Settings, tenant: Tenant, **body: Any) -
     return str(plan.json()["id"])
 
 
-def _say(client: TestClient, settings: Settings, tenant: Tenant, body: str) -> None:
-    assert post_inbound(client, settings, tenant, inbound_form(tenant, body)).status_code == 200
-    run_jobs(settings)
-
-
 def test_the_assistant_offers_only_what_the_plan_and_flags_allow(
     client: TestClient,
     settings: Settings,
@@ -82,7 +77,7 @@ def test_the_assistant_offers_only_what_the_plan_and_flags_allow(
     _plan(client, settings, tenant, features=["finance", "relationships"])
     general = {"route": "general", "reason": "a greeting"}
     llm.structured(general).say("a").structured(general).say("b")
-    _say(client, settings, tenant, "Oi")
+    say(client, settings, tenant, "Oi")
     first = llm.requests[1]["messages"][0]["content"]
     assert "controlar seus gastos" in first and "lembrar pessoas" in first
     assert "mandar lembretes" not in first
@@ -93,7 +88,7 @@ def test_the_assistant_offers_only_what_the_plan_and_flags_allow(
         json={"feature": "finance", "enabled": False},
     )
     assert off.status_code == 201
-    _say(client, settings, tenant, "Oi de novo")
+    say(client, settings, tenant, "Oi de novo")
     second = llm.requests[3]["messages"][0]["content"]
     assert "controlar seus gastos" not in second and "lembrar pessoas" in second
 
@@ -108,7 +103,7 @@ def test_over_quota_gets_one_notice_a_day_and_no_model(
     _plan(client, settings, tenant, messages_per_day=2)
     llm.say("um").say("dois")
     for text in ("1", "2", "3", "4"):
-        _say(client, settings, tenant, text)
+        say(client, settings, tenant, text)
 
     assert [m["body"] for m in sandbox.messages] == ["um", "dois", NOTICES["over_quota"]["pt"]]
     assert len(llm.requests) == 2
@@ -132,8 +127,8 @@ def test_without_auto_enrol_a_stranger_is_told_once_then_enabled_by_the_admin(
         == 200
     )
     with TestClient(client.app) as fresh:
-        _say(fresh, settings, tenant, "Oi")
-        _say(fresh, settings, tenant, "Alô?")
+        say(fresh, settings, tenant, "Oi")
+        say(fresh, settings, tenant, "Alô?")
         assert [m["body"] for m in sandbox.messages] == [NOTICES["not_enabled"]["pt"]]
         assert llm.requests == []
         ((user_id, enabled),) = rows(settings, "select id, enabled from users")
@@ -146,7 +141,7 @@ def test_without_auto_enrol_a_stranger_is_told_once_then_enabled_by_the_admin(
             == 200
         )
         llm.say("Bem-vindo!")
-        _say(fresh, settings, tenant, "E agora?")
+        say(fresh, settings, tenant, "E agora?")
     assert [m["body"] for m in sandbox.messages][-1] == "Bem-vindo!"
 
 
@@ -166,7 +161,7 @@ def test_a_tenant_prompt_override_reaches_the_model(
         == 200
     )
     llm.say("Arr!")
-    _say(client, settings, tenant, "Oi")
+    say(client, settings, tenant, "Oi")
 
     assert (
         llm.requests[0]["messages"][0]["content"]

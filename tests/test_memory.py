@@ -333,7 +333,10 @@ def test_extraction_is_gated_before_any_model_call(
     _enable_memory(settings, tenant)
     assert extract_memories(*args) == "no cue"
     assert extract_memories(str(tenant.id), str(uuid.uuid4()), [message.id], "c1") == "missing"
-    assert extract_memories(str(tenant.id), str(message.conversation_id), [], "c1") != "saved"
+    assert (
+        extract_memories(str(tenant.id), str(message.conversation_id), [], "c1")
+        == "nothing to read"
+    )
     assert llm.requests == [] and _memories(settings) == []
 
 

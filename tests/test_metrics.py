@@ -71,6 +71,13 @@ def test_webhooks_queues_and_handoffs_are_measured_without_numbers_or_text(
     assert delta("conversa_webhook_requests_total", **inbound, outcome="invalid_signature") == 1
     assert delta("conversa_webhook_duration_seconds_count", **inbound, outcome="accepted") == 1
     queue = "process_ai_response"
+    for name, labels in [
+        ("conversa_queue_jobs", {"queue": "send_whatsapp_message", "state": "queued"}),
+        ("conversa_queue_oldest_job_age_seconds", {"queue": queue}),
+        ("conversa_handoff_conversations", {"state": "WAITING_USER"}),
+        ("conversa_handoff_oldest_wait_seconds", {"state": "HANDOFF"}),
+    ]:  # exported, not just missing (value() reads a missing series as 0)
+        assert (name, tuple(sorted(labels.items()))) in after, name
     assert value(after, "conversa_queue_jobs", queue=queue, state="queued") == 1
     assert value(after, "conversa_queue_jobs", queue="send_whatsapp_message", state="queued") == 0
     assert value(after, "conversa_queue_oldest_job_age_seconds", queue=queue) >= 0

@@ -22,9 +22,9 @@ from channels.twilio_sandbox import TwilioSandbox
 from server.settings import Settings
 from store.embedded import free_port
 from store.records import Tenant
-from tests.conftest import inbound_form, rows
+from tests.conftest import inbound_form, rows, wait_until
 from tests.fakes import EchoModel
-from tests.test_traffic import Stack, _answered, echo, live_sandbox, stack, wait_until
+from tests.test_traffic import Stack, _answered, echo, live_sandbox, stack
 
 __all__ = ["echo", "live_sandbox", "stack"]  # fixtures shared with tests/test_traffic.py
 

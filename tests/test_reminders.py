@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from server.reminders import deliver_reminder, reminder_job_data, sweep_reminder
 from server.services import Services
 from server.settings import QUEUE_SEND, QUEUES, Settings
 from store.records import Tenant, User
-from tests.conftest import queued_jobs, rows
+from tests.conftest import queued_jobs, rows, wait_until
 from tests.toolcontext import (
     context_for,
     failed,
@@ -40,7 +39,6 @@ from tools._runtime import ToolResources, bind_resources
 from tools.dates import local_now
 from tools.reminders import cancel_reminder, list_reminders, schedule_reminder
 
-BIN = Path(sys.executable).parent
 SP = "America/Sao_Paulo"
 
 
@@ -190,14 +188,6 @@ def test_cancel_only_the_users_own_scheduled_reminders(
 # -- delivery --------------------------------------------------------------------------------
 
 
-def _wait_for(check: object, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_a_reminder_is_sent_at_its_time_by_a_worker_with_the_scheduler(
     settings: Settings,
     tenant: Tenant,
@@ -229,10 +219,10 @@ def test_a_reminder_is_sent_at_its_time_by_a_worker_with_the_scheduler(
     )
     assert (status, purpose, key) == ("delivered", "reminder", f"reminder:{reminder}")
     assert created_at >= due, "never before its time"
-    _wait_for(
+    wait_until(
         lambda: rows(settings, "select provider_sid = %s from messages where id = %s",
                      sent["sid"], message_id) == [(True,)],
-        "the send to be recorded",
+        what="the send to be recorded",
     )  # fmt: skip
 
 
@@ -318,7 +308,7 @@ def test_the_relay_loop_sweeps_reminders(settings: Settings, ana: Context, redis
     relay = Relay(services)
     relay.start()
     try:
-        _wait_for(lambda: queued_jobs(settings, QUEUE_SEND) == 1, "the relay's sweep")
+        wait_until(lambda: queued_jobs(settings, QUEUE_SEND) == 1, what="the relay's sweep")
     finally:
         relay.stop()
         services.close()

@@ -4,7 +4,6 @@ auto-return, and the transitions each leaves behind."""
 from __future__ import annotations
 
 import subprocess
-import time
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from server.jobcommon import connect
 from server.settings import QUEUES, Settings
 from store import repository as repo
 from store.records import Tenant
-from tests.conftest import inbound_form, post_inbound, rows, run_jobs
+from tests.conftest import inbound_form, post_inbound, rows, run_jobs, say, wait_until
 from tests.fakes import ScriptedModel
 from tests.test_brain import ALL, give_plan
 
@@ -30,12 +29,6 @@ TEMPLATE = "HX" + "a" * 32
 def staff(settings: Settings, tenant: Tenant, who: str = "ana@acme") -> dict[str, str]:
     bearer = mint_token(settings, subject=who, role=Role.support_agent, tenant_id=tenant.id)
     return {"Authorization": f"Bearer {bearer}"}
-
-
-def say(client: TestClient, settings: Settings, tenant: Tenant, text: str, **extra: str) -> None:
-    form = inbound_form(tenant, text, **extra)
-    assert post_inbound(client, settings, tenant, form).status_code == 200
-    run_jobs(settings)
 
 
 def conversation_id(settings: Settings, state: str | None = None) -> str:
@@ -283,8 +276,13 @@ def test_auto_return_fires_through_the_scheduler_and_tells_the_user_once(
 
     relay(settings)
 
-    _wait(lambda: rows(settings, "select state from conversations") == [("HANDOFF",)], "handoff")
-    _wait(lambda: rows(settings, "select state from conversations") == [("ACTIVE",)], "auto-return")
+    wait_until(
+        lambda: rows(settings, "select state from conversations") == [("HANDOFF",)], what="handoff"
+    )
+    wait_until(
+        lambda: rows(settings, "select state from conversations") == [("ACTIVE",)],
+        what="auto-return",
+    )
     bodies = [m["body"] for m in sandbox.wait_for_messages(2, timeout=30)]
     assert bodies == [HANDOFF_REPLY["pt"], HANDOFF_RETURN_REPLY["pt"]]
     assert rows(settings, "select actor_kind, actor from conversation_transitions order by id")[
@@ -294,11 +292,3 @@ def test_auto_return_fires_through_the_scheduler_and_tells_the_user_once(
     queues = [Queue(name, connection=redis) for name in QUEUES]
     SimpleWorker(queues, connection=redis).work(burst=True, with_scheduler=True)
     assert len(sandbox.messages) == 2
-
-
-def _wait(check: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)

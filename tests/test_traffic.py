@@ -22,19 +22,10 @@ from graphs.llm_server import ChatCompletionsServer
 from server.settings import Settings
 from store.embedded import EmbeddedRedis, free_port, start_redis
 from store.records import Tenant
-from tests.conftest import inbound_form, rows
+from tests.conftest import inbound_form, rows, wait_until
 from tests.fakes import EchoModel
 
 BIN = Path(sys.executable).parent
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-    """Poll `check` until it holds; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class Stack:
