@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
+from datetime import UTC, datetime, timedelta
 
+from graphs.language import fold
 from graphs.state import Language
 
 OPT_OUT_WORDS = frozenset({"stop", "parar", "sair", "cancelar"})
@@ -27,6 +29,15 @@ def is_opt_in(body: str) -> bool:
     return _keyword(body) in OPT_IN_WORDS
 
 
+WINDOW = timedelta(hours=24)
+"""WhatsApp's customer-service window: free-form messages only this long after the user's last."""
+
+
+def window_open(last_inbound_at: datetime | None) -> bool:
+    """Whether a free-form message may be sent now (else only an approved template)."""
+    return last_inbound_at is not None and datetime.now(UTC) - last_inbound_at < WINDOW
+
+
 DATA_REQUEST_PHRASES = (
     "apagar meus dados", "apague meus dados", "excluir meus dados", "exclua meus dados",
     "deletar meus dados", "delete meus dados", "remover meus dados", "apagar os meus dados",
@@ -38,9 +49,7 @@ _MAX_REQUEST_WORDS = 12
 
 
 def _folded(body: str) -> str:
-    text = unicodedata.normalize("NFKD", body.lower())
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", fold(body)).split())
 
 
 def is_data_request(body: str) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import psycopg
 from redis import Redis
 
+from server.services import redis_client
 from store.migrate import pending
 from store.scoping import use_role
 
@@ -60,7 +61,7 @@ def check_backends(database_url: str, redis_url: str, app_role: str | None) -> d
             use_role(conn, app_role)
             conn.execute("select 1")
 
-    redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    redis = redis_client(redis_url)
     try:
         return readiness(database_url, postgres, redis)
     finally:

@@ -1,4 +1,4 @@
-"""What both jobs need: their own database connection, advisory locks, clients, retry state."""
+"""What the jobs need: their own database connection, clients, retry state (locks: store.locks)."""
 
 from __future__ import annotations
 
@@ -32,19 +32,6 @@ def connect(settings: Settings, tenant_id: str) -> Iterator[psycopg.Connection[d
         settings.database_url, settings.database_app_role, tenant_id=tenant_id
     ) as conn:
         yield conn
-
-
-def try_lock(conn: psycopg.Connection[Any], key: str) -> bool:
-    """Take the session advisory lock `key` if free; a dead worker's locks go with its session."""
-    row = conn.execute(
-        "select pg_try_advisory_lock(hashtextextended(%s, 0)) as ok", (key,)
-    ).fetchone()
-    return bool(row and row["ok"])
-
-
-def unlock(conn: psycopg.Connection[Any], key: str) -> None:
-    """Release the session advisory lock `key`."""
-    conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
 
 def redis_for(settings: Settings) -> Redis:

@@ -38,10 +38,11 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from server.metrics_env import MULTIPROC_ENV
+
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 disable_created_metrics()  # no `_created` series: they double the output and nobody graphs them
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -20,20 +20,20 @@ import structlog
 from rq import Queue
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from channels.policy import UNSUBSCRIBED, SendOutcome, classify_twilio_error
+from channels.policy import UNSUBSCRIBED, SendOutcome, classify_twilio_error, window_open
 from channels.ratelimit import SenderRateLimiter
 from server import metrics
-from server.jobcommon import connect, redis_for, try_lock, twilio_for, unlock
+from server.jobcommon import connect, redis_for, twilio_for
 from server.logs import bind_correlation_id
 from server.queueing import enqueue_send, send_job_data
 from server.settings import QUEUE_SEND, Settings, get_settings
 from store import repository as repo
-from store.records import Conversation, Message, Tenant, User
+from store.locks import send_lock, try_lock, unlock
+from store.records import Message, Tenant, User
 
 log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
-WINDOW = timedelta(hours=24)
 _COMPLIANCE = frozenset({"opt_out", "opt_in"})
 """Purposes that go out even to a user who opted out (the confirmation of that choice)."""
 
@@ -58,7 +58,7 @@ def send_whatsapp_message(
     bind_correlation_id(
         correlation_id, message_id=message_id, job="send_whatsapp_message", attempt=attempt
     )
-    lock = f"send:{message_id}"
+    lock = send_lock(message_id)
     with connect(settings, tenant_id) as conn:
         if not try_lock(conn, lock):
             log.info("another job is sending this message")
@@ -110,7 +110,7 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
         metrics.observe_send("suppressed")
         log.info("suppressed: the user opted out")
         return "suppressed"
-    template = _window_closed(conversation)
+    template = not window_open(conversation.last_inbound_at)
     if template and not tenant.closed_window_template_sid:
         repo.mark_failed(conn, message.id, _NO_TEMPLATE, error_code=63016)
         metrics.observe_send("failed", 63016)
@@ -135,11 +135,6 @@ _NO_TEMPLATE = (
     "Not sent: the user's last message is more than 24 hours old (WhatsApp's window is closed) "
     "and the tenant has no approved template (closed_window_template_sid) to send instead."
 )
-
-
-def _window_closed(conversation: Conversation) -> bool:
-    last = conversation.last_inbound_at
-    return last is None or datetime.now(UTC) - last > WINDOW
 
 
 def _create(

@@ -17,8 +17,6 @@ on the thread, and records the transition.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -31,12 +29,13 @@ from channels.splitting import split_body
 from graphs.language import detect_language
 from graphs.prompts import HANDOFF_RETURN_REPLY
 from server import runs
-from server.jobcommon import connect, redis_for, unlock
+from server.jobcommon import connect, redis_for
 from server.logs import bind_correlation_id
 from server.outbound import queue_next_send
 from server.settings import QUEUE_PROCESS, Settings, get_settings
 from store import conversations, identity
 from store import repository as repo
+from store.locks import conversation_lock, held
 from store.records import Conversation, Tenant
 
 log = structlog.get_logger(__name__)
@@ -44,17 +43,6 @@ log = structlog.get_logger(__name__)
 Conn = psycopg.Connection[Any]
 
 AUTO_RETURN_JOB = "server.support.auto_return"
-
-
-@contextmanager
-def _locked(conn: Conn, conversation_id: UUID) -> Iterator[None]:
-    """Hold the conversation's lock (the one turns take), waiting for a turn in progress."""
-    lock = f"conversation:{conversation_id}"
-    conn.execute("select pg_advisory_lock(hashtextextended(%s, 0))", (lock,))
-    try:
-        yield
-    finally:
-        unlock(conn, lock)
 
 
 def handed_off(
@@ -105,7 +93,7 @@ def hand_back(
     """Resume the paused thread with what staff and the user said; the assistant takes over."""
     settings = get_settings()
     bind_correlation_id(correlation_id, job="hand_back", conversation_id=conversation_id)
-    with connect(settings, tenant_id) as conn, _locked(conn, UUID(conversation_id)):
+    with connect(settings, tenant_id) as conn, held(conn, conversation_lock(conversation_id)):
         conversation = repo.conversation_by_id(conn, UUID(conversation_id))
         if conversation is None or conversation.state not in conversations.WITH_STAFF:
             log.info("nothing to hand back", state=conversation and conversation.state)
@@ -175,7 +163,7 @@ def take_over(
     """Pause an ACTIVE conversation's thread on the handoff node, for `staff`."""
     settings = get_settings()
     bind_correlation_id(correlation_id, job="take_over", conversation_id=conversation_id)
-    with connect(settings, tenant_id) as conn, _locked(conn, UUID(conversation_id)):
+    with connect(settings, tenant_id) as conn, held(conn, conversation_lock(conversation_id)):
         conversation = repo.conversation_by_id(conn, UUID(conversation_id))
         if conversation is None or conversation.state != "ACTIVE":
             return "not active"
@@ -210,7 +198,7 @@ def auto_return(tenant_id: str, conversation_id: str) -> str:
     settings = get_settings()
     cid = f"auto-return-{conversation_id}"
     bind_correlation_id(cid, job="auto_return", conversation_id=conversation_id)
-    with connect(settings, tenant_id) as conn, _locked(conn, UUID(conversation_id)):
+    with connect(settings, tenant_id) as conn, held(conn, conversation_lock(conversation_id)):
         conversation = repo.conversation_by_id(conn, UUID(conversation_id))
         tenant = repo.tenant_by_id(conn, UUID(tenant_id))
         handoff = conversations.handoff_of(conn, UUID(conversation_id))

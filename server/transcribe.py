@@ -28,12 +28,13 @@ from channels.transcription import (
     packaged_model_dir,
 )
 from server import metrics
-from server.jobcommon import connect, final_attempt, redis_for, try_lock, unlock
+from server.jobcommon import connect, final_attempt, redis_for
 from server.logs import bind_correlation_id
 from server.queueing import turn_job_data
 from server.settings import QUEUE_PROCESS, Settings, VoiceSettings, get_settings
 from store import identity
 from store import repository as repo
+from store.locks import transcribe_lock, try_lock, unlock
 from store.records import Message, Tenant, User
 
 log = structlog.get_logger(__name__)
@@ -54,7 +55,7 @@ def transcribe_audio(tenant_id: str, message_id: int, correlation_id: str) -> st
         if not message.awaits_transcript:
             _queue_turn(conn, settings, message)
             return "already settled"
-        lock = f"transcribe:{message.id}"
+        lock = transcribe_lock(message.id)
         if not try_lock(conn, lock):
             log.info("another job is transcribing this message")
             return "busy"

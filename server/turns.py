@@ -25,7 +25,7 @@ from graphs.language import detect_language
 from graphs.settings import EmbeddingSettings
 from graphs.state import Language
 from server import runs, support
-from server.jobcommon import connect, final_attempt, redis_for, try_lock, twilio_for, unlock
+from server.jobcommon import connect, final_attempt, redis_for, twilio_for
 from server.logs import bind_correlation_id
 from server.memories import FEATURE as MEMORY_FEATURE
 from server.memories import has_first_person_cue
@@ -34,6 +34,7 @@ from server.settings import QUEUE_PROCESS, Settings, get_settings
 from store import conversations, identity
 from store import repository as repo
 from store.cache import cached_profile, forget_user
+from store.locks import conversation_lock, try_lock, unlock
 from store.records import Conversation, Message, Tenant, User
 
 log = structlog.get_logger(__name__)
@@ -55,7 +56,7 @@ def process_ai_response(tenant_id: str, message_id: int, correlation_id: str) ->
             return "already answered"
         conversation = repo.conversation_by_id(conn, message.conversation_id)
         assert conversation is not None
-        lock, outcome = f"conversation:{conversation.id}", "busy"
+        lock, outcome = conversation_lock(conversation.id), "busy"
         while True:
             if not try_lock(conn, lock):
                 log.info("another run holds the conversation; it will take this message")

@@ -126,19 +126,8 @@ class WebhookRequest:
     body: bytes
 
     @classmethod
-    async def of(cls, request: Request) -> WebhookRequest:
-        """Read a Starlette request (the routes)."""
-        return cls(
-            path=request.url.path,
-            query=request.url.query,
-            content_type=request.headers.get("content-type"),
-            signature=request.headers.get("x-twilio-signature"),
-            body=await read_body(request.receive),
-        )
-
-    @classmethod
-    async def of_scope(cls, scope: Scope, receive: Receive) -> WebhookRequest:
-        """Read a raw ASGI request (`InboundFastPath`)."""
+    async def of(cls, scope: Scope, receive: Receive) -> WebhookRequest:
+        """Read an ASGI request (`InboundFastPath`'s, or a route's `request.scope`)."""
         headers = dict(scope["headers"])
 
         def header(name: bytes) -> str | None:
@@ -257,7 +246,7 @@ class InboundFastPath:
             await self.app(scope, receive, send)
             return
         services = scope["app"].state.services
-        response = await accept_inbound(services, WebhookRequest.of_scope(scope, receive))
+        response = await accept_inbound(services, WebhookRequest.of(scope, receive))
         await response(scope, receive, send)
 
 
@@ -269,7 +258,7 @@ class InboundFastPath:
 )
 async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
     """Accept one WhatsApp message from Twilio (a `MessageSid` seen before is dropped)."""
-    return await accept_inbound(services, WebhookRequest.of(request))
+    return await accept_inbound(services, WebhookRequest.of(request.scope, request.receive))
 
 
 def _apply_status(
@@ -284,7 +273,9 @@ async def status_callback(request: Request, services: ServicesDep) -> Response:
     """Record a delivery status Twilio reports for one of our messages."""
     bind_correlation_id(new_correlation_id())
     with _Observed("status", ok="recorded"):
-        tenant, form = await _signed_form(services, await WebhookRequest.of(request), "From")
+        tenant, form = await _signed_form(
+            services, await WebhookRequest.of(request.scope, request.receive), "From"
+        )
         sid = (form.get("MessageSid") or "").strip()
         status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
         if not sid:

@@ -59,7 +59,8 @@ def pending(database_url: str) -> list[str]:
     """Return what `migrate` would still apply to this database."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         todo = [] if _checkpointer_at_head(conn) else ["langgraph-checkpointer"]
-        return todo + [m.version for m in available() if m.version not in applied(conn)]
+        have = applied(conn)
+        return todo + [m.version for m in available() if m.version not in have]
 
 
 def check_at_head(database_url: str, *, embedding_dims: int | None = None) -> None:

@@ -19,8 +19,11 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
+
+from store.locks import conversation_lock, lock_for_transaction, send_lock, transcribe_lock
 
 EXPORT_FORMAT = "conversa.user-export/1"
 LOCK_TIMEOUT = "10s"
@@ -40,6 +43,25 @@ def _rows(conn: psycopg.Connection[Any], query: str, params: Any) -> list[dict[s
 def store_prefix(tenant_id: UUID | str, user_id: UUID | str) -> str:
     """Return the LIKE pattern of the user's LangGraph store namespaces (memories and any other)."""
     return f"{tenant_id}.{user_id}.%"
+
+
+def langgraph_deletes(
+    thread_match: str, threads: Any, namespaces: str
+) -> list[tuple[str, sql.Composed, tuple[Any]]]:
+    """(table, statement, params) deleting LangGraph's rows, which hold no foreign keys: the
+    checkpoints of the threads `thread_id <thread_match>` matches with `threads` ("= any(%s)",
+    "like %s"), and the store's items under the `namespaces` LIKE pattern."""
+    checkpoints = [
+        (table, sql.SQL("delete from {} where thread_id " + thread_match).format(
+            sql.Identifier(table)), (threads,))
+        for table in ("checkpoint_writes", "checkpoint_blobs", "checkpoints")
+    ]  # fmt: skip
+    items = [
+        (table, sql.SQL("delete from {} where prefix like %s").format(sql.Identifier(table)),
+         (namespaces,))
+        for table in ("store_vectors", "store")
+    ]  # fmt: skip
+    return checkpoints + items
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -168,7 +190,7 @@ def _ids(conn: psycopg.Connection[Any], query: str, params: Any) -> list[Any]:
     return [r[0] for r in _tuples(conn, query, params)]
 
 
-def _delete(conn: psycopg.Connection[Any], query: str, params: Any) -> int:
+def _delete(conn: psycopg.Connection[Any], query: str | sql.Composed, params: Any) -> int:
     with conn.cursor() as cur:
         cur.execute(query, params)
         return max(cur.rowcount, 0)
@@ -202,8 +224,8 @@ def erase(
             "order by id for update", (user_id, tenant_id),
         )  # fmt: skip
         # The locks the jobs take (server.turns, server.support, server.outbound, transcribe).
-        keys = [f"conversation:{c}" for c in conversations] + [
-            f"{'send' if d == 'outbound' else 'transcribe'}:{m}"
+        keys = [conversation_lock(c) for c in conversations] + [
+            send_lock(m) if d == "outbound" else transcribe_lock(m)
             for m, d in _tuples(
                 conn,
                 "select id, direction from messages where conversation_id = any(%s) and ("
@@ -213,7 +235,7 @@ def erase(
             )
         ]
         for key in sorted(keys):
-            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+            lock_for_transaction(conn, key)
         return _erase_locked(conn, tenant_id, user_id, conversations, actor, role, reference)
     except psycopg.errors.LockNotAvailable as exc:
         raise UserBusy(
@@ -274,13 +296,7 @@ def _erase_locked(
          "delete from feature_overrides where user_id = %s and tenant_id = %s", by_user),
         ("usage_days", "delete from usage_days where user_id = %s and tenant_id = %s", by_user),
         ("conversations", "delete from conversations where id = any(%s)", by_conv),
-        ("checkpoint_writes", "delete from checkpoint_writes where thread_id = any(%s)",
-         (threads,)),
-        ("checkpoint_blobs", "delete from checkpoint_blobs where thread_id = any(%s)",
-         (threads,)),
-        ("checkpoints", "delete from checkpoints where thread_id = any(%s)", (threads,)),
-        ("store_vectors", "delete from store_vectors where prefix like %s", (prefix,)),
-        ("store", "delete from store where prefix like %s", (prefix,)),
+        *langgraph_deletes("= any(%s)", threads, prefix),
         ("users", "delete from users where id = %s and tenant_id = %s", by_user),
     ]  # fmt: skip
     for table, query, params in steps:

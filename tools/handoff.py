@@ -6,20 +6,17 @@ node, which pauses the run for support staff.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from langchain_core.tools import InjectedToolArg, tool
+from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from pydantic import Field
+
+from tools._args import ToolArgs
 
 
-class RequestHumanArgs(BaseModel):
+class RequestHumanArgs(ToolArgs):
     """Arguments of `request_human`."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
     reason: str = Field(min_length=3, max_length=500, description="Why a person should take over.")
-    runtime: Annotated[SkipValidation[ToolRuntime], InjectedToolArg] = Field(exclude=True)
 
 
 @tool(args_schema=RequestHumanArgs)

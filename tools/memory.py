@@ -11,41 +11,33 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
 
-from langchain_core.tools import InjectedToolArg, tool
+from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
 from langgraph.store.base import BaseStore
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from pydantic import Field
 
 from graphs.settings import EmbeddingSettings
 from store import memory
+from tools._args import ToolArgs
 from tools._runtime import Scope, ToolError, scope_of, tool_db
 
-Runtime = Annotated[SkipValidation[ToolRuntime], InjectedToolArg]
 
-
-class SaveMemoryArgs(BaseModel):
+class SaveMemoryArgs(ToolArgs):
     """Arguments of `save_memory`."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     text: str = Field(
         min_length=3,
         max_length=memory.MAX_TEXT,
         description="One short, self-contained fact about the user, in their words' language.",
     )
-    runtime: Runtime = Field(exclude=True)
 
 
-class SearchMemoriesArgs(BaseModel):
+class SearchMemoriesArgs(ToolArgs):
     """Arguments of `search_memories`."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     query: str = Field(min_length=1, max_length=500, description="What to look for.")
     limit: int = Field(default=5, ge=1, le=20, description="At most this many memories.")
-    runtime: Runtime = Field(exclude=True)
 
 
 @contextmanager

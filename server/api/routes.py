@@ -33,6 +33,7 @@ from server.services import Services
 from store.cache import forget_tenant
 from store.identity import Feature, entitlement
 from store.scoping import platform_scope
+from store.userdata import langgraph_deletes
 
 router = APIRouter(prefix="/api/v1")
 
@@ -216,15 +217,11 @@ def delete_tenant(tenant_id: UUID, principal: PlatformAdmin, services: ServicesD
         gone = conn.execute(
             "delete from tenants where id = %s returning id", (tenant_id,)
         ).fetchone()
-        if gone is not None:  # LangGraph's tables hold no foreign keys: its rows go by prefix
-            threads, namespaces = f"{tenant_id}:%", f"{tenant_id}.%"
-            for table in ("checkpoint_writes", "checkpoint_blobs", "checkpoints"):
-                conn.execute(
-                    sql.SQL("delete from {} where thread_id like %s").format(sql.Identifier(table)),
-                    (threads,),
-                )
-            conn.execute("delete from store_vectors where prefix like %s", (namespaces,))
-            conn.execute("delete from store where prefix like %s", (namespaces,))
+        if gone is not None:  # LangGraph's rows go by the tenant's thread and namespace prefixes
+            for _, statement, params in langgraph_deletes(
+                "like %s", f"{tenant_id}:%", f"{tenant_id}.%"
+            ):
+                conn.execute(statement, params)
     if gone is None:
         raise not_found("tenant")
     services.tenants.forget()

@@ -9,13 +9,13 @@ thread (hand back, take over) run as jobs on the conversation's lock; the API an
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Response
 from pydantic import Field
 
+from channels.policy import window_open
 from server.api._resource import RULES, Strict, not_found, scoped, services_of
 from server.auth import Principal, Role, require_roles
 from server.errors import ApiError
@@ -32,7 +32,6 @@ Staff = Annotated[Principal, Depends(require_roles(*sorted(SUPPORT)))]
 ServicesDep = Annotated[Services, Depends(services_of)]
 BASE = "/tenants/{tenant_id}/support"
 ITEM = BASE + "/conversations/{item_id}"
-WINDOW = timedelta(hours=24)
 
 
 def _rule(method: str, path: str) -> str:
@@ -104,14 +103,11 @@ def conversation(
             (item_id,),
         ).fetchone()
         history = conversations.transitions(conn, item_id)
-        tenant = conn.execute(
-            "select closed_window_template_sid from tenants where id = %s", (tenant_id,)
-        ).fetchone()
-    window_open = _window_open(head["last_inbound_at"])
+        template = _template_sid(conn, tenant_id)
     return {
         **head,
-        "window_open": window_open,
-        "template_available": bool(tenant and tenant["closed_window_template_sid"]),
+        "window_open": window_open(head["last_inbound_at"]),
+        "template_available": template is not None,
         "messages": [row["message"] for row in messages],
         "memories": memories,
         "handoff_run": routed,
@@ -134,15 +130,16 @@ def _conversation(conn: Any, tenant_id: UUID, item_id: UUID) -> dict[str, Any]:
     return dict(row)
 
 
-def _window_open(last_inbound_at: datetime | None) -> bool:
-    return last_inbound_at is not None and datetime.now(UTC) - last_inbound_at < WINDOW
+def _template_sid(conn: Any, tenant_id: UUID) -> str | None:
+    """The tenant's approved template for a closed window, if it has one."""
+    row = conn.execute(
+        "select closed_window_template_sid from tenants where id = %s", (tenant_id,)
+    ).fetchone()
+    return (row and row["closed_window_template_sid"]) or None
 
 
 def _window_closed(conn: Any, tenant_id: UUID) -> str:
-    template = conn.execute(
-        "select closed_window_template_sid from tenants where id = %s", (tenant_id,)
-    ).fetchone()
-    if template and template["closed_window_template_sid"]:
+    if _template_sid(conn, tenant_id):
         offer = "send it with `use_template: true` to use the tenant's approved template"
     else:
         offer = "the tenant has no approved template, so only the user can reopen it"
@@ -194,7 +191,7 @@ def reply(
             conversations.claim(conn, item_id, principal.subject)
         except (conversations.TransitionError, conversations.ClaimConflict) as exc:
             raise _conflict(exc) from exc
-        if not _window_open(head["last_inbound_at"]) and not body.use_template:
+        if not window_open(head["last_inbound_at"]) and not body.use_template:
             raise ApiError(409, "window_closed", _window_closed(conn, tenant_id))
         user = repo.user_by_id(conn, head["user_id"])
         tenant = repo.tenant_by_id(conn, tenant_id)
