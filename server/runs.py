@@ -22,7 +22,7 @@ import structlog
 from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tracers.langchain import LangChainTracer
+from langchain_core.tracers.langchain import LangChainTracer, wait_for_all_tracers
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
@@ -32,6 +32,7 @@ from graphs.context import Context
 from server import metrics
 from server.metrics_llm import LLMMetrics
 from server.settings import Settings
+from store import identity
 from store import repository as repo
 from store.memory import memory_store
 from store.records import Conversation, Message, Tenant, User
@@ -213,12 +214,39 @@ def _invoke(
         metrics.observe_graph_run("unknown", "error", time.monotonic() - started)
         raise
     finally:
-        for tracer in tracers:  # the job's process may end right after: send the traces now
-            tracer.wait_for_futures()
-            tracer.client.flush()
+        _flush_traces(tracers)
     result = _result(graph.get_state(config), resumed=resumed, usage=usage.usage_metadata)
     metrics.observe_graph_run(result.route or "none", "ok", elapsed)
     return result
+
+
+def context_for(tenant: Tenant, user: User, rights: identity.Entitlement) -> Context:
+    """The run context for `user`: who they are, their plan's features, the tenant's prompts."""
+    prompt = {"system_prompt": tenant.system_prompt} if tenant.system_prompt else {}
+    return Context(
+        tenant_id=str(tenant.id),
+        tenant_name=tenant.name,
+        persona=tenant.persona,
+        user_id=str(user.id),
+        user_name=user.profile_name or "",
+        locale=user.locale or tenant.default_locale,
+        timezone=user.timezone or tenant.timezone,
+        features=sorted(rights.features),
+        handoff_message=tenant.handoff_message or "",
+        **prompt,
+    )
+
+
+def _flush_traces(tracers: list[LangChainTracer]) -> None:
+    """Send the run's traces now (the job's process may end right after): the tenant's own
+    tracers and any LangSmith tracing the environment turned on. Tracing never fails a run."""
+    try:
+        for tracer in tracers:
+            tracer.wait_for_futures()
+            tracer.client.flush()
+        wait_for_all_tracers()
+    except Exception as exc:
+        log.warning("could not flush traces", error=str(exc))
 
 
 def _result(snapshot: StateSnapshot, *, resumed: bool, usage: dict[str, Any]) -> RunResult:

@@ -134,20 +134,15 @@ def _resume(
     tenant = repo.tenant_by_id(conn, conversation.tenant_id)
     user = repo.user_by_id(conn, conversation.user_id)
     assert tenant is not None and user is not None
-    from server.turns import context_for, flush_traces
-
-    context = context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
+    context = runs.context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
     config = runs.run_config(tenant, user, conversation, cid, [])
     if not runs.waiting_for_human(runs.compile_graph(conn).get_state(config)):
         log.info("the thread was not paused on a handoff; nothing to resume")
         return None
     started = time.monotonic()
-    try:
-        result = runs.resume_turn(
-            conn, settings, tenant=tenant, resume=resume, context=context, config=config
-        )
-    finally:
-        flush_traces()
+    result = runs.resume_turn(
+        conn, settings, tenant=tenant, resume=resume, context=context, config=config
+    )
     with conn.transaction():
         repo.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=[],
@@ -170,9 +165,7 @@ def take_over(
         tenant = repo.tenant_by_id(conn, conversation.tenant_id)
         user = repo.user_by_id(conn, conversation.user_id)
         assert tenant is not None and user is not None
-        from server.turns import context_for
-
-        context = context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
+        context = runs.context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
         config = runs.run_config(tenant, user, conversation, correlation_id, [])
         graph = runs.compile_graph(conn)
         graph.update_state(config, {"route": "handoff", "route_reason": reason}, as_node="router")

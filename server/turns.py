@@ -20,7 +20,6 @@ from rq import Queue
 from channels.policy import NOTICES, is_data_request, is_opt_in, is_opt_out
 from channels.splitting import split_body
 from channels.typing import TypingIndicator
-from graphs.context import Context
 from graphs.language import detect_language
 from graphs.settings import EmbeddingSettings
 from graphs.state import Language
@@ -286,29 +285,12 @@ def _notice_for(pending: list[Message]) -> str:
     return "media" if types else "unsupported"
 
 
-def context_for(tenant: Tenant, user: User, rights: identity.Entitlement) -> Context:
-    """The run context for `user`: who they are, their plan's features, the tenant's prompts."""
-    prompt = {"system_prompt": tenant.system_prompt} if tenant.system_prompt else {}
-    return Context(
-        tenant_id=str(tenant.id),
-        tenant_name=tenant.name,
-        persona=tenant.persona,
-        user_id=str(user.id),
-        user_name=user.profile_name or "",
-        locale=user.locale or tenant.default_locale,
-        timezone=user.timezone or tenant.timezone,
-        features=sorted(rights.features),
-        handoff_message=tenant.handoff_message or "",
-        **prompt,
-    )
-
-
 def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | None:
     """Run the graph for the turn; None when it failed for good (the failure is recorded)."""
     conn, settings, conversation, tenant, pending, cid, ids = (
         turn.conn, turn.settings, turn.conversation, turn.tenant, turn.pending, turn.cid, turn.ids,
     )  # fmt: skip
-    context = context_for(tenant, turn.user, rights)
+    context = runs.context_for(tenant, turn.user, rights)
     config = runs.run_config(tenant, turn.user, conversation, cid, ids)
     started = time.monotonic()
     typing_client = twilio_for(settings, tenant) if tenant.typing_indicator else None
@@ -337,8 +319,6 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
         if final:
             return None
         raise
-    finally:
-        flush_traces()
     with conn.transaction():
         repo.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
@@ -353,13 +333,3 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
         interrupted=result.interrupted, resumed=result.resumed_from_checkpoint,
     )  # fmt: skip
     return result
-
-
-def flush_traces() -> None:
-    """Send pending LangSmith traces before the work horse exits (a no-op when tracing is off)."""
-    try:
-        from langchain_core.tracers.langchain import wait_for_all_tracers
-
-        wait_for_all_tracers()
-    except Exception as exc:  # tracing must never fail a job
-        log.warning("could not flush traces", error=str(exc))
