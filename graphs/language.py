@@ -44,6 +44,11 @@ _ENGLISH_WORDS = _words(
 )
 
 
+def language_of_locale(locale: str) -> Language:
+    """The language a locale ("pt-BR", "en-US") speaks, for when the text says nothing."""
+    return "en" if locale.lower().startswith("en") else "pt"
+
+
 def detect_language(text: str, default: Language = "pt") -> Language:
     """Guess whether ``text`` is Portuguese ("pt") or English ("en").
 

@@ -49,7 +49,6 @@ class EmbeddingSettings(BaseSettings):
     # Paraphrases of one fact scored 0.97-0.996 with each other, near misses ("my dog" vs "my
     # cat is called Rex") 0.975; a new fact this close to a stored one is not saved again.
     memory_duplicate_score: float = Field(default=0.98, ge=-1, le=1)
-    profile_cache_seconds: float = Field(default=60.0, ge=0)
 
     @property
     def openai(self) -> bool:

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.runtime import Runtime
 
 from graphs.context import Context
-from graphs.language import detect_language
+from graphs.language import detect_language, language_of_locale
 from graphs.state import Language, State
 
 
@@ -51,9 +51,7 @@ def load_context(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """
     context = runtime.context or Context()
     started = any(isinstance(m, AIMessage) for m in state.messages)
-    fallback: Language = (
-        state.language if started else ("en" if context.locale.lower().startswith("en") else "pt")
-    )
+    fallback: Language = state.language if started else language_of_locale(context.locale)
     text = turn_text(state.messages)
     return {
         "language": detect_language(text, default=fallback) if text else fallback,

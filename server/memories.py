@@ -104,9 +104,9 @@ def extract_memories(
                 message is not None
                 and message.conversation_id == conversation.id
                 and message.direction == "inbound"
-                and (message.body.strip() or message.heard)
+                and message.text
             ):
-                texts.append(message.body.strip() or message.heard)  # a voice note's transcript
+                texts.append(message.text)  # typed, or a voice note's transcript
         text = "\n".join(texts)
         if not has_first_person_cue(text):
             return "no cue"

@@ -28,6 +28,7 @@ from rq import Queue
 from rq.job import Job
 from rq.queue import EnqueueData
 
+from graphs.language import language_of_locale
 from server.jobcommon import connect, redis_for
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_SEND, Settings, get_settings
@@ -125,7 +126,7 @@ def _deliver(
         )
         log.warning("reminder not delivered: the user has no conversation")
         return None
-    language = "en" if (user.locale or tenant.default_locale).lower().startswith("en") else "pt"
+    language = language_of_locale(user.locale or tenant.default_locale)
     message = repo.insert_outbound(
         conn, tenant_id=tenant.id, conversation_id=conversation.id,
         idempotency_key=f"reminder:{reminder['id']}",

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     api_access_log: bool = False
     api_shutdown_timeout_seconds: int = Field(default=10, ge=1)
     tenant_cache_seconds: float = Field(default=30.0, ge=0)
+    profile_cache_seconds: float = Field(default=60.0, ge=0)
     public_base_url: str = "http://127.0.0.1:8000"
 
     twilio_api_base_url: str | None = None

@@ -23,9 +23,11 @@ from uuid import UUID
 
 import psycopg
 import structlog
+from langchain_core.runnables import RunnableConfig
 from rq import Queue
 
 from channels.splitting import split_body
+from graphs.context import Context
 from graphs.language import detect_language
 from graphs.prompts import HANDOFF_RETURN_REPLY
 from server import runs
@@ -127,15 +129,22 @@ def _exchange(conn: Conn, conversation: Conversation) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _resume(
-    conn: Conn, settings: Settings, conversation: Conversation, resume: Any, cid: str
-) -> runs.RunResult | None:
-    """Resume the thread's pending interrupt, if it has one, and audit the run."""
+def _prepare(
+    conn: Conn, conversation: Conversation, cid: str
+) -> tuple[Tenant, Context, RunnableConfig]:
+    """The tenant, run context and thread config to run `conversation`'s graph."""
     tenant = repo.tenant_by_id(conn, conversation.tenant_id)
     user = repo.user_by_id(conn, conversation.user_id)
     assert tenant is not None and user is not None
     context = runs.context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
-    config = runs.run_config(tenant, user, conversation, cid, [])
+    return tenant, context, runs.run_config(tenant, user, conversation, cid, [])
+
+
+def _resume(
+    conn: Conn, settings: Settings, conversation: Conversation, resume: Any, cid: str
+) -> runs.RunResult | None:
+    """Resume the thread's pending interrupt, if it has one, and audit the run."""
+    tenant, context, config = _prepare(conn, conversation, cid)
     if not runs.waiting_for_human(runs.compile_graph(conn).get_state(config)):
         log.info("the thread was not paused on a handoff; nothing to resume")
         return None
@@ -162,11 +171,7 @@ def take_over(
         conversation = repo.conversation_by_id(conn, UUID(conversation_id))
         if conversation is None or conversation.state != "ACTIVE":
             return "not active"
-        tenant = repo.tenant_by_id(conn, conversation.tenant_id)
-        user = repo.user_by_id(conn, conversation.user_id)
-        assert tenant is not None and user is not None
-        context = runs.context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
-        config = runs.run_config(tenant, user, conversation, correlation_id, [])
+        tenant, context, config = _prepare(conn, conversation, correlation_id)
         graph = runs.compile_graph(conn)
         graph.update_state(config, {"route": "handoff", "route_reason": reason}, as_node="router")
         result = runs.resume_turn(

@@ -20,8 +20,7 @@ from rq import Queue
 from channels.policy import NOTICES, is_data_request, is_opt_in, is_opt_out
 from channels.splitting import split_body
 from channels.typing import TypingIndicator
-from graphs.language import detect_language
-from graphs.settings import EmbeddingSettings
+from graphs.language import detect_language, language_of_locale
 from graphs.state import Language
 from server import runs, support
 from server.jobcommon import connect, final_attempt, redis_for, twilio_for
@@ -218,14 +217,14 @@ def _entitlement(
 ) -> identity.Entitlement:
     """The user's features and quota, through the Redis profile cache (L1)."""
     profile = cached_profile(
-        redis_for(settings), conn, tenant.id, user.id, EmbeddingSettings().profile_cache_seconds
+        redis_for(settings), conn, tenant.id, user.id, settings.profile_cache_seconds
     )
     return profile.entitlement if profile else identity.entitlement(conn, tenant.id, user.id)
 
 
 def _enqueue_extraction(turn: Turn) -> None:
     """Queue the job that keeps durable facts from this turn (when the text has any cue)."""
-    text = " ".join(m.body or m.heard for m in turn.pending)
+    text = " ".join(m.text for m in turn.pending)
     if not has_first_person_cue(text):
         return
     try:
@@ -250,9 +249,8 @@ def _refusal(user: User, rights: identity.Entitlement, used: int) -> str | None:
 
 
 def _language(tenant: Tenant, user: User, pending: list[Message]) -> Language:
-    locale = (user.locale or tenant.default_locale).lower()
-    fallback: Language = "en" if locale.startswith("en") else "pt"
-    return detect_language(" ".join(m.body or m.heard for m in pending), default=fallback)
+    fallback = language_of_locale(user.locale or tenant.default_locale)
+    return detect_language(" ".join(m.text for m in pending), default=fallback)
 
 
 def _last_keyword(pending: list[Message]) -> tuple[str | None, int]:
@@ -272,7 +270,7 @@ def _last_keyword(pending: list[Message]) -> tuple[str | None, int]:
 
 def _answerable(message: Message) -> bool:
     return message.kind in ("text", "button", "location") or (
-        message.kind == "media" and bool(message.body.strip() or message.heard)
+        message.kind == "media" and bool(message.text)
     )
 
 

@@ -108,3 +108,8 @@ class Message:
         if self.transcription_status != "done":
             return ""
         return (self.transcript or "").strip()
+
+    @property
+    def text(self) -> str:
+        """What the user said: the typed body, else the voice note's transcript, else ''."""
+        return self.body.strip() or self.heard
