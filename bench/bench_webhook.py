@@ -37,12 +37,12 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 from redis import Redis  # noqa: E402
 
+from bench._common import DATA, fresh_database  # noqa: E402
 from channels.inbound import sign  # noqa: E402
 from server.chat import whatsapp_form  # noqa: E402
 from server.demo import stop_process  # noqa: E402
 from store import repository as repo  # noqa: E402
-from store.embedded import EmbeddedRedis, free_port, start_postgres, start_redis  # noqa: E402
-from store.migrate import migrate  # noqa: E402
+from store.embedded import EmbeddedRedis, free_port, start_redis  # noqa: E402
 
 DATABASE = "conversa_bench_webhook"
 SENDER = "whatsapp:+14155550198"
@@ -173,15 +173,6 @@ class Run:
     @property
     def sustained(self) -> bool:
         return self.errors == 0 and self.p99 <= SLO_P99_MS
-
-
-def _database_url(data: Path) -> tuple[str, str]:
-    admin = start_postgres(data)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {DATABASE} with (force)")
-        conn.execute(f"create database {DATABASE}")
-    info = psycopg.conninfo.conninfo_to_dict(admin)
-    return admin, psycopg.conninfo.make_conninfo(**{**info, "dbname": DATABASE})
 
 
 def _postmaster_pid(data: Path) -> int | None:
@@ -483,7 +474,7 @@ def main() -> int:
     if not rates or min(rates) <= 0 or args.seconds <= 0:
         parser.error("--rates must be positive integers and --seconds positive")
 
-    data = ROOT / ".data" / "bench"
+    data = DATA
     work = data / "webhook"
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "server.log"
@@ -491,8 +482,7 @@ def main() -> int:
     server: subprocess.Popen[bytes] | None = None
     forms: dict[str, Path] = {}
     try:
-        _, database_url = _database_url(data)
-        migrate(database_url)
+        database_url = fresh_database(DATABASE)
         # Its own directory, so flushing it never touches bench_spine's Redis.
         redis_server = start_redis(data / "redis-webhook", persist=False)
         redis = Redis.from_url(redis_server.url)

@@ -17,10 +17,12 @@ import contextlib
 import ipaddress
 import os
 import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
@@ -205,12 +207,17 @@ class _GuardedBackend(httpcore.SyncBackend):
         raise last or httpcore.ConnectError(f"no address for {host}")
 
 
+@lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context(trust_env=False)  # loading the CA bundle costs ~10 ms
+
+
 class _GuardedTransport(httpx.HTTPTransport):
     def __init__(self, policy: MediaPolicy) -> None:
-        super().__init__(trust_env=False, retries=0)
+        super().__init__(trust_env=False, retries=0, verify=_ssl_context())
         # httpx builds its pool without a way to pass a network backend: swap in one that does.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=_ssl_context(),
             max_connections=2,
             network_backend=_GuardedBackend(policy),
         )

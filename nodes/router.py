@@ -9,6 +9,7 @@ to choose between.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Literal
 
 import structlog
@@ -73,11 +74,16 @@ class RouteDecision(BaseModel):
 
 def decision_schema(routes: list[str]) -> type[RouteDecision]:
     """`RouteDecision` with `route` limited to `routes` (the JSON schema lists them as an enum)."""
+    return _decision_schema(tuple(routes))
+
+
+@lru_cache(maxsize=64)  # a handful of route sets exist (plans differ in their features)
+def _decision_schema(routes: tuple[str, ...]) -> type[RouteDecision]:
     return create_model(  # type: ignore[call-overload, no-any-return]
         "RouteDecision",
         __base__=RouteDecision,
         __doc__=RouteDecision.__doc__,
-        route=(Literal[tuple(routes)], Field(description="The route to take.")),
+        route=(Literal[routes], Field(description="The route to take.")),
     )
 
 

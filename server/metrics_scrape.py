@@ -23,6 +23,7 @@ from rq.job import Job
 from rq.utils import str_to_date
 
 from server.metrics import multiprocess_dir
+from store.conversations import WITH_STAFF
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +89,7 @@ class HandoffCollector:
     _SQL = """
         select state, count(*) as n,
                coalesce(max(extract(epoch from now() - state_changed_at)), 0) as oldest
-        from conversations where state in ('HANDOFF', 'WAITING_USER') group by state
+        from conversations where state = any(%s) group by state
     """
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -96,10 +97,10 @@ class HandoffCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Count the conversations in HANDOFF and in WAITING_USER."""
-        found = {"HANDOFF": (0, 0.0), "WAITING_USER": (0, 0.0)}
+        found = dict.fromkeys(WITH_STAFF, (0, 0.0))
         with self._pool.connection(timeout=2) as conn, conn.transaction():
             conn.execute("select set_config('app.platform', 'on', true)")
-            for state, count, oldest in conn.execute(self._SQL).fetchall():
+            for state, count, oldest in conn.execute(self._SQL, (list(WITH_STAFF),)).fetchall():
                 found[state] = (int(count), float(oldest))
         conversations = GaugeMetricFamily(
             "conversa_handoff_conversations",

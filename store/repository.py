@@ -506,7 +506,7 @@ def recent_history(
     rows = _all(
         conn,
         Message,
-        f"""select {_columns(Message)} from messages
+        f"""select {_MSG} from messages
             where conversation_id = %s and id < %s
               and (body <> '' or transcription_status = 'done')
               and ((direction = 'inbound' and processed_at is not null)
