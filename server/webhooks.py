@@ -170,7 +170,16 @@ async def _signed_form(
             "rejected webhook: bad signature", has_signature=bool(request.signature), url=url
         )
         raise ApiError(403, "invalid_signature", "X-Twilio-Signature is missing or wrong.")
-    return tenant, form
+    return tenant, _without_nul(form)
+
+
+def _without_nul(form: dict[str, str]) -> dict[str, str]:
+    """The form with NUL characters taken out, once the signature (over what was sent) holds:
+    PostgreSQL's text and jsonb cannot hold NUL, and no WhatsApp message needs one."""
+    if not any("\x00" in key or "\x00" in value for key, value in form.items()):
+        return form
+    log.info("removed NUL characters from a signed form")
+    return {key.replace("\x00", ""): value.replace("\x00", "") for key, value in form.items()}
 
 
 async def _store(

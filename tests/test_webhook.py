@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode
 
 import psycopg
 import pytest
@@ -307,3 +308,41 @@ def test_a_tenant_deleted_behind_the_cache_is_404_not_500(
     assert response.json()["error"]["code"] == "unknown_sender"
     assert rows(settings, "select count(*) from messages") == [(0,)]
     assert post_inbound(client, settings, tenant, inbound_form(tenant, "?")).status_code == 404
+
+
+def test_nul_characters_are_stored_cleaned_not_a_500(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    # Signed over what was sent (NULs included), as Twilio would sign it.
+    form = inbound_form(tenant, "oi\x00 tudo\x00bem", ProfileName="A\x00na", **{"X\x00tra": "\x00"})
+
+    response = post_inbound(client, settings, tenant, form)
+
+    assert response.status_code == 200, response.text
+    assert rows(settings, "select body, payload->>'Xtra' from messages") == [("oi tudobem", "")]
+    assert rows(settings, "select profile_name from users") == [("Ana",)]
+    # A replay of the same message is still recognised as one.
+    assert post_inbound(client, settings, tenant, form).status_code == 200
+    assert rows(settings, "select count(*) from messages") == [(1,)]
+
+
+def test_an_invalid_utf8_escape_is_stored_as_replacement_characters(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    # A lone surrogate's UTF-8 bytes (%ED%A0%80) are not valid UTF-8: form decoding replaces them,
+    # and the signature covers the form as decoded.
+    form = inbound_form(tenant, "X")
+    raw = urlencode(form).replace("Body=X", "Body=%ED%A0%80").encode()
+    decoded = dict(parse_qsl(raw.decode(), keep_blank_values=True))
+    url = settings.public_url("/webhooks/inbound")
+    response = client.post(
+        "/webhooks/inbound",
+        content=raw,
+        headers={
+            "X-Twilio-Signature": sign(tenant.twilio_auth_token, url, decoded),
+            "content-type": "application/x-www-form-urlencoded",
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    assert rows(settings, "select body from messages") == [("\ufffd\ufffd\ufffd",)]
