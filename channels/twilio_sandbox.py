@@ -18,6 +18,11 @@ Tests drive it in-process; other processes use the ``/sandbox/*`` control endpoi
   Basic auth with the account's SID and token. Tests also serve redirects and endless streams
   (:meth:`TwilioSandbox.add_media_redirect`, :meth:`TwilioSandbox.add_slow_media`).
 
+WhatsApp templates live in the Content API (``POST /v1/Content``, approval status at
+``GET /v1/Content/{sid}/ApprovalRequests``; :meth:`TwilioSandbox.add_content` registers one
+directly). A message created with ``ContentSid`` + ``ContentVariables`` is stored with the
+template's text, placeholders filled, as its ``body``: tests assert the words the user reads.
+
 Run it standalone with ``python -m channels.twilio_sandbox --port 5050``.
 """
 
@@ -41,6 +46,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs
 
+from channels._sandbox_content import ContentStore
 from channels._sandbox_http import (
     API_VERSION,
     ERROR_MESSAGES,
@@ -150,6 +156,8 @@ class TwilioSandbox:
         self._tokens: dict[str, str] = {}  # message SID -> password its create call used
         self._media: dict[str, _Media] = {}
         self._media_fetches: list[dict[str, Any]] = []
+        self.contents = ContentStore()
+        """The Content API's templates (``add_content``, ``contents.set_approval``)."""
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -322,6 +330,18 @@ class TwilioSandbox:
         with self._cond:
             self._errors.append(_ErrorRule(code, status, message, times, to, endpoint))
 
+    def add_content(
+        self,
+        body: str,
+        *,
+        account_sid: str,
+        language: str = "pt",
+        status: str = "approved",
+        sid: str | None = None,
+    ) -> str:
+        """Register a WhatsApp template (text with {{1}}...) of `account_sid`; return its SID."""
+        return self.contents.add(account_sid, body, language=language, status=status, sid=sid)
+
     # -- inbound media ------------------------------------------------------------
 
     def _store_media(self, media: _Media) -> str:
@@ -379,7 +399,8 @@ class TwilioSandbox:
         return RawReply(200, headers, media.body, trickle=media.trickle)
 
     def reset(self) -> None:
-        """Forget messages, typing indicators, callbacks and injected errors (not accounts).
+        """Forget messages, typing indicators, callbacks, injected errors and templates (not
+        accounts).
 
         Automatic status callbacks still pending for the forgotten messages are dropped.
         """
@@ -391,6 +412,7 @@ class TwilioSandbox:
             self._tokens.clear()
             self._media.clear()
             self._media_fetches.clear()
+            self.contents.clear()
             self._cond.notify_all()
 
     @staticmethod
@@ -442,6 +464,9 @@ class TwilioSandbox:
             if method != "GET":
                 raise ApiError(20004, 405)
             return self._serve_media(match["account"], match["sid"], authorization)
+        if path.startswith("/v1/Content"):
+            account, _ = self._authenticate(authorization, None)
+            return self.contents.dispatch(method, path, account, body)
         if path == _TYPING_PATH:
             account, _ = self._authenticate(authorization, None)
             if method == "POST":
@@ -504,6 +529,10 @@ class TwilioSandbox:
         to = next((v for v in form.get("To", []) if v), None)
         self._take_error("messages", to)
         message = new_message(account_sid, form)
+        if message["content_sid"]:
+            message["body"] = self.contents.render(
+                account_sid, message["content_sid"], message["content_variables"]
+            )
         sid = message["sid"]
         with self._cond:
             self._messages.append(message)

@@ -74,6 +74,7 @@ class Example:
         args = data.get("args", {})
         if not isinstance(args, dict) or (args and not tools):
             raise DatasetError("'args' must be an object, and only given with 'tools'")
+        _check_meaning(args)
         features = data.get("features")
         if features is not None:
             if not isinstance(features, list) or any(f not in FEATURE_NAMES for f in features):
@@ -98,6 +99,24 @@ class Example:
         if self.args:
             data["args"] = self.args
         return data
+
+
+def _check_meaning(args: dict[str, Any]) -> None:
+    """Refuse an expected amount or category that the tools themselves would refuse."""
+    from tools import categories
+    from tools._runtime import ToolError
+    from tools.amounts import parse_amount
+
+    if "category" in args and categories.find(str(args["category"])) is None:
+        raise DatasetError(
+            f"category {args['category']!r} is not on the canonical list (tools/categories.py); "
+            f"use one of: {categories.allowed()}"
+        )
+    if "amount" in args:
+        try:
+            parse_amount(args["amount"])
+        except ToolError as exc:
+            raise DatasetError(f"amount: {exc}") from exc
 
 
 def load_dataset(path: Path = DATASET_PATH) -> list[Example]:

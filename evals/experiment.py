@@ -2,7 +2,8 @@
 
 The dataset is uploaded under a fixed name, idempotently: each example's LangSmith id is derived
 from the dataset name and the example's `id`, so a second upload only adds new examples and
-updates changed ones. The experiment's target and evaluators are the local runner's
+updates changed ones. The experiment runs only the examples given (a `--language` or `--only`
+slice), even when the stored dataset holds more. Its target and evaluators are the local runner's
 (`evals.target`, `evals.scoring`), so both report the same numbers.
 """
 
@@ -46,7 +47,10 @@ def _reference(example: Example) -> dict[str, Any]:
 
 
 def sync_dataset(client: Any, name: str, examples: Sequence[Example]) -> Any:
-    """Create or update the LangSmith dataset ``name`` so it holds exactly these examples' data."""
+    """Create or update the LangSmith dataset ``name`` so it holds these examples' current data.
+
+    Stored examples that are not among ``examples`` are left as they are.
+    """
     if client.has_dataset(dataset_name=name):
         dataset = client.read_dataset(dataset_name=name)
     else:
@@ -94,12 +98,15 @@ def _evaluator(key: str, check: str) -> Callable[..., dict[str, Any]]:
     return evaluate
 
 
-EVALUATORS = [
-    _evaluator("route_correct", "route_ok"),
-    _evaluator("tools_correct", "tools_ok"),
-    _evaluator("reply_language_correct", "language_ok"),
-    _evaluator("all_correct", "passed"),
-]
+CHECKS = {
+    "route_correct": "route_ok",
+    "tools_correct": "tools_ok",
+    "reply_language_correct": "language_ok",
+    "all_correct": "passed",
+}
+"""LangSmith feedback key → the `evals.scoring.Verdict` attribute it reports."""
+
+EVALUATORS = [_evaluator(key, check) for key, check in CHECKS.items()]
 """LangSmith row evaluators, one per check of `evals.scoring`."""
 
 
@@ -110,7 +117,10 @@ def run_experiment(
     experiment_prefix: str = "conversa",
     client: Any = None,
 ) -> Any:
-    """Upload the set and evaluate the assistant graph on it in LangSmith; return the results."""
+    """Upload ``examples`` and evaluate the assistant graph on them (only them) in LangSmith.
+
+    Return the experiment's results once its runs and feedback have been sent.
+    """
     if client is None:
         from langsmith import Client
 
@@ -122,11 +132,17 @@ def run_experiment(
         example = _example_of(inputs, {"route": "general"})
         return target(example).to_dict()
 
-    return client.evaluate(
+    # The stored dataset may hold more examples (other languages, older runs): run only these.
+    selected = client.list_examples(
+        dataset_id=dataset.id, example_ids=[example_uuid(dataset_name, e.id) for e in examples]
+    )
+    results = client.evaluate(
         predict,
-        data=dataset.name,
+        data=list(selected),
         evaluators=EVALUATORS,
         experiment_prefix=experiment_prefix,
         description="conversa assistant graph on the evaluation set (tools not executed).",
         max_concurrency=0,
     )
+    client.flush()  # runs are uploaded in the background: send them before the command ends
+    return results

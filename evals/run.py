@@ -12,6 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from langsmith.utils import (
+    LangSmithAuthError,
+    LangSmithConnectionError,
+    LangSmithError,
+    get_api_url,
+)
+
 from evals.dataset import DATASET_PATH, DatasetError, Example, load_dataset
 from evals.scoring import Outcome, Verdict, format_failures, format_table, judge, score
 
@@ -83,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; return its exit status (0 ok, 1 below --min-score, 2 usage error)."""
+    """Run the command; return its exit status.
+
+    0 ok, 1 below --min-score, 2 usage error (or, with --langsmith, LangSmith unreachable or
+    refusing the key).
+    """
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.min_score is not None and not 0 <= args.min_score <= 1:
         print("conversa eval: --min-score must be between 0 and 1", file=sys.stderr)
@@ -116,6 +127,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _langsmith_failure(exc: LangSmithError) -> str:
+    """Say why LangSmith could not be used and what to check."""
+    endpoint = get_api_url(None)
+    if isinstance(exc, LangSmithConnectionError):
+        return (
+            f"conversa eval --langsmith: cannot reach LangSmith at {endpoint}. Check "
+            "LANGSMITH_ENDPOINT and the network, or run without --langsmith for a local score."
+        )
+    if isinstance(exc, LangSmithAuthError):
+        return (
+            "conversa eval --langsmith: LangSmith refused the request (the API key was not "
+            f"accepted) at {endpoint}. Check LANGSMITH_API_KEY (and LANGSMITH_WORKSPACE_ID for an "
+            "org-scoped key), or run without --langsmith for a local score."
+        )
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"conversa eval --langsmith: a LangSmith request failed at {endpoint}: {detail}. Check "
+        "LANGSMITH_ENDPOINT and LANGSMITH_API_KEY, or run without --langsmith for a local score."
+    )
+
+
 def _run_langsmith(examples: list[Example], args: argparse.Namespace) -> int:
     from evals.experiment import DEFAULT_DATASET_NAME, has_api_key, run_experiment
 
@@ -123,11 +155,15 @@ def _run_langsmith(examples: list[Example], args: argparse.Namespace) -> int:
         print(NO_KEY_MESSAGE, file=sys.stderr)
         return 2
     _quiet_logs()
-    results = run_experiment(
-        examples,
-        dataset_name=args.langsmith_dataset or DEFAULT_DATASET_NAME,
-        experiment_prefix=args.experiment_prefix,
-    )
+    try:
+        results = run_experiment(
+            examples,
+            dataset_name=args.langsmith_dataset or DEFAULT_DATASET_NAME,
+            experiment_prefix=args.experiment_prefix,
+        )
+    except LangSmithError as exc:
+        print(_langsmith_failure(exc), file=sys.stderr)
+        return 2
     print(f"LangSmith experiment: {getattr(results, 'experiment_name', results)}")
     verdicts = []
     by_id = {e.id: e for e in examples}

@@ -3,7 +3,9 @@
 Three checks per example, each scored on its own:
 - route: the router chose the expected route;
 - tools: the specialist's first step called exactly the expected tools, in order, and the first
-  call's arguments include the expected ones (strings compared without case or extra spaces);
+  call's arguments include the expected ones, compared by meaning (`evals.meaning`: amounts as
+  numbers, categories by the canonical list, dates by the day they resolve to from the run's
+  local time, other text without case or extra spaces);
 - language: the reply is in the example's language (`graphs.language.detect_language`); when the
   run stopped before a tool ran, there is no reply yet and the language the graph chose counts.
 An example passes when all three do.
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from evals.dataset import Example
+from evals.meaning import arguments_match
 from graphs.language import detect_language
 from graphs.state import Language
 
@@ -42,6 +46,21 @@ class Outcome:
     """The language the graph chose for this turn (`state.language`)."""
     error: str = ""
     """Why the run failed, if it did."""
+    local_time: str = ""
+    """The user's local time the run saw (ISO 8601): what relative dates are resolved from."""
+
+    @property
+    def now(self) -> datetime:
+        """The run's local time, or now in São Paulo when the run did not record it."""
+        try:
+            moment = datetime.fromisoformat(self.local_time)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            from tools.dates import local_now
+
+            return local_now("America/Sao_Paulo")
+        return moment
 
     def to_dict(self) -> dict[str, Any]:
         """The outcome as JSON (what a LangSmith target returns)."""
@@ -51,6 +70,7 @@ class Outcome:
             "reply": self.reply,
             "language": self.language,
             "error": self.error,
+            "local_time": self.local_time,
         }
 
     @classmethod
@@ -67,6 +87,7 @@ class Outcome:
             reply=str(data.get("reply") or ""),
             language=str(data.get("language") or ""),
             error=str(data.get("error") or ""),
+            local_time=str(data.get("local_time") or ""),
         )
 
 
@@ -107,25 +128,16 @@ def _short_args(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in args.items())
 
 
-def _normalise(value: Any) -> str:
-    if isinstance(value, str):
-        return " ".join(value.split()).casefold()
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value).casefold()
+def tools_match(example: Example, calls: Sequence[ToolCall], now: datetime | None = None) -> bool:
+    """Whether ``calls`` are the expected tools, and the first means the expected arguments.
 
-
-def tools_match(example: Example, calls: Sequence[ToolCall]) -> bool:
-    """Whether ``calls`` are the expected tools, and the first has the expected arguments."""
+    Relative dates are resolved from ``now`` (the run's local time; default: `Outcome.now`).
+    """
     if [c.name for c in calls] != list(example.tools):
         return False
     if not example.args:
         return True
-    first = calls[0].args
-    return all(
-        key in first and _normalise(first[key]) == _normalise(value)
-        for key, value in example.args.items()
-    )
+    return arguments_match(calls[0].name, example.args, calls[0].args, now or Outcome().now)
 
 
 def reply_language(outcome: Outcome) -> Language | str:
@@ -143,7 +155,7 @@ def judge(example: Example, outcome: Outcome) -> Verdict:
         example=example,
         outcome=outcome,
         route_ok=not failed and outcome.route == example.route,
-        tools_ok=not failed and tools_match(example, outcome.tool_calls),
+        tools_ok=not failed and tools_match(example, outcome.tool_calls, outcome.now),
         language_ok=not failed and reply_language(outcome) == example.language,
     )
 

@@ -70,4 +70,5 @@ def outcome_of(values: dict[str, Any]) -> Outcome:
         tool_calls=calls,
         reply=str(values.get("reply") or ""),
         language=str(values.get("language") or ""),
+        local_time=str(values.get("local_time") or ""),
     )

@@ -60,3 +60,6 @@ class Context:
 
     features: list[str] = field(default_factory=lambda: list(prompts.FEATURE_NAMES))
     """The features this user's plan and flags enable; the assistant offers only these."""
+
+    pii_policy: str = "keep"
+    """What memory writes do with personal data: `keep`, `mask` or `refuse` (`store.pii`)."""

@@ -147,6 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
             request = self._read_json_body()
             self.server.owner._record(request)
             _validate_request(request)
+            if self.server.owner.refuse_json_schema:
+                _refuse_json_schema(request)
         except _RequestError as exc:
             self._send_error(exc)
             return
@@ -256,9 +258,21 @@ class ChatCompletionsServer:
             llm = ChatOpenAI(base_url=server.base_url, api_key="x", model="offline")
     """
 
-    def __init__(self, responder: Responder, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Prepare (but do not start) a server answering with ``responder``."""
+    def __init__(
+        self,
+        responder: Responder,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        refuse_json_schema: bool = False,
+    ) -> None:
+        """Prepare (but do not start) a server answering with ``responder``.
+
+        With ``refuse_json_schema``, a ``response_format`` of type ``json_schema`` is refused
+        with a 400 error, as OpenAI-compatible servers without strict structured output do.
+        """
         self.responder = responder
+        self.refuse_json_schema = refuse_json_schema
         self.host = host
         self.port = port
         self._httpd: _HTTPServer | None = None
@@ -391,6 +405,18 @@ def _validate_request(request: dict[str, Any]) -> None:
             "Invalid 'messages': every message must be an object.",
             param="messages",
             code="invalid_type",
+        )
+
+
+def _refuse_json_schema(request: dict[str, Any]) -> None:
+    response_format = request.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        raise _RequestError(
+            HTTPStatus.BAD_REQUEST,
+            "response_format type 'json_schema' is not supported by this server; "
+            "use 'text' or 'json_object'.",
+            param="response_format",
+            code="unsupported_value",
         )
 
 

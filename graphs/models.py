@@ -13,8 +13,11 @@ from graphs.settings import LLMSettings
 OFFLINE_MODEL = "offline"
 
 
-def load_chat_model(model: str) -> ChatOpenAI:
-    """Return a `ChatOpenAI` for `model` as configured in the environment."""
+def load_chat_model(model: str, *, max_retries: int | None = None) -> ChatOpenAI:
+    """Return a `ChatOpenAI` for `model` as configured in the environment.
+
+    `max_retries` overrides `LLM_MAX_RETRIES` (the start-up model check asks once).
+    """
     settings = LLMSettings()
     if not settings.configured:
         from graphs.offline_model import ensure_offline_server
@@ -31,5 +34,5 @@ def load_chat_model(model: str) -> ChatOpenAI:
         api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
         temperature=settings.llm_temperature,
         timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
+        max_retries=settings.llm_max_retries if max_retries is None else max_retries,
     )

@@ -114,7 +114,7 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
     (r"farmacia|remedio|medico|consulta|pharmacy|medicine|doctor|drugstore", "health"),
     (r"salario|paycheck|salary", "salary"),
     (r"luz|energia|agua|internet|celular|telefone|electricity|water\s+bill|phone\s+bill"
-     r"|utilities", "utilities"),
+     r"|utilities", "bills"),
     (r"cinema|netflix|show|bar|spotify|movies?|concert", "leisure"),
 )  # fmt: skip
 _FILLER = rx(

@@ -19,6 +19,10 @@ class LLMSettings(BaseSettings):
     llm_temperature: float = 0.3
     llm_timeout_seconds: float = 60.0
     llm_max_retries: int = 2
+    llm_structured_output: Literal["auto", "json_schema", "function_calling"] = "auto"
+    """How routing and memory extraction ask for structured output: strict `json_schema`,
+    `function_calling` (a forced tool call), or `auto` (json_schema unless the server refuses
+    it or the start-up model check finds it missing)."""
 
     @property
     def configured(self) -> bool:

@@ -8,20 +8,22 @@ to choose between.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from functools import lru_cache
 from typing import Any, Literal
 
 import structlog
+from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from graphs.context import Context
 from graphs.language import fold
-from graphs.models import load_chat_model
 from graphs.prompts import ROUTE_DESCRIPTIONS, render
 from graphs.state import State
+from graphs.structured import failure_reason, invoke_structured
 from nodes.context import turn_text
 
 log = structlog.get_logger(__name__)
@@ -31,6 +33,10 @@ SPECIALIST_FEATURES = {"finance": "finance", "relationships": "relationships"}
 
 ROUTER_HISTORY = 6
 """How many recent messages the router reads besides the turn itself."""
+
+ROUTING_FALLBACK_EVENT = "conversa_routing_fallback"
+"""The custom callback event a failed routing call sends (`{"reason", "route"}`); the worker's
+metrics callback counts it."""
 
 _HUMAN_REQUEST = re.compile(
     r"\b(?:"
@@ -102,14 +108,22 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         choices="\n".join(f"- {ROUTE_DESCRIPTIONS[r]}" for r in routes),
         active=active,
     )
-    model = load_chat_model(context.router_model or context.model)
-    router = model.with_structured_output(decision_schema(routes), method="json_schema")
+    model = context.router_model or context.model
+    messages = [SystemMessage(system), *_recent(state.messages)]
     try:
-        decision = router.invoke([SystemMessage(system), *_recent(state.messages)])
-        assert isinstance(decision, RouteDecision)
+        decision = invoke_structured(model, decision_schema(routes), messages)
     except Exception as exc:  # a bad or failed routing call must not cost the user an answer
         fallback = active if active != "none" else "general"
-        log.warning("routing call failed; using a fallback", error=str(exc), route=fallback)
+        reason = failure_reason(exc)
+        log.warning(
+            "routing call failed; using a fallback",
+            reason=reason,
+            error=f"{type(exc).__name__}: {exc}",
+            route=fallback,
+            model=model,
+        )
+        with contextlib.suppress(RuntimeError):  # outside a run there is nobody to tell
+            dispatch_custom_event(ROUTING_FALLBACK_EVENT, {"reason": reason, "route": fallback})
         return _decided(fallback, f"Routing failed ({type(exc).__name__}); kept {fallback}.", state)
     return _decided(decision.route, decision.reason, state)
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from server.api.data_rights import router as data_rights_router
 from server.api.routes import router as api_router
 from server.api.support import router as support_router
+from server.api.templates import router as templates_router
 from server.console import router as console_router
 from server.errors import install_error_handlers
 from server.health import readiness, ready
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(api_router)
     app.include_router(support_router)
+    app.include_router(templates_router)
     app.include_router(data_rights_router)
     app.include_router(console_router)
 

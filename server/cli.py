@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.auth import check_auth_config
+    from server.modelcheck import check_model_at_start
     from store.migrate import check_at_head
     from store.scoping import check_app_role
 
@@ -47,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_at_head(settings.database_url, embedding_dims=_embedding_dims())
     check_app_role(settings.database_url, settings.database_app_role)
     check_auth_config(settings)
+    check_model_at_start(settings)
     workers = args.workers or settings.api_workers
     uvicorn.run(
         "server.app:app_from_env" if workers > 1 else create_app(settings),
@@ -66,6 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from server.metrics_env import prepare_worker
 
     prepare_worker()  # before prometheus-client loads
+    from server.modelcheck import check_model_at_start
     from server.worker import run_worker
     from store.migrate import check_at_head
     from store.scoping import check_app_role
@@ -76,12 +79,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     check_app_role(settings.database_url, settings.database_app_role)
     if args.metrics_port is not None:
         settings = settings.model_copy(update={"worker_metrics_port": args.metrics_port})
+    check_model_at_start(settings)  # before RQ forks: every work horse inherits what it found
     run_worker(settings, args.queues or QUEUES, burst=args.burst)
     return 0
 
 
 def cmd_check(_: argparse.Namespace) -> int:
-    """Check PostgreSQL, Redis and the migrations as a worker sees them (exit 1 if one fails)."""
+    """Check PostgreSQL, Redis, the migrations and the chat model as a worker sees them (exit 1
+    if a backend fails or the model cannot call tools)."""
+    from graphs.probe import probe_model
     from server.health import check_backends, ready
 
     settings = _resolved()
@@ -89,7 +95,10 @@ def cmd_check(_: argparse.Namespace) -> int:
     checks = check_backends(settings.database_url, settings.redis_url, settings.database_app_role)
     for name, result in checks.items():
         print(f"{name}: {result}")
-    return 0 if ready(checks) else 1
+    report = probe_model()
+    for line in report.lines():
+        print(line)
+    return 0 if ready(checks) and report.usable else 1
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -104,7 +113,9 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def cmd_sweep(_: argparse.Namespace) -> int:
-    """Enqueue, once, every stored message that is due a job (what the API's relay does)."""
+    """Enqueue, once, every stored message that is due a job, overdue reminders, and the date
+    notices due now (what the API's relay does)."""
+    from server.date_notices import sweep_date_notices
     from server.relay import relay_once
     from server.reminders import sweep_reminders
     from server.services import Services
@@ -114,6 +125,7 @@ def cmd_sweep(_: argparse.Namespace) -> int:
         print(f"enqueued {relay_once(services.pool, services.redis, services.settings)} message(s)")
         reminders = sweep_reminders(services.pool, services.redis, services.settings)
         print(f"enqueued {reminders} overdue reminder(s)")
+        print(f"queued {sweep_date_notices()} date notice(s)")
     finally:
         services.close()
     return 0

@@ -3,9 +3,12 @@
 A cheap gate runs first, so most turns cost nothing: the user must have long-term memory in
 their plan and the turn's text must talk about themselves (a first-person cue in Portuguese or
 English: "meu", "sou", "tenho", "my", "I'm"...). Only then one structured-output call
-(`MemoryFacts`) lists the facts worth keeping; each is saved unless the user's memories already
-hold it (a stored fact this similar, as text, is the same fact). Saving is keyed by the turn's
-messages, so a retried job rewrites the same keys instead of adding copies.
+(`MemoryFacts`, by the method `graphs.structured` chooses for the server) lists the facts
+worth keeping; each is saved unless the user's memories already hold it (a stored fact this
+similar, as text, is the same fact). Saving is keyed by the turn's messages, so a retried job
+rewrites the same keys instead of adding copies. The call is traced under the tenant's privacy
+rule (`server.privacy`), and personal data in a fact is kept, masked or refused as the tenant's
+rule says (`store.pii`).
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ from uuid import UUID
 
 import structlog
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, Field
 
 from graphs.language import fold
-from graphs.models import load_chat_model
 from graphs.settings import EmbeddingSettings, LLMSettings
+from graphs.structured import invoke_structured
 from server.jobcommon import connect
 from server.logs import bind_correlation_id
+from server.privacy import flush_traces, tracing_config
 from server.settings import get_settings
-from store import identity, memory
+from store import identity, memory, pii
 from store import repository as repo
 
 log = structlog.get_logger(__name__)
@@ -66,11 +71,11 @@ def has_first_person_cue(text: str) -> bool:
     return bool(_CUE.search(fold(text)))
 
 
-def extract_facts(text: str, model: str) -> list[str]:
-    """Ask the model for the durable facts in the user's `text` (at most `MAX_FACTS`)."""
-    llm = load_chat_model(model).with_structured_output(MemoryFacts, method="json_schema")
-    answer = llm.invoke([SystemMessage(EXTRACTION_PROMPT), HumanMessage(text)])
-    facts = answer.facts if isinstance(answer, MemoryFacts) else MemoryFacts(**answer).facts  # type: ignore[arg-type]
+def extract_facts(text: str, model: str, config: RunnableConfig | None = None) -> list[str]:
+    """Ask the model for the durable facts in the user's `text` (at most `MAX_FACTS`); `config`
+    names and traces the call (`server.privacy.tracing_config`)."""
+    messages = [SystemMessage(EXTRACTION_PROMPT), HumanMessage(text)]
+    facts = invoke_structured(model, MemoryFacts, messages, config).facts
     cleaned: list[str] = []
     for fact in facts[:MAX_FACTS]:
         try:
@@ -110,15 +115,34 @@ def extract_memories(
         text = "\n".join(texts)
         if not has_first_person_cue(text):
             return "no cue"
-        facts = extract_facts(text, LLMSettings().llm_model)
+        tenant = repo.tenant_by_id(conn, conversation.tenant_id)
+        if tenant is None:
+            return "missing"
+        policy = pii.effective_policy(tenant.pii_policy, tenant.trace_privacy)
+        config, tracers = tracing_config(tenant, "extract_memories", {
+            "user_id": str(conversation.user_id), "conversation_id": conversation_id,
+            "correlation_id": correlation_id, "inbound_message_ids": message_ids,
+        })  # fmt: skip
+        try:
+            facts = extract_facts(text, LLMSettings().llm_model, config)
+        finally:
+            flush_traces(tracers)
         owner = memory.MemoryOwner(str(conversation.tenant_id), str(conversation.user_id))
         store = memory.memory_store(conn)
         turn = f"turn:{min(message_ids)}-{max(message_ids)}"
-        saved = 0
+        saved = refused = 0
         for index, fact in enumerate(facts):
+            try:
+                fact = pii.apply_policy(fact, policy)
+            except pii.PersonalDataRefused as exc:
+                log.info("a fact was not remembered: it holds personal data", kinds=exc.kinds)
+                refused += 1
+                continue
             if memory.search(store, owner, fact, 1, knobs.memory_duplicate_score, as_passage=True):
                 continue
-            memory.save(store, owner, fact, key=f"{turn}:{index}", source="extraction")
+            memory.save(
+                store, owner, fact, key=f"{turn}:{index}", source="extraction", pii_policy=policy
+            )
             saved += 1
-    log.info("memories extracted", facts=len(facts), saved=saved)
+    log.info("memories extracted", facts=len(facts), saved=saved, refused=refused)
     return f"saved {saved} of {len(facts)}"

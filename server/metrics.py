@@ -106,12 +106,33 @@ OUTBOUND_SENDS = Counter(
     "code (empty when there was none).",
     ["outcome", "error_code"],
 )
+SUPERSEDED_TURNS = Counter(
+    "conversa_superseded_turns",
+    "Turns overtaken by newer messages before their reply went out, by outcome: folded (the "
+    "reply was dropped and the turn folded into the next) or sent (the user had waited past "
+    "TURN_SUPERSEDE_MAX_SECONDS, so the reply went out anyway).",
+    ["outcome"],
+)
+TEMPLATE_SENDS = Counter(
+    "conversa_template_sends",
+    "Messages due outside WhatsApp's 24-hour window, by template purpose (reminder, "
+    "staff_followup, date_notice, re_engagement) and outcome (sent; no_template: the tenant has "
+    "no approved template for the purpose; missing_variables: the message lacked a value).",
+    ["purpose", "outcome"],
+)
+ROUTING_FALLBACKS = Counter(
+    "conversa_routing_fallbacks",
+    "Routing calls that failed, so the turn kept the last specialist or went to the general "
+    "assistant, by reason (unreachable, refused, server_error, invalid_output, error).",
+    ["reason"],
+)
 
 _BY_NAME: dict[str, Counter | Histogram] = {
     metric._name: metric
     for metric in (
         WEBHOOK_REQUESTS, WEBHOOK_DURATION, DELIVERY_STATUSES, JOBS, JOB_DURATION,
         GRAPH_RUN_DURATION, LLM_DURATION, LLM_TOKENS, TRANSCRIPTION_DURATION, OUTBOUND_SENDS,
+        SUPERSEDED_TURNS, ROUTING_FALLBACKS, TEMPLATE_SENDS,
     )
 }  # fmt: skip
 
@@ -198,6 +219,16 @@ def observe_graph_run(route: str, outcome: str, seconds: float) -> None:
 def observe_send(outcome: str, error_code: int | None = None) -> None:
     """Count one outbound send attempt's outcome."""
     record(OUTBOUND_SENDS, (outcome, _code(error_code)), 1)
+
+
+def observe_template_send(purpose: str, outcome: str) -> None:
+    """Count one message due outside the 24-hour window, by template purpose and outcome."""
+    record(TEMPLATE_SENDS, (purpose, outcome), 1)
+
+
+def observe_superseded_turn(outcome: str) -> None:
+    """Count one turn that newer messages overtook (folded, or sent past the bound)."""
+    record(SUPERSEDED_TURNS, (outcome,), 1)
 
 
 @contextmanager

@@ -1,4 +1,7 @@
-"""A LangChain callback that records each chat model call's latency and token usage."""
+"""A LangChain callback that records each chat model call's latency and token usage.
+
+It also counts the routing fallbacks the router reports as a custom event (the graph itself
+knows nothing of Prometheus)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
-from server.metrics import LLM_DURATION, LLM_TOKENS, record
+from nodes.router import ROUTING_FALLBACK_EVENT
+from server.metrics import LLM_DURATION, LLM_TOKENS, ROUTING_FALLBACKS, record
 
 
 class LLMMetrics(BaseCallbackHandler):
@@ -55,3 +59,8 @@ class LLMMetrics(BaseCallbackHandler):
         started = self._started.pop(run_id, None)
         if started is not None:
             record(LLM_DURATION, (started[1], "error"), time.monotonic() - started[0])
+
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Count a routing fallback, by the reason the router gave."""
+        if name == ROUTING_FALLBACK_EVENT and isinstance(data, dict):
+            record(ROUTING_FALLBACKS, (str(data.get("reason") or "error"),), 1)

@@ -3,7 +3,8 @@
 A conversation's outbound messages leave one at a time in outbox order: a job sends only the
 oldest pending row and then queues the next. Before calling Twilio it checks the user's opt-out,
 the 24-hour window and the sender's rate; afterwards Twilio's error code decides: retry with
-backoff, fall back to the tenant's approved template, or fail with the reason kept on the row.
+backoff, fall back to the approved template for the message's purpose (`server.templating`),
+or fail with the reason kept on the row.
 """
 
 from __future__ import annotations
@@ -20,13 +21,21 @@ import structlog
 from rq import Queue
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from channels.policy import UNSUBSCRIBED, SendOutcome, classify_twilio_error, window_open
+from channels.policy import (
+    OUTSIDE_WINDOW,
+    UNSUBSCRIBED,
+    SendOutcome,
+    classify_twilio_error,
+    window_open,
+)
 from channels.ratelimit import SenderRateLimiter
+from channels.templates import template_purpose
 from server import metrics
 from server.jobcommon import connect, redis_for, twilio_for
 from server.logs import bind_correlation_id
 from server.queueing import enqueue_send, send_job_data
 from server.settings import QUEUE_SEND, Settings, get_settings
+from server.templating import TemplateSend, TemplateUnavailable, closed_window_send
 from store import repository as repo
 from store.locks import send_lock, try_lock, unlock
 from store.records import Message, Tenant, User
@@ -110,12 +119,12 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
         metrics.observe_send("suppressed")
         log.info("suppressed: the user opted out")
         return "suppressed"
-    template = not window_open(conversation.last_inbound_at)
-    if template and not tenant.closed_window_template_sid:
-        repo.mark_failed(conn, message.id, _NO_TEMPLATE, error_code=63016)
-        metrics.observe_send("failed", 63016)
-        log.warning("not sent: the 24-hour window is closed and there is no template")
-        return "failed"
+    template: TemplateSend | None = None
+    if not window_open(conversation.last_inbound_at):
+        try:
+            template = closed_window_send(conn, tenant, user, message)
+        except TemplateUnavailable as exc:
+            return _no_template(conn, message, exc)
     if message.status == "dispatching":
         try:
             earlier = _already_sent(settings, tenant, message)
@@ -131,10 +140,15 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
     return _create(conn, settings, message, tenant, user, use_template=template)
 
 
-_NO_TEMPLATE = (
-    "Not sent: the user's last message is more than 24 hours old (WhatsApp's window is closed) "
-    "and the tenant has no approved template (closed_window_template_sid) to send instead."
-)
+def _no_template(conn: Conn, message: Message, exc: TemplateUnavailable) -> str:
+    """Fail a message that needs a template it cannot have, with the reason (code 63016)."""
+    repo.mark_failed(conn, message.id, exc.reason, error_code=OUTSIDE_WINDOW)
+    metrics.observe_send("failed", OUTSIDE_WINDOW)
+    purpose = template_purpose(message.purpose)
+    metrics.observe_template_send(purpose, exc.outcome)
+    log.warning("not sent: the 24-hour window is closed and no template fits",
+                purpose=purpose, outcome=exc.outcome, reason=exc.reason)  # fmt: skip
+    return "failed"
 
 
 def _create(
@@ -144,7 +158,7 @@ def _create(
     tenant: Tenant,
     user: User,
     *,
-    use_template: bool,
+    use_template: TemplateSend | None,
 ) -> str:
     SenderRateLimiter(redis_for(settings), settings.send_rate_per_second).acquire(
         tenant.whatsapp_sender
@@ -152,10 +166,10 @@ def _create(
     options: dict[str, Any] = {"to": message.to_address, "from_": message.from_address}
     if settings.status_callback_url:
         options["status_callback"] = settings.status_callback_url
-    if use_template:
+    if use_template is not None:
         options |= {
-            "content_sid": tenant.closed_window_template_sid,
-            "content_variables": json.dumps(tenant.closed_window_template_variables),
+            "content_sid": use_template.content_sid,
+            "content_variables": json.dumps(use_template.content_variables, ensure_ascii=False),
         }
     else:
         options["body"] = message.body
@@ -168,24 +182,25 @@ def _create(
         error = _describe(exc)
         if outcome is SendOutcome.RETRY:
             raise _Retry(error, code) from exc
-        if (
-            outcome is SendOutcome.TEMPLATE
-            and not use_template
-            and tenant.closed_window_template_sid
-        ):
-            log.info("outside the 24-hour window; sending the tenant's template")
-            return _create(conn, settings, message, tenant, user, use_template=True)
-        if outcome is SendOutcome.TEMPLATE:
-            error = _NO_TEMPLATE if not tenant.closed_window_template_sid else error
+        if outcome is SendOutcome.TEMPLATE and use_template is None:
+            try:
+                template = closed_window_send(conn, tenant, user, message)
+            except TemplateUnavailable as unavailable:
+                return _no_template(conn, message, unavailable)
+            log.info("outside the 24-hour window; sending the template for its purpose",
+                     purpose=template.purpose, language=template.language)  # fmt: skip
+            return _create(conn, settings, message, tenant, user, use_template=template)
         if code == UNSUBSCRIBED:
             repo.set_opted_out(conn, user.id, opted_out=True)
         repo.mark_failed(conn, message.id, error, error_code=code)
         metrics.observe_send("failed", code)
         log.error("send failed", error=error, code=code)
         return "failed"
-    template_sid = tenant.closed_window_template_sid if use_template else None
+    template_sid = use_template.content_sid if use_template is not None else None
     repo.mark_sent(conn, message.id, str(sent.sid), str(sent.status or "queued"), template_sid)
     metrics.observe_send("sent")
+    if use_template is not None:
+        metrics.observe_template_send(use_template.purpose, "sent")
     log.info("sent", provider_sid=sent.sid, status=sent.status, template=bool(template_sid))
     return "sent"
 

@@ -1,16 +1,34 @@
-"""Hide what a tenant does not want in traces: message text and phone numbers.
+"""Apply a tenant's privacy rule to everything the service traces.
 
-Tenants with `trace_privacy = 'masked'` get traces whose structure (nodes, routes, tool names,
-token counts, timings) is intact and whose words are not: every string that is not a known
-structural field is replaced, and anything that looks like a phone number or WhatsApp address
-is masked wherever it appears.
+Every traced run (a message's graph run, a resume by staff, memory extraction, any other model
+call made for a tenant) gets its callbacks from `tracing_config`, so one rule holds for all:
+
+- `trace_privacy = 'masked'`: traces keep their structure (nodes, routes, tool names, token
+  counts, timings) and lose their words: every string that is not a known structural field
+  becomes `[hidden]`, and personal data in structural fields is masked too;
+- a tenant whose memory rule (`store.pii.effective_policy`) is `mask` or `refuse` keeps its
+  words in traces, with phone numbers, e-mails, CPF, CNPJ and card numbers masked;
+- either way, a run's error (an interrupt's payload, an exception's message) follows the same
+  rule as its inputs and outputs;
+- anyone else is traced as LangChain's environment-driven tracer does it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from typing import Any
+
+import structlog
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tracers.langchain import LangChainTracer, wait_for_all_tracers
+from langchain_core.tracers.schemas import Run
+
+from store.pii import effective_policy, mask_pii
+from store.records import Tenant
+
+log = structlog.get_logger(__name__)
 
 HIDDEN = "[hidden]"
 
@@ -20,23 +38,21 @@ _STRUCTURAL_KEYS = frozenset({
 })  # fmt: skip
 """Keys whose string values describe the run's shape, not what the user said."""
 
-_PHONE = re.compile(r"(?:whatsapp:)?\+?\d[\d\s().-]{6,}\d")
-
 
 def mask_phone_numbers(text: str) -> str:
-    """Replace phone numbers and WhatsApp addresses in `text`."""
-    return _PHONE.sub("[phone]", text)
+    """Replace personal data (phone numbers and WhatsApp addresses among it) in `text`."""
+    return mask_pii(text)
 
 
 def mask_trace(value: Any, key: str | None = None) -> Any:
-    """Return `value` (a trace's inputs or outputs) with text and phone numbers hidden."""
+    """Return `value` (a trace's inputs or outputs) with text hidden and personal data masked."""
     if isinstance(value, dict):
         return {k: mask_trace(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [mask_trace(item, key) for item in value]
     if isinstance(value, str):
         if key in _STRUCTURAL_KEYS:
-            return mask_phone_numbers(value)
+            return mask_pii(value)
         return HIDDEN if value else value
     if value is None or isinstance(value, bool | int | float):
         return value
@@ -45,3 +61,111 @@ def mask_trace(value: Any, key: str | None = None) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return mask_trace({f.name: getattr(value, f.name) for f in fields(value)}, key)
     return HIDDEN  # an object we cannot look inside may hold anything
+
+
+def mask_trace_pii(value: Any) -> Any:
+    """Return `value` (a trace's inputs or outputs) with its text kept and personal data masked."""
+    if isinstance(value, dict):
+        return {k: mask_trace_pii(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_trace_pii(item) for item in value]
+    if isinstance(value, str):
+        return mask_pii(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if hasattr(value, "model_dump"):
+        return mask_trace_pii(value.model_dump())
+    if is_dataclass(value) and not isinstance(value, type):
+        return mask_trace_pii({f.name: getattr(value, f.name) for f in fields(value)})
+    return mask_pii(str(value))
+
+
+def _hidden_error(error: str) -> str:
+    """Keep an error's type (`GraphInterrupt`, `ValueError`) and hide its message."""
+    kind = re.match(r"[A-Za-z_][\w.]*", error)
+    return f"{kind.group(0) if kind else 'Error'}: {HIDDEN}"
+
+
+class _MaskedTracer(LangChainTracer):
+    """A LangSmith tracer that hides runs' error texts too (the client's `hide_inputs` and
+    `hide_outputs` cover only inputs and outputs; an interrupt's payload or an exception's
+    message can quote the user). LangChain copies tracers by class, so the rule is the class's."""
+
+    @staticmethod
+    def _hide_error(error: str) -> str:
+        return _hidden_error(error)
+
+    def _hide(self, run: Run) -> None:
+        if run.error:
+            run.error = self._hide_error(run.error)
+
+    def _on_llm_error(self, run: Run) -> None:
+        self._hide(run)
+        super()._on_llm_error(run)
+
+    def _on_chain_error(self, run: Run) -> None:
+        self._hide(run)
+        super()._on_chain_error(run)
+
+    def _on_tool_error(self, run: Run) -> None:
+        self._hide(run)
+        super()._on_tool_error(run)
+
+    def _on_retriever_error(self, run: Run) -> None:
+        self._hide(run)
+        super()._on_retriever_error(run)
+
+
+class _PiiTracer(_MaskedTracer):
+    """A LangSmith tracer that masks personal data in runs' error texts."""
+
+    @staticmethod
+    def _hide_error(error: str) -> str:
+        return mask_pii(error)
+
+
+def tracers_for(tenant: Tenant) -> list[LangChainTracer]:
+    """Return the LangSmith tracer that applies `tenant`'s rule, when tracing is on and the
+    tenant has one; else nothing (LangChain's environment-driven tracer does the work)."""
+    from langsmith import utils as ls_utils
+
+    if not ls_utils.tracing_is_enabled():
+        return []
+    hide: Callable[[Any], Any]
+    tracer: type[LangChainTracer]
+    if tenant.trace_privacy == "masked":
+        hide, tracer = mask_trace, _MaskedTracer
+    elif effective_policy(tenant.pii_policy, tenant.trace_privacy) != "keep":
+        hide, tracer = mask_trace_pii, _PiiTracer
+    else:
+        return []
+    from langsmith import Client
+
+    return [tracer(client=Client(hide_inputs=hide, hide_outputs=hide))]
+
+
+def tracing_config(
+    tenant: Tenant, run_name: str, metadata: dict[str, Any] | None = None
+) -> tuple[RunnableConfig, list[LangChainTracer]]:
+    """Return the config for a model call or run made for `tenant` (name, tenant tags and
+    metadata, the tenant's tracers as callbacks) and the tracers to hand to `flush_traces`."""
+    tracers = tracers_for(tenant)
+    config: RunnableConfig = {
+        "run_name": run_name,
+        "tags": [f"tenant:{tenant.slug}"],
+        "metadata": {"tenant_id": str(tenant.id), "tenant": tenant.slug, **(metadata or {})},
+        "callbacks": list(tracers),
+    }
+    return config, tracers
+
+
+def flush_traces(tracers: list[LangChainTracer]) -> None:
+    """Send the run's traces now (the job's process may end right after): the tenant's own
+    tracers and any LangSmith tracing the environment turned on. Tracing never fails a run."""
+    try:
+        for tracer in tracers:
+            tracer.wait_for_futures()
+            tracer.client.flush()
+        wait_for_all_tracers()
+    except Exception as exc:
+        log.warning("could not flush traces", error=str(exc))

@@ -79,3 +79,17 @@ def enqueue_support_job(
         meta={"correlation_id": cid},
         description=description,
     )
+
+
+def enqueue_once_per_interval(
+    redis: Redis, settings: Settings, *, key: str, interval: float, func: str, description: str
+) -> bool:
+    """Queue a chore over every tenant (`func`, no arguments) unless some API process already
+    did in the last `interval` seconds (a Redis key taken with NX); return whether it queued.
+    An interval of 0 turns the chore off."""
+    if interval <= 0 or not redis.set(key, "1", nx=True, px=int(interval * 1000)):
+        return False
+    Queue(QUEUE_PROCESS, connection=redis).enqueue(
+        func, job_timeout=max(settings.job_timeout, 600), description=description
+    )
+    return True

@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 from redis import Redis, RedisError
 from rq import Queue
 
+from server.date_notices import schedule_date_notices
 from server.logs import configure_logging
 from server.queueing import send_job_data, transcribe_job_data, turn_job_data
 from server.reminders import sweep_reminders
@@ -90,7 +91,7 @@ class Relay(threading.Thread):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._failing = False
-        self._chores_due = self._retention_due = 0.0
+        self._chores_due = self._retention_due = self._date_notices_due = 0.0
 
     def run(self) -> None:
         settings = self._services.settings
@@ -113,6 +114,11 @@ class Relay(threading.Thread):
                 if time.monotonic() >= self._retention_due:
                     schedule_retention(self._services.redis, settings)
                     self._retention_due = time.monotonic() + settings.retention_interval_seconds
+                if time.monotonic() >= self._date_notices_due:
+                    schedule_date_notices(self._services.redis, settings)
+                    self._date_notices_due = (
+                        time.monotonic() + settings.date_notice_interval_seconds
+                    )
                 if self._failing:
                     log.info("relay: back to normal")
                 self._failing = False

@@ -14,14 +14,14 @@ little after its time. Every step is keyed to the reminder, so a second job send
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import psycopg
 import structlog
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from redis import Redis
 from rq import Queue
@@ -32,8 +32,8 @@ from graphs.language import language_of_locale
 from server.jobcommon import connect, redis_for
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_SEND, Settings, get_settings
+from store import conversations
 from store import repository as repo
-from store.records import Conversation
 
 log = structlog.get_logger(__name__)
 
@@ -46,8 +46,9 @@ after a minute or two, and the sweep covers that gap (a duplicate job is harmles
 SWEEP_BATCH = 200
 
 _BODY = {"pt": "⏰ Lembrete: {text}", "en": "⏰ Reminder: {text}"}
+_WHEN = {"pt": "%d/%m às %H:%M", "en": "%b %d at %H:%M"}
+"""A reminder's time as its template's `when` shows it, in the user's time zone."""
 _NO_CONVERSATION = "The user has no conversation to send the reminder to."
-_CONVERSATION_COLUMNS = ", ".join(f.name for f in fields(Conversation))
 
 
 def reminder_job_data(tenant_id: str, reminder_id: int, correlation_id: str) -> EnqueueData:
@@ -117,7 +118,7 @@ def _deliver(
     tenant = repo.tenant_by_id(conn, tenant_id)
     user = repo.user_by_id(conn, reminder["user_id"])
     assert tenant is not None and user is not None
-    conversation = _latest_conversation(conn, user.id)
+    conversation = conversations.latest_for_user(conn, user.id)
     if conversation is None:
         conn.execute(
             """update reminders set status = 'failed', error = %s, finished_at = now()
@@ -127,12 +128,14 @@ def _deliver(
         log.warning("reminder not delivered: the user has no conversation")
         return None
     language = language_of_locale(user.locale or tenant.default_locale)
+    local = reminder["due_at"].astimezone(ZoneInfo(user.timezone or tenant.timezone))
     message = repo.insert_outbound(
         conn, tenant_id=tenant.id, conversation_id=conversation.id,
         idempotency_key=f"reminder:{reminder['id']}",
         body=_BODY[language].format(text=reminder["text"]),
         from_address=tenant.whatsapp_sender, to_address=user.address,
         correlation_id=correlation_id, purpose="reminder",
+        template_variables={"text": reminder["text"], "when": local.strftime(_WHEN[language])},
     )  # fmt: skip
     conn.execute(
         """update reminders set status = 'delivered', delivered_message_id = %s,
@@ -142,19 +145,6 @@ def _deliver(
     )
     log.info("reminder in the outbox", message_id=message.id)
     return conversation.id
-
-
-def _latest_conversation(conn: Conn, user_id: UUID) -> Conversation | None:
-    """The user's open conversation, else the one they wrote in last."""
-    with conn.cursor(row_factory=class_row(Conversation)) as cur:
-        cur.execute(
-            f"""select {_CONVERSATION_COLUMNS} from conversations where user_id = %s
-                order by state <> 'CLOSED' desc, last_inbound_at desc nulls last,
-                         created_at desc
-                limit 1""",
-            (user_id,),
-        )
-        return cur.fetchone()
 
 
 def sweep_reminders(

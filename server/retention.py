@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 import structlog
 from redis import Redis
-from rq import Queue
 
-from server.settings import QUEUE_PROCESS, Settings, get_settings
+from server.queueing import enqueue_once_per_interval
+from server.settings import Settings, get_settings
 from store.scoping import dedicated_connection
 
 log = structlog.get_logger(__name__)
@@ -56,12 +56,11 @@ def prune_checkpoints(batch: int | None = None) -> int:
 
 def schedule_retention(redis: Redis, settings: Settings) -> bool:
     """Queue the prune job if no API process has done so this interval; return whether queued."""
-    interval = settings.retention_interval_seconds
-    if interval <= 0:
-        return False
-    if not redis.set(_SCHEDULE_KEY, "1", nx=True, px=int(interval * 1000)):
-        return False
-    Queue(QUEUE_PROCESS, connection=redis).enqueue(
-        PRUNE_JOB, job_timeout=max(settings.job_timeout, 600), description="prune checkpoints"
+    return enqueue_once_per_interval(
+        redis,
+        settings,
+        key=_SCHEDULE_KEY,
+        interval=settings.retention_interval_seconds,
+        func=PRUNE_JOB,
+        description="prune checkpoints",
     )
-    return True

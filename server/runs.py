@@ -20,9 +20,14 @@ from typing import Any
 import psycopg
 import structlog
 from langchain_core.callbacks import UsageMetadataCallbackHandler
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    HumanMessage,
+    RemoveMessage,
+    ToolMessage,
+)
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tracers.langchain import LangChainTracer, wait_for_all_tracers
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
@@ -31,10 +36,13 @@ from graphs.assistant import graph as assistant
 from graphs.context import Context
 from server import metrics
 from server.metrics_llm import LLMMetrics
+from server.privacy import flush_traces as _flush_traces
+from server.privacy import tracers_for
 from server.settings import Settings
 from store import identity
 from store import repository as repo
 from store.memory import memory_store
+from store.pii import effective_policy
 from store.records import Conversation, Message, Tenant, User
 from tools._runtime import ToolResources, bind_resources
 
@@ -171,6 +179,18 @@ def run_turn(
     return _invoke(graph, conn, settings, tenant, payload, config, context, resumed=resumed)
 
 
+def drop_unsent_reply(conn: Conn, config: RunnableConfig) -> None:
+    """Take the turn's final answer out of the thread: it was never sent, so the next turn's
+    model must not read it as said. The turn's messages, tool calls and results stay."""
+    graph = compile_graph(conn)
+    messages = graph.get_state(config).values.get("messages") or []
+    last = messages[-1] if messages else None
+    update: dict[str, Any] = {"reply": ""}
+    if isinstance(last, AIMessage) and not last.tool_calls and last.id:
+        update["messages"] = [RemoveMessage(id=last.id)]
+    graph.update_state(config, update, as_node="reply")
+
+
 def resume_turn(
     conn: Conn,
     settings: Settings,
@@ -233,20 +253,9 @@ def context_for(tenant: Tenant, user: User, rights: identity.Entitlement) -> Con
         timezone=user.timezone or tenant.timezone,
         features=sorted(rights.features),
         handoff_message=tenant.handoff_message or "",
+        pii_policy=effective_policy(tenant.pii_policy, tenant.trace_privacy),
         **prompt,
     )
-
-
-def _flush_traces(tracers: list[LangChainTracer]) -> None:
-    """Send the run's traces now (the job's process may end right after): the tenant's own
-    tracers and any LangSmith tracing the environment turned on. Tracing never fails a run."""
-    try:
-        for tracer in tracers:
-            tracer.wait_for_futures()
-            tracer.client.flush()
-        wait_for_all_tracers()
-    except Exception as exc:
-        log.warning("could not flush traces", error=str(exc))
 
 
 def _result(snapshot: StateSnapshot, *, resumed: bool, usage: dict[str, Any]) -> RunResult:
@@ -280,24 +289,6 @@ def turn_tool_calls(messages: list[AnyMessage]) -> list[dict[str, Any]]:
                     "status": result.status if result is not None else "not run",
                 })  # fmt: skip
     return calls
-
-
-def tracers_for(tenant: Tenant) -> list[LangChainTracer]:
-    """A LangSmith tracer that hides message text and phone numbers, for tenants who ask.
-
-    With tracing off, or for tenants with full traces, nothing is added: LangChain's own
-    environment-driven tracer does the work.
-    """
-    from langsmith import utils as ls_utils
-
-    if tenant.trace_privacy != "masked" or not ls_utils.tracing_is_enabled():
-        return []
-    from langsmith import Client
-
-    from server.privacy import mask_trace
-
-    client = Client(hide_inputs=mask_trace, hide_outputs=mask_trace)
-    return [LangChainTracer(client=client)]
 
 
 def ms_since(started: float) -> int:

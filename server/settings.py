@@ -51,11 +51,17 @@ class Settings(BaseSettings):
     outbox_min_age_seconds: float = Field(default=10.0, ge=0)
     stale_job_seconds: float = Field(default=300.0, gt=0)
 
+    llm_check_at_start: bool = True
+    """`serve` and `worker` check what the chat model can do and log it (`conversa check`)."""
+
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     inbound_debounce_seconds: float = Field(default=1.5, ge=0, le=10)
     inbound_debounce_max_seconds: float = Field(default=5.0, ge=0, le=60)
+    turn_supersede_max_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """A reply overtaken by newer messages is dropped and the turn folded into the next, unless
+    the user has already waited this long for an answer (0: never fold)."""
 
     send_rate_per_second: int = Field(default=10, ge=1)
     send_max_attempts: int = Field(default=5, ge=1)
@@ -75,6 +81,13 @@ class Settings(BaseSettings):
 
     retention_interval_seconds: float = Field(default=3600.0, ge=0)
     retention_batch: int = Field(default=500, ge=1)
+
+    date_notice_interval_seconds: float = Field(default=900.0, ge=0)
+    """How often the API queues the date-notice sweep (0: no date notices are sent)."""
+    date_notice_days_before: int = Field(default=1, ge=0, le=30)
+    """How many days before a saved date its notice goes out (0: on the day)."""
+    date_notice_hour: int = Field(default=9, ge=0, le=23)
+    """From which local hour (the user's time zone, else the tenant's) notices go out."""
 
     @property
     def status_callback_url(self) -> str | None:

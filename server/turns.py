@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -22,7 +23,7 @@ from channels.splitting import split_body
 from channels.typing import TypingIndicator
 from graphs.language import detect_language, language_of_locale
 from graphs.state import Language
-from server import runs, support
+from server import metrics, runs, support
 from server.jobcommon import connect, final_attempt, redis_for, twilio_for
 from server.logs import bind_correlation_id
 from server.memories import FEATURE as MEMORY_FEATURE
@@ -31,6 +32,7 @@ from server.outbound import queue_next_send
 from server.settings import QUEUE_PROCESS, Settings, get_settings
 from store import conversations, identity
 from store import repository as repo
+from store import turns as store_turns
 from store.cache import cached_profile, forget_user
 from store.locks import conversation_lock, try_lock, unlock
 from store.records import Conversation, Message, Tenant, User
@@ -201,6 +203,11 @@ def _answer(
         log.info("answered with a notice")
         return
     result = _run_graph(turn, rights)
+    overtaken = result is not None and result.reply and not result.interrupted
+    if overtaken and _fold_into_next(turn, rights, used):
+        if MEMORY_FEATURE in rights.features:
+            _enqueue_extraction(turn)
+        return
     if result is not None and result.interrupted:
         support.handed_off(conn, settings, tenant, conversation.id, result)
     if result is not None and result.reply:
@@ -210,6 +217,64 @@ def _answer(
         turn.close("answered", "The run ended without a reply.")
     if result is not None and MEMORY_FEATURE in rights.features:
         _enqueue_extraction(turn)
+
+
+def _fold_into_next(turn: Turn, rights: identity.Entitlement, used: int) -> bool:
+    """Drop the turn's reply when newer messages overtook it, and say whether it was dropped.
+
+    The user has moved on: rather than an answer to what they said before and then another,
+    the turn's messages close as `superseded` and the next turn answers them with the newer
+    ones (the thread keeps them and what their tools did; only the unsent reply leaves it).
+    Folded only when the next turn will reach the model (no keyword, quota left, the
+    assistant still has the conversation), and only until the user has waited
+    `turn_supersede_max_seconds`: past that, the reply goes out.
+    """
+    bound = turn.settings.turn_supersede_max_seconds
+    conn, conversation = turn.conn, turn.conversation
+    newer = store_turns.newer_inbound(conn, conversation.id, turn.ids[-1])
+    if bound <= 0 or not newer or not _model_answers_next(conn, conversation, newer, rights, used):
+        return False
+    waited = (
+        _now(conn) - store_turns.waiting_since(conn, conversation.id, turn.ids[0])
+    ).total_seconds()
+    if waited >= bound:
+        metrics.observe_superseded_turn("sent")
+        log.info("newer messages arrived, but the user has waited long enough; sending",
+                 waited=round(waited, 1), newer=[m.id for m in newer])  # fmt: skip
+        return False
+    with conn.transaction():
+        store_turns.mark_superseded(conn, turn.ids, newer[0].id)
+        store_turns.mark_result_superseded(conn, turn.cid, turn.ids)
+    # After the messages are closed: a crash in between leaves an unsent reply in the thread,
+    # never a closed turn that a retry would run (and write) again.
+    runs.drop_unsent_reply(conn, {"configurable": {"thread_id": conversation.thread_id}})
+    metrics.observe_superseded_turn("folded")
+    log.info("reply not sent: newer messages overtook it; folded into the next turn",
+             newer=[m.id for m in newer], waited=round(waited, 1))  # fmt: skip
+    return True
+
+
+def _model_answers_next(
+    conn: Conn,
+    conversation: Conversation,
+    newer: list[Message],
+    rights: identity.Entitlement,
+    used: int,
+) -> bool:
+    """Whether the turn that answers `newer` will run the model (so it can answer both)."""
+    keyword, _ = _last_keyword(newer)
+    if keyword is not None or not all(_answerable(m) for m in newer):
+        return False
+    limit = rights.messages_per_day
+    if limit is not None and used + len(newer) > limit:
+        return False
+    current = repo.conversation_by_id(conn, conversation.id)
+    return current is not None and current.state not in conversations.WITH_STAFF
+
+
+def _now(conn: Conn) -> datetime:
+    """The database's clock (the messages' `created_at` are on it)."""
+    return conn.execute("select clock_timestamp() as now").fetchone()["now"]
 
 
 def _entitlement(

@@ -7,13 +7,15 @@ message opens a new conversation. The graph and the channel read the state; staf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
+
+from store.records import Conversation
 
 State = Literal["ACTIVE", "WAITING_USER", "HANDOFF", "CLOSED"]
 ActorKind = Literal["user", "assistant", "staff", "system"]
@@ -173,3 +175,18 @@ def transitions(conn: psycopg.Connection[Any], conversation_id: UUID) -> list[di
                from conversation_transitions where conversation_id = %s order by id""",
             (conversation_id,),
         ).fetchall()
+
+
+def latest_for_user(conn: psycopg.Connection, user_id: UUID) -> Conversation | None:
+    """Return the user's open conversation, else the one they wrote in last (where a message
+    that is not a reply, such as a reminder or a date notice, goes)."""
+    columns = ", ".join(f.name for f in fields(Conversation))
+    with conn.cursor(row_factory=class_row(Conversation)) as cur:
+        cur.execute(
+            f"""select {columns} from conversations where user_id = %s
+                order by state <> 'CLOSED' desc, last_inbound_at desc nulls last,
+                         created_at desc
+                limit 1""",
+            (user_id,),
+        )
+        return cur.fetchone()

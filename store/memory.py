@@ -28,6 +28,8 @@ from langgraph.store.postgres.base import PostgresIndexConfig
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from store import pii
+
 MEMORIES = "memories"
 FIELD = "text"
 MAX_TEXT = 1000
@@ -162,9 +164,16 @@ def get(store: BaseStore, owner: Owner, key: str) -> Memory | None:
                   item.created_at)  # fmt: skip
 
 
-def save(store: BaseStore, owner: Owner, text: str, *, key: str, source: str) -> Memory:
-    """Store `text` as `owner`'s memory under `key` (the same key again replaces it)."""
-    cleaned = clean_text(text)
+def save(
+    store: BaseStore, owner: Owner, text: str, *, key: str, source: str, pii_policy: str
+) -> Memory:
+    """Store `text` as `owner`'s memory under `key` (the same key again replaces it), with
+    personal data kept, masked or refused as the tenant's `pii_policy` says.
+
+    Raises ValueError for empty or long text and `store.pii.PersonalDataRefused` (a ValueError)
+    when the policy refuses what the text holds; nothing is written then.
+    """
+    cleaned = clean_text(pii.apply_policy(text, pii_policy))
     store.put(namespace(owner), key, {FIELD: cleaned, "source": source})
     return Memory(key, cleaned, None, source, None)
 

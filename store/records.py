@@ -33,6 +33,8 @@ class Tenant:
     handoff_auto_return_seconds: int = 1800
     data_request_message: str | None = None
     """What a user asking for their data is told (None: the channel's default notice)."""
+    pii_policy: str = "keep"
+    """What memory writes do with personal data: keep, mask or refuse (`store.pii`)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,9 @@ class Message:
     transcript_unsure: bool | None = None
     transcription_error: str | None = None
     audio_seconds: float | None = None
+    template_variables: dict[str, Any] = field(default_factory=dict)
+    """The named variables this outbound message fills its template with outside the 24-hour
+    window (e.g. a reminder's `text` and `when`); see `server.templating`."""
 
     @property
     def awaits_transcript(self) -> bool:

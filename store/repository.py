@@ -5,7 +5,7 @@ Every function takes an open `psycopg.Connection`; the caller owns the transacti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any, NotRequired, TypedDict, TypeVar, Unpack
 from uuid import UUID
@@ -200,18 +200,23 @@ def insert_outbound(
     correlation_id: str,
     purpose: str = "reply",
     sent_by: str | None = None,
+    template_variables: Mapping[str, str] | None = None,
 ) -> Message:
-    """Queue a message in the outbox; a second call with the same key returns the first row."""
+    """Queue a message in the outbox; a second call with the same key returns the first row.
+
+    `template_variables` are the named values its template takes if the 24-hour window is
+    closed when it is sent (`server.templating`)."""
     inserted = _one(
         conn,
         Message,
         f"""insert into messages (tenant_id, conversation_id, direction, idempotency_key,
-                body, from_address, to_address, status, correlation_id, purpose, sent_by)
-            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s, %s, %s)
+                body, from_address, to_address, status, correlation_id, purpose, sent_by,
+                template_variables)
+            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s, %s, %s, %s)
             on conflict (tenant_id, idempotency_key) do nothing
             returning {_MSG}""",
         (tenant_id, conversation_id, idempotency_key, body, from_address, to_address,
-         correlation_id, purpose, sent_by),
+         correlation_id, purpose, sent_by, Jsonb(dict(template_variables or {}))),
     )  # fmt: skip
     if inserted is not None:
         return inserted
@@ -235,14 +240,18 @@ def insert_outbound_parts(
     key: str,
     correlation_id: str,
     purpose: str,
+    template_variables: Mapping[str, str] | None = None,
 ) -> list[Message]:
-    """Queue the parts of one answer in order, each once (`key:index`), from the tenant's sender."""
+    """Queue the parts of one answer in order, each once (`key:index`), from the tenant's sender.
+
+    Each part carries `template_variables` (a template's `text` defaults to the part's body)."""
     queued = []
     for index, body in enumerate(parts):
         queued.append(insert_outbound(
             conn, tenant_id=tenant.id, conversation_id=conversation_id,
             idempotency_key=f"{key}:{index}", body=body, from_address=tenant.whatsapp_sender,
             to_address=to_address, correlation_id=correlation_id, purpose=purpose,
+            template_variables=template_variables,
         ))  # fmt: skip
     return queued
 

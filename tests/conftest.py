@@ -34,7 +34,8 @@ from store import repository as repo
 from store.embedded import EmbeddedRedis, start_postgres, start_redis
 from store.migrate import migrate
 from store.records import Tenant
-from tests.fakes import ScriptedModel
+from tests.fakes import FakeLangSmith, ScriptedModel
+from tests.langsmith_api import forget_langsmith_settings
 from tests.speech import clips, speak, whisper_dir  # noqa: F401 (the voice-note fixtures)
 
 BIN = Path(sys.executable).parent
@@ -110,6 +111,20 @@ def scripted(
 
 
 @pytest.fixture
+def langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
+    """A local LangSmith endpoint that every trace of the test goes to."""
+    server = FakeLangSmith()
+    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
+    monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2-test")
+    forget_langsmith_settings()
+    yield server
+    monkeypatch.undo()
+    forget_langsmith_settings()
+    server.close()
+
+
+@pytest.fixture
 def redis(redis_server: str) -> Iterator[Redis]:
     """An empty Redis database."""
     client = Redis.from_url(redis_server)
@@ -157,6 +172,7 @@ def settings(
         "OPENAI_API_KEY": "test-key",
         "LLM_MODEL": "scripted",
         "LLM_MAX_RETRIES": "0",
+        "LLM_CHECK_AT_START": "false",  # the scripted model answers only what a test scripts
         "JOB_RETRIES": "0",
         "OUTBOX_MIN_AGE_SECONDS": "0",
         "DB_POOL_TIMEOUT": "2",
@@ -165,6 +181,7 @@ def settings(
         "TWILIO_STATUS_CALLBACKS": "false",
         "SEND_BACKOFF_SECONDS": "0",
         "RETENTION_INTERVAL_SECONDS": "0",
+        "DATE_NOTICE_INTERVAL_SECONDS": "0",  # tests run the date-notice sweep themselves
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 from graphs.llm_server import last_user_text
@@ -33,9 +33,12 @@ class ScriptedModel:
             self._script.append(message)
         return self
 
-    def say(self, text: str, *, delay: float = 0.0) -> Self:
-        """Queue a plain text answer, given after `delay` seconds (a slow model)."""
-        return self._push({"content": text, "delay": delay})
+    def say(
+        self, text: str, *, delay: float = 0.0, during: Callable[[], object] | None = None
+    ) -> Self:
+        """Queue a plain text answer, given after `delay` seconds (a slow model); `during` runs
+        while the model is answering (the user writing again mid-turn, say)."""
+        return self._push({"content": text, "delay": delay, "during": during})
 
     def call_tool(self, name: str, args: dict[str, Any], id: str | None = None) -> Self:
         """Queue an answer that calls one tool with ``args``."""
@@ -68,6 +71,8 @@ class ScriptedModel:
             self.requests.append(request)
             answer = dict(self._script.popleft())
         time.sleep(answer.pop("delay", 0.0))
+        if during := answer.pop("during", None):
+            during()
         return answer
 
 
@@ -120,28 +125,40 @@ class EchoModel:
 
 
 class FakeLangSmith:
-    """A local server that takes LangSmith's run ingestion and keeps every body it was sent.
+    """A local LangSmith endpoint: run ingestion, datasets, experiments and feedback.
 
-    It answers `GET /info` with an empty object (no batching hints, no compression), so the
-    official client falls back to plain multipart posts whose JSON parts can be searched.
+    It keeps every body it was sent (`bodies`, `text`) and serves `tests.langsmith_api`'s
+    in-memory API (`api`). It answers `GET /info` with an empty object (no batching hints, no
+    compression, no multipart examples), so the official client falls back to plain multipart
+    run posts whose JSON parts can be searched, and to the JSON dataset endpoints.
     """
 
-    def __init__(self) -> None:
-        """Start serving on a free loopback port."""
+    def __init__(self, api_key: str | None = None) -> None:
+        """Start serving on a free loopback port; with `api_key`, refuse other keys (401)."""
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        from tests.langsmith_api import LangSmithAPI
 
         bodies = self.bodies = []  # type: list[bytes]
+        api = self.api = LangSmithAPI(api_key=api_key)
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                if length:
-                    bodies.append(self.rfile.read(length))
-                self.send_response(200)
+                body = self.rfile.read(length) if length else b""
+                if body:
+                    bodies.append(body)
+                url = urlsplit(self.path)
+                status, answer = api.handle(
+                    self.command, url.path, parse_qs(url.query), self.headers, body
+                )
+                data = json.dumps(answer).encode()
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
-                self.send_header("content-length", "2")
+                self.send_header("content-length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(data)
 
             do_GET = do_POST = do_PATCH = _answer
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -270,29 +269,6 @@ def _latest_messages_blob(settings: Settings) -> int:
         ).fetchone()
     assert row is not None
     return int(row["size"])
-
-
-@pytest.fixture
-def langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
-    server = FakeLangSmith()
-    monkeypatch.setenv("LANGSMITH_TRACING", "true")
-    monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
-    monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2-test")
-    _forget_langsmith_settings()
-    yield server
-    monkeypatch.undo()
-    _forget_langsmith_settings()
-    server.close()
-
-
-def _forget_langsmith_settings() -> None:
-    """LangSmith caches environment reads and its client per process; start from the env."""
-    from langsmith import run_trees
-    from langsmith import utils as ls_utils
-
-    ls_utils.get_env_var.cache_clear()
-    ls_utils.get_tracer_project.cache_clear()
-    run_trees._CLIENT = None  # the library keeps one client per process
 
 
 @pytest.mark.parametrize("privacy", ["full", "masked"])

@@ -22,6 +22,7 @@ from store import repository as repo
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
+from tests.templating import register_template
 
 TEMPLATE = "HX" + "ab" * 16
 
@@ -342,6 +343,7 @@ def test_status_callback_failure_keeps_the_error_code(
         ({"MessageSid": "SM1", "MessageStatus": "teleported"}, 400),
         ({"MessageSid": "SM1", "MessageStatus": "failed", "ErrorCode": "abc"}, 400),
         ({"MessageSid": "SM1", "MessageStatus": "delivered", "From": "whatsapp:+1999"}, 404),
+        ({"MessageSid": "\x00", "MessageStatus": "delivered"}, 400),  # nothing left of the sid
     ],
 )
 def test_bad_status_callbacks(
@@ -353,6 +355,20 @@ def test_bad_status_callbacks(
 
     assert client.post("/webhooks/status", data=form, headers=headers).status_code == status
     assert rows(settings, "select count(*) from message_status_events") == [(0,)]
+
+
+def test_a_status_callback_with_nul_characters_is_recorded_cleaned(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    form = {"From": tenant.whatsapp_sender, "To": USER, "MessageSid": "SM\x001",
+            "MessageStatus": "delivered\x00"}  # fmt: skip
+    url = settings.public_url("/webhooks/status")
+    headers = {"X-Twilio-Signature": sign(tenant.twilio_auth_token, url, form)}
+
+    assert client.post("/webhooks/status", data=form, headers=headers).status_code == 204
+    assert rows(settings, "select provider_sid, status from message_status_events") == [
+        ("SM1", "delivered")
+    ]
 
 
 def test_unsigned_status_callback_is_403(
@@ -396,16 +412,48 @@ def test_closed_window_without_template_fails_with_the_reason(
         settings, "select status, error_code, error from messages where id = %s", outbound_id
     )
     assert (status, code) == ("failed", 63016)
-    assert "24 hours" in error and "template" in error
+    assert "24 hours" in error and "no approved template for purpose 're_engagement'" in error
 
 
-def test_closed_window_with_template_sends_the_template(
+def test_closed_window_sends_the_reply_inside_the_re_engagement_template(
     client: TestClient,
     settings: Settings,
     tenant: Tenant,
     sandbox: TwilioSandbox,
     llm: ScriptedModel,
 ) -> None:
+    sid = register_template(
+        settings,
+        sandbox,
+        tenant,
+        "re_engagement",
+        "Olá {{1}}! Sobre a sua mensagem: {{2}}",
+        {"1": "name", "2": "text"},
+    )
+    llm.say("Tarde demais.")
+    _say(client, settings, tenant, "Oi")
+    outbound_id, cid = _answer_without_sending(settings, tenant)
+    _close_window(settings)
+
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
+    (sent,) = sandbox.messages
+    assert sent["content_sid"] == sid
+    assert sent["body"] == "Olá Demo User! Sobre a sua mensagem: Tarde demais."
+    assert rows(settings, "select template_sid from messages where id = %s", outbound_id) == [
+        (sid,)
+    ]
+
+
+def test_closed_window_falls_back_to_the_legacy_tenant_template(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    """Without a 're_engagement' template, a reply goes out as the tenant's old fixed one."""
+    sandbox.add_content("Olá {{1}}, responda para continuar.",
+                        account_sid=tenant.twilio_account_sid, sid=TEMPLATE)  # fmt: skip
     _configure(
         settings,
         tenant,
@@ -420,9 +468,7 @@ def test_closed_window_with_template_sends_the_template(
     assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
     (sent,) = sandbox.messages
     assert sent["content_sid"] == TEMPLATE and sent["content_variables"] == '{"1": "Ana"}'
-    assert rows(settings, "select template_sid from messages where id = %s", outbound_id) == [
-        (TEMPLATE,)
-    ]
+    assert sent["body"] == "Olá Ana, responda para continuar."
 
 
 @pytest.mark.parametrize("template", [True, False])
@@ -435,7 +481,8 @@ def test_twilio_63016_falls_back_to_the_template(
     template: bool,
 ) -> None:
     if template:
-        _configure(settings, tenant, closed_window_template_sid=TEMPLATE)
+        register_template(settings, sandbox, tenant, "re_engagement", "Novidade: {{1}}",
+                          {"1": "text"})  # fmt: skip
     llm.say("Olá!")
     sandbox.inject_error(
         63016, 400, "Failed to send freeform message because you are outside the allowed window."
@@ -444,7 +491,7 @@ def test_twilio_63016_falls_back_to_the_template(
     run_jobs(settings)
 
     if template:
-        assert [m["content_sid"] for m in sandbox.messages] == [TEMPLATE]
+        assert [m["body"] for m in sandbox.messages] == ["Novidade: Olá!"]
     else:
         assert sandbox.messages == []
         ((status, code),) = rows(

@@ -41,11 +41,11 @@ from store.embedded import free_port
 from store.records import Tenant
 from tests.conftest import ROOT, inbound_form, rows, run_jobs
 from tests.fakes import ScriptedModel
+from tests.templating import register_template
 from tests.test_brain import ALL, give_plan
 
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 AGENT = "ana@acme"
-TEMPLATE = "HX" + "b" * 32
 WAIT = 30.0
 
 
@@ -420,7 +420,9 @@ def test_outside_the_window_the_console_offers_the_template(
     conversation = hand_off(api, settings, tenant, sandbox)
     rows(settings, "update conversations set last_inbound_at = now() - interval '25 hours' "
          "returning id")  # fmt: skip
-    rows(settings, "update tenants set closed_window_template_sid = %s returning id", TEMPLATE)
+    sid = register_template(
+        settings, sandbox, tenant, "staff_followup", "Equipe Acme: {{1}}", {"1": "text"}
+    )
 
     open_console(browser, api, support_token(settings, tenant))
     queue_row(browser, conversation)
@@ -437,7 +439,8 @@ def test_outside_the_window_the_console_offers_the_template(
     template.click()
     until(browser, text_of("status", "Template queued"), "the template to be accepted")
     run_jobs(settings)
-    assert sandbox.wait_for_messages(2)[-1]["content_sid"] == TEMPLATE
+    sent = sandbox.wait_for_messages(2)[-1]
+    assert (sent["content_sid"], sent["body"]) == (sid, "Equipe Acme: Ainda precisa de ajuda?")
     assert not by_id(browser, "template-button").is_displayed()
     shots("template-sent")
 

@@ -8,9 +8,8 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -22,10 +21,12 @@ from langgraph.types import interrupt
 
 from evals import run
 from evals.dataset import ROUTES, TOOL_NAMES, DatasetError, Example, load_dataset
-from evals.experiment import EVALUATORS, example_uuid, sync_dataset
+from evals.experiment import CHECKS, EVALUATORS, example_uuid, sync_dataset
 from evals.scoring import Outcome, ToolCall, format_failures, format_table, judge, score
 from evals.target import GraphTarget
 from server.cli import main as cli_main
+from tests.fakes import FakeLangSmith
+from tests.langsmith_api import forget_langsmith_settings
 from tools.finance import FINANCE_TOOLS
 from tools.handoff import request_human
 from tools.memory import MEMORY_TOOLS
@@ -147,9 +148,9 @@ def test_scores_one_right_one_wrong_route_one_wrong_args() -> None:
     wrong_route = Outcome(route="finance", reply="Olá! Tudo bem com você?", language="pt")
     wrong_args = Outcome(
         route="relationships",
-        tool_calls=(ToolCall("add_important_date", {"person_name": "mom", "date": "12/03"}),),
+        tool_calls=(ToolCall("add_important_date", {"person_name": "mom", "date": "03/12"}),),
         language="en",
-    )
+    )  # 3 December, not March 12
 
     verdicts = [judge(EXPENSE, right), judge(HELLO, wrong_route), judge(BIRTHDAY, wrong_args)]
     overall, pt, en = score(verdicts)
@@ -165,7 +166,62 @@ def test_scores_one_right_one_wrong_route_one_wrong_args() -> None:
     assert "pt-expense" not in failures
     assert "- pt-hello [pt] 'Oi'\n    route: expected general, got finance" in failures
     assert "tools: expected ['add_important_date'] with" in failures
-    assert "date='12/03'" in failures
+    assert "date='03/12'" in failures
+
+
+def _expense(args: dict[str, Any], local_time: str = "2026-11-04T10:00-03:00") -> Outcome:
+    return Outcome(
+        route="finance",
+        tool_calls=(ToolCall("record_transaction", args),),
+        language="pt",
+        local_time=local_time,
+    )
+
+
+EXPENSE_YESTERDAY = Example(
+    id="pt-expense-yesterday", text="Gastei 5.000 no mercado ontem", language="pt",
+    route="finance", tools=("record_transaction",),
+    args={"kind": "expense", "amount": "5000", "category": "groceries", "date": "ontem"},
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"kind": "expense", "amount": "5.000", "category": "mercado", "date": "ontem"},
+        {"kind": "expense", "amount": 5000, "category": "Supermercado", "date": "2026-11-03"},
+        {"kind": "expense", "amount": "5000.00", "category": "groceries", "date": "yesterday"},
+        {"kind": "expense", "amount": "R$ 5.000,00", "category": "GROCERY", "date": "03/11"},
+    ],
+)
+def test_the_scorer_judges_what_the_arguments_mean(args: dict[str, Any]) -> None:
+    assert judge(EXPENSE_YESTERDAY, _expense(args)).tools_ok
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"kind": "expense", "amount": "5", "category": "mercado", "date": "ontem"},
+        {"kind": "expense", "amount": "5.000,01", "category": "mercado", "date": "ontem"},
+        {"kind": "expense", "amount": "abc", "category": "mercado", "date": "ontem"},
+        {"kind": "expense", "amount": "5.000", "category": "transporte", "date": "ontem"},
+        {"kind": "expense", "amount": "5.000", "category": "mercado", "date": "anteontem"},
+        {"kind": "expense", "amount": "5.000", "category": "mercado", "date": "2026-11-04"},
+        {"kind": "expense", "amount": "5.000", "category": "mercado"},  # today, not yesterday
+        {"kind": "income", "amount": "5.000", "category": "mercado", "date": "ontem"},
+        {"kind": "expense", "amount": "5.000", "date": "ontem"},
+    ],
+)
+def test_the_scorer_refuses_arguments_that_mean_something_else(args: dict[str, Any]) -> None:
+    assert not judge(EXPENSE_YESTERDAY, _expense(args)).tools_ok
+
+
+def test_relative_dates_resolve_from_the_runs_own_local_time() -> None:
+    args = {"kind": "expense", "amount": "5000", "category": "groceries", "date": "2026-11-03"}
+    assert judge(EXPENSE_YESTERDAY, _expense(args, "2026-11-04T23:59-03:00")).tools_ok
+    assert not judge(EXPENSE_YESTERDAY, _expense(args, "2026-11-05T00:01-03:00")).tools_ok
+    round_trip = Outcome.from_dict(_expense(args).to_dict())
+    assert round_trip.local_time == "2026-11-04T10:00-03:00"
 
 
 def test_tool_names_must_match_exactly_and_in_order() -> None:
@@ -239,65 +295,126 @@ def test_langsmith_evaluators_reuse_the_scorer() -> None:
 # --------------------------------------------------------------------------- #
 
 
-@dataclass
-class _StoredExample:
-    id: str
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
+@pytest.fixture
+def langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
+    """A local LangSmith endpoint that `langsmith.Client()` talks to, taking only our key."""
+    server = FakeLangSmith(api_key="lsv2-test")
+    monkeypatch.setenv("LANGSMITH_ENDPOINT", server.url)
+    monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2-test")
+    monkeypatch.delenv("LANGSMITH_TRACING", raising=False)
+    forget_langsmith_settings()
+    yield server
+    monkeypatch.undo()
+    forget_langsmith_settings()
+    server.close()
 
 
-@dataclass
-class _Dataset:
-    id: str
-    name: str
+def _reference(example: Example) -> dict[str, Any]:
+    return {"route": example.route, "tools": list(example.tools), "args": example.args,
+            "language": example.language}  # fmt: skip
 
 
-@dataclass
-class FakeLangSmith:
-    """The part of `langsmith.Client` that `sync_dataset` uses, kept in memory."""
+def test_dataset_sync_over_http_is_idempotent_by_name(langsmith: FakeLangSmith) -> None:
+    from langsmith import Client
 
-    datasets: dict[str, _Dataset] = field(default_factory=dict)
-    examples: dict[str, _StoredExample] = field(default_factory=dict)
-    calls: list[str] = field(default_factory=list)
+    api, examples = langsmith.api, load_dataset()
 
-    def has_dataset(self, *, dataset_name: str) -> bool:
-        return dataset_name in self.datasets
+    dataset = sync_dataset(Client(), "evals", examples)
 
-    def read_dataset(self, *, dataset_name: str) -> _Dataset:
-        return self.datasets[dataset_name]
+    assert [d["name"] for d in api.datasets.values()] == ["evals"]
+    assert set(api.examples) == {example_uuid("evals", e.id) for e in examples}
+    for example in examples:
+        stored = api.examples[example_uuid("evals", example.id)]
+        assert stored["dataset_id"] == str(dataset.id)
+        assert stored["inputs"] == {"id": example.id, "text": example.text,
+                                    "features": example.plan}  # fmt: skip
+        assert stored["outputs"] == _reference(example)
+        assert stored["metadata"] == {"id": example.id, "language": example.language}
 
-    def create_dataset(self, name: str, *, description: str) -> _Dataset:
-        self.calls.append("create_dataset")
-        self.datasets[name] = _Dataset(str(uuid.uuid4()), name)
-        return self.datasets[name]
-
-    def list_examples(self, *, dataset_id: str) -> list[_StoredExample]:
-        return list(self.examples.values())
-
-    def create_examples(self, *, dataset_id: str, examples: list[dict[str, Any]]) -> None:
-        self.calls.append(f"create_examples:{len(examples)}")
-        for e in examples:
-            assert e["id"] not in self.examples, "an example was created twice"
-            self.examples[e["id"]] = _StoredExample(e["id"], e["inputs"], e["outputs"])
-
-    def update_example(self, example_id: str, **changes: Any) -> None:
-        self.calls.append("update_example")
-        stored = self.examples[example_id]
-        stored.inputs, stored.outputs = changes["inputs"], changes["outputs"]
-
-
-def test_dataset_upload_is_idempotent_by_name() -> None:
-    client = FakeLangSmith()
-    examples = load_dataset()
-
-    sync_dataset(client, "evals", examples)
-    sync_dataset(client, "evals", examples)
+    before = len(api.requests)
+    sync_dataset(Client(), "evals", examples)
     changed = [*examples[:-1], Example(**{**examples[-1].__dict__, "route": "handoff"})]
-    sync_dataset(client, "evals", changed)
+    sync_dataset(Client(), "evals", changed)
 
-    assert client.calls == ["create_dataset", f"create_examples:{len(examples)}", "update_example"]
-    assert set(client.examples) == {example_uuid("evals", e.id) for e in examples}
-    assert client.examples[example_uuid("evals", examples[-1].id)].outputs["route"] == "handoff"
+    writes = [(method, path) for method, path in api.requests[before:] if method != "GET"]
+    last = example_uuid("evals", examples[-1].id)
+    assert writes == [("PATCH", f"/examples/{last}")]
+    assert api.examples[last]["outputs"] == _reference(changed[-1])
+    assert len(api.examples) == len(examples) and len(api.datasets) == 1
+    assert api.unhandled == []
+
+
+WRONG = Example(id="en-wrong-on-purpose", text="Hi, how are you?", language="en", route="finance")
+"""An example the graph gets wrong, so the experiment reports failures too."""
+
+
+def test_langsmith_experiment_over_http_scores_like_the_local_runner(
+    offline_model: None,
+    langsmith: FakeLangSmith,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wanted = ["pt-expense-groceries-yesterday", "pt-handoff-attendant", "pt-smalltalk-hi",
+              "en-reminder-dad", "en-what-do-you-know"]  # fmt: skip
+    examples = [e for e in load_dataset() if e.id in wanted] + [WRONG]
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(json.dumps(e.to_dict()) for e in examples))
+    api = langsmith.api
+
+    for language in ("pt", "en"):  # the second run finds the first one's examples stored
+        selected = [e for e in examples if e.language == language]
+        local = run.evaluate(selected, GraphTarget())
+        prefix = f"demo-{language}"
+        argv = ["--langsmith", "--dataset", str(path), "--language", language,
+                "--langsmith-dataset", "demo", "--experiment-prefix", prefix]  # fmt: skip
+
+        assert run.main(argv) == 0
+
+        (dataset,) = api.datasets.values()
+        (experiment,) = [
+            s for s in api.sessions.values() if s["name"].startswith(f"demo-{language}")
+        ]
+        assert experiment["reference_dataset_id"] == dataset["id"]
+        assert "dataset_version" in experiment["extra"]["metadata"]  # the closing update came
+        roots = api.root_runs(experiment["name"])
+        by_example = {r["reference_example_id"]: r for r in roots}
+        assert len(roots) == len(by_example) == len(selected)
+        for example, verdict in zip(selected, local, strict=True):
+            root = by_example[example_uuid("demo", example.id)]
+            assert root["inputs"]["text"] == example.text and root["outputs"]["route"]
+            feedback = {f["key"]: f["score"] for f in api.feedback if f["run_id"] == root["id"]}
+            expected = {key: getattr(verdict, check) for key, check in CHECKS.items()}
+            assert feedback == expected, example.id
+        assert format_table(score(local)) in capsys.readouterr().out
+
+    assert not all(v.passed for v in local)  # WRONG is judged wrong in both places
+    assert set(api.examples) == {example_uuid("demo", e.id) for e in examples}
+    assert api.unhandled == []
+
+
+def test_langsmith_endpoint_down_or_key_refused_is_a_clear_error(
+    offline_model: None,
+    langsmith: FakeLangSmith,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2-revoked")
+    forget_langsmith_settings()
+
+    assert run.main(["--langsmith", "--only", "pt-smalltalk-hi"]) == 2
+    refused = capsys.readouterr().err
+    assert "LangSmith refused the request (the API key was not accepted)" in refused
+    assert "Check LANGSMITH_API_KEY" in refused
+    assert langsmith.api.datasets == {} and langsmith.api.runs == {}
+
+    down = langsmith.url
+    langsmith.close()
+    monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2-test")
+    forget_langsmith_settings()
+
+    assert run.main(["--langsmith", "--only", "pt-smalltalk-hi"]) == 2
+    unreachable = capsys.readouterr().err
+    assert f"cannot reach LangSmith at {down}. Check LANGSMITH_ENDPOINT" in unreachable
 
 
 def test_langsmith_without_a_key_exits_2(

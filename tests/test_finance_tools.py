@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from server.settings import Settings
 from store.records import Tenant
 from tests.conftest import rows
 from tests.toolcontext import context_for, failed, make_tenant, make_user, ok
-from tests.tooling import run_tool
+from tests.tooling import replay_tool, run_tool
 from tools.dates import local_now
 from tools.finance import (
     FINANCE_TOOLS,
@@ -55,8 +56,11 @@ def test_the_tools_and_their_schemas(settings: Settings) -> None:
     for tool in FINANCE_TOOLS:
         schema = tool.tool_call_schema.model_json_schema()
         assert "runtime" not in schema.get("properties", {}), tool.name
-    amount = record_transaction.tool_call_schema.model_json_schema()["properties"]["amount"]
-    assert amount["type"] == "string"
+    properties = record_transaction.tool_call_schema.model_json_schema()["properties"]
+    assert {t["type"] for t in properties["amount"]["anyOf"]} == {"string", "integer", "number"}
+    assert "5.000" in properties["amount"]["description"]
+    for name in ("groceries (mercado)", "food (alimentação)", "other (outros)"):
+        assert name in properties["category"]["description"]
 
 
 def test_record_stores_decimal_amounts_in_the_users_scope(settings: Settings, ana: Context) -> None:
@@ -67,9 +71,9 @@ def test_record_stores_decimal_amounts_in_the_users_scope(settings: Settings, an
     assert first.startswith("Recorded expense #1: 45.90 BRL, mercado, on 2026-11-02")
     assert "(pão e leite)" in first
     assert _entries(settings) == [
-        ("expense", Decimal("45.90"), "BRL", "mercado", "pão e leite", "2026-11-02", False),
-        ("income", Decimal("1234.56"), "BRL", "salário", "", "2026-11-02", False),
-        ("expense", Decimal("1234.50"), "USD", "viagem", "", "2026-11-02", False),
+        ("expense", Decimal("45.90"), "BRL", "groceries", "pão e leite", "2026-11-02", False),
+        ("income", Decimal("1234.56"), "BRL", "salary", "", "2026-11-02", False),
+        ("expense", Decimal("1234.50"), "USD", "leisure", "", "2026-11-02", False),
     ]
     assert rows(
         settings, "select distinct tenant_id::text, user_id::text from finance_entries"
@@ -88,22 +92,52 @@ def test_relative_dates_are_the_users_local_days(settings: Settings, ana: Contex
 def test_a_replayed_call_returns_the_same_answer_and_writes_nothing(
     settings: Settings, ana: Context
 ) -> None:
-    first = _record(ana, "call_same", amount="12,50")
-    again = _record(ana, "call_same", amount="99")  # a resumed run replays the same call
-    assert again == first
+    args = {"kind": "expense", "amount": "12,50", "category": "mercado"}
+    first, again = replay_tool(record_transaction, args, ana, call_id="call_same")
+    assert ok(again) == ok(first)  # a resumed run replays the same call
     assert rows(settings, "select count(*), sum(amount) from finance_entries") == [
         (1, Decimal("12.50"))
     ]
 
 
 @pytest.mark.parametrize(
+    ("amount", "stored"),
+    [
+        ("5.000", "5000.00"),
+        ("1.800", "1800.00"),
+        ("1.800,50", "1800.50"),
+        ("45,90", "45.90"),
+        ("45,9", "45.90"),
+        ("R$ 1.234,56", "1234.56"),
+        ("R$1.234,56", "1234.56"),
+        ("1,234.56", "1234.56"),
+        ("3,000", "3000.00"),
+        ("12.5", "12.50"),
+        ("1.234.567", "1234567.00"),
+        (" 20 ", "20.00"),
+        ("US$ 20", "20.00"),
+        (45.9, "45.90"),
+        (12, "12.00"),
+        (5000.0, "5000.00"),
+        (0.5, "0.50"),
+        (999999999999.99, "999999999999.99"),
+    ],
+)
+def test_amounts_in_brazilian_english_and_json_number_forms(
+    settings: Settings, ana: Context, amount: object, stored: str
+) -> None:
+    answer = ok(run_tool(record_transaction, {"kind": "expense", "amount": amount,
+                                              "category": "mercado"}, ana))  # fmt: skip
+    assert f": {stored} BRL, mercado," in answer
+    assert rows(settings, "select amount::text from finance_entries") == [(stored,)]
+
+
+@pytest.mark.parametrize(
     ("amount", "complaint"),
     [
-        ("12.345", "ambiguous"),
-        ("12,345", "ambiguous"),
-        ("1.234.567", "ambiguous"),
-        ("45.999", "ambiguous"),
         ("45.9999", "more than two decimals"),
+        ("0.500", "more than two decimals"),
+        ("1.234,567", "more than two decimals"),
         ("0,001", "more than two decimals"),
         ("-5", "negative"),
         ("-5,00", "negative"),
@@ -114,23 +148,34 @@ def test_a_replayed_call_returns_the_same_answer_and_writes_nothing(
         ("", "not an amount"),
         ("NaN", "not an amount"),
         ("1000000000000", "too large"),
+        ("1.2.3", "not an amount"),
+        ("1,234,56", "not an amount"),
+        ("12,34.56", "not an amount"),
+        ("R$", "not an amount"),
+        ("--5", "negative"),
+        (0, "zero"),
+        (-3, "negative"),
+        (-0.5, "negative"),
+        (0.1 + 0.2, "more than two decimals"),
+        (1e300, "too large"),
+        (10**40, "too large"),
     ],
 )
 def test_bad_amounts_are_refused_and_nothing_is_written(
     settings: Settings, ana: Context, amount: str, complaint: str
 ) -> None:
     error = failed(run_tool(record_transaction, {"kind": "expense", "amount": amount,
-                                                 "category": "x"}, ana))  # fmt: skip
+                                                 "category": "mercado"}, ana))  # fmt: skip
     assert complaint in error
     assert rows(settings, "select count(*) from finance_entries") == [(0,)]
 
 
-@pytest.mark.parametrize("amount", [45.9, 12, None])
-def test_an_amount_that_is_not_text_is_refused(
+@pytest.mark.parametrize("amount", [None, True, [45], {"value": 45}])
+def test_an_amount_that_is_neither_text_nor_a_number_is_refused(
     settings: Settings, ana: Context, amount: object
 ) -> None:
     error = failed(run_tool(record_transaction, {"kind": "expense", "amount": amount,
-                                                 "category": "x"}, ana))  # fmt: skip
+                                                 "category": "mercado"}, ana))  # fmt: skip
     assert "amount" in error
     assert rows(settings, "select count(*) from finance_entries") == [(0,)]
 
@@ -147,6 +192,8 @@ def test_an_amount_that_is_not_text_is_refused(
         ({"kind": "transfer"}, "kind"),
         ({"category": ""}, "category"),
         ({"category": "   "}, "category is empty"),
+        ({"category": "coisas"}, "not a known category"),
+        ({"category": "x"}, "groceries (mercado)"),
         ({"tenant_id": "00000000-0000-0000-0000-000000000000"}, "tenant_id"),
         ({"user_id": "someone"}, "user_id"),
     ],
@@ -188,8 +235,8 @@ def test_balance_and_categories_per_period_and_currency(settings: Settings, ana:
     spending = json.loads(ok(run_tool(spending_by_category, {"period": "2026-11"}, ana)))
     assert spending["categories"] == [
         {"category": "mercado", "currency": "BRL", "total": "50.00", "entries": 2},
-        {"category": "viagem", "currency": "USD", "total": "30.00", "entries": 1},
-        {"category": "padaria", "currency": "BRL", "total": "20.00", "entries": 1},
+        {"category": "lazer", "currency": "USD", "total": "30.00", "entries": 1},
+        {"category": "alimentação", "currency": "BRL", "total": "20.00", "entries": 1},
     ]
     october = json.loads(ok(run_tool(get_balance, {"period": "2026-10"}, ana)))
     assert october["totals"] == [
@@ -249,7 +296,7 @@ def test_delete_only_the_users_own_entries(
     deleted = ok(run_tool(delete_transaction, {"transaction_id": ids["10.00"]}, ana, call_id="d1"))
     assert deleted == f"Deleted expense #{ids['10.00']}: 10.00 BRL, mercado, on 2026-11-02."
     again = run_tool(delete_transaction, {"transaction_id": ids["10.00"]}, ana, call_id="d1")
-    assert ok(again) == deleted, "a replayed delete answers as the first did"
+    assert "already deleted" in failed(again), "the same call id in a later step is no replay"
     later = run_tool(delete_transaction, {"transaction_id": ids["10.00"]}, ana, call_id="d2")
     assert "already deleted" in failed(later)
 
@@ -279,3 +326,30 @@ def test_tenants_do_not_see_each_others_entries(
     theirs = json.loads(ok(run_tool(list_transactions, {}, same_phone)))["transactions"]
     assert [t["amount"] for t in mine] == ["10.00"]
     assert [t["amount"] for t in theirs] == ["99.00"]
+
+
+def test_synonyms_in_both_languages_report_as_one_category(
+    settings: Settings, ana: Context
+) -> None:
+    for n, word in enumerate(["mercado", "Supermercado", "groceries", "FEIRA", "grocery"]):
+        _record(ana, f"g{n}", amount="10", category=word)
+    rows(  # an entry stored before the canonical list, with the word the model sent
+        settings,
+        "insert into finance_entries (tenant_id, user_id, kind, amount, currency, category, "
+        "description, occurred_on) values (%s, %s, 'expense', 5, 'BRL', 'supermercado', '', "
+        "'2026-11-02') returning id",
+        ana.tenant_id,
+        ana.user_id,
+    )
+    assert rows(settings, "select distinct category from finance_entries where id <= 5") == [
+        ("groceries",)
+    ]
+    spending = json.loads(ok(run_tool(spending_by_category, {"period": "2026-11"}, ana)))
+    assert spending["categories"] == [
+        {"category": "mercado", "currency": "BRL", "total": "55.00", "entries": 6}
+    ]
+    english = replace(ana, locale="en-US")
+    spending = json.loads(ok(run_tool(spending_by_category, {"period": "2026-11"}, english)))
+    assert [c["category"] for c in spending["categories"]] == ["groceries"]
+    listed = json.loads(ok(run_tool(list_transactions, {"limit": 1}, english)))
+    assert listed["transactions"][0]["category"] == "groceries"

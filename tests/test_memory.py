@@ -33,7 +33,7 @@ from store.embedded import free_port
 from store.migrate import check_at_head
 from store.records import Tenant
 from tests.fakes import ScriptedModel
-from tests.tooling import run_tool
+from tests.tooling import replay_tool, run_tool
 from tools.memory import MEMORY_TOOLS, save_memory, search_memories
 
 MIN_SCORE = EmbeddingSettings().memory_min_score
@@ -100,7 +100,7 @@ def store(settings: Settings, tenant: Tenant) -> Iterator[PostgresStore]:
 
 def _fill(store: PostgresStore, owner: memory.MemoryOwner, texts: list[str]) -> None:
     for index, text in enumerate(texts):
-        memory.save(store, owner, text, key=f"m{index}", source="test")
+        memory.save(store, owner, text, key=f"m{index}", source="test", pii_policy="keep")
 
 
 def test_the_relevant_memory_is_found_among_fifty_distractors_in_pt_and_en(
@@ -134,7 +134,9 @@ def test_the_threshold_drops_unrelated_memories(
 def test_memories_are_isolated_between_users_and_tenants(
     settings: Settings, tenant: Tenant, store: PostgresStore, owner: memory.MemoryOwner
 ) -> None:
-    memory.save(store, owner, "O meu cachorro se chama Rex.", key="k1", source="test")
+    memory.save(
+        store, owner, "O meu cachorro se chama Rex.", key="k1", source="test", pii_policy="keep"
+    )
     neighbour = memory.MemoryOwner(owner.tenant_id, _user(settings, tenant, "5511900000002"))
     assert memory.search(store, neighbour, "qual o nome do meu cachorro?", 5, -1.0) == []
     assert memory.search(store, owner, "qual o nome do meu cachorro?", 5, -1.0)
@@ -156,14 +158,16 @@ def test_memories_are_isolated_between_users_and_tenants(
         ).fetchone()
         assert counts == {"items": 0, "vectors": 0}
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            memory.save(intruder, owner, "Planted memory.", key="evil", source="test")
+            memory.save(
+                intruder, owner, "Planted memory.", key="evil", source="test", pii_policy="keep"
+            )
     assert memory.get(store, owner, "evil") is None
 
 
 def test_deleting_a_user_deletes_their_memories(
     settings: Settings, store: PostgresStore, owner: memory.MemoryOwner
 ) -> None:
-    memory.save(store, owner, "Sou vegetariano.", key="k1", source="test")
+    memory.save(store, owner, "Sou vegetariano.", key="k1", source="test", pii_policy="keep")
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
         conn.execute("delete from users where id = %s", (owner.user_id,))
@@ -185,9 +189,11 @@ def test_a_dimension_mismatch_fails_with_what_to_do(
 
 def test_bad_memory_text_is_refused(store: PostgresStore, owner: memory.MemoryOwner) -> None:
     with pytest.raises(ValueError, match="needs some text"):
-        memory.save(store, owner, "  \n ", key="k", source="test")
+        memory.save(store, owner, "  \n ", key="k", source="test", pii_policy="keep")
     with pytest.raises(ValueError, match="at most"):
-        memory.save(store, owner, "x" * (memory.MAX_TEXT + 1), key="k", source="test")
+        memory.save(
+            store, owner, "x" * (memory.MAX_TEXT + 1), key="k", source="test", pii_policy="keep"
+        )
     with pytest.raises(ValueError, match="tenant and a user"):
         memory.namespace(memory.MemoryOwner("", owner.user_id))
 
@@ -208,13 +214,13 @@ def test_save_memory_is_idempotent_per_tool_call(
 ) -> None:
     context = _context(owner)
     text = "Minha esposa se chama Carla."
-    first = run_tool(save_memory, {"text": text}, context, call_id="call_a")
-    again = run_tool(save_memory, {"text": text}, context, call_id="call_a")
+    first, again = replay_tool(save_memory, {"text": text}, context, call_id="call_a")
     assert first.status == "success" and first.content == f"Remembered: {text}"
     assert again.content == f"Already remembered: {text}"
     from tests.conftest import rows
 
-    assert rows(settings, "select key from store") == [("call_a",)]
+    ((key,),) = rows(settings, "select key from store")
+    assert key.endswith(":call_a")
 
     found = run_tool(search_memories, {"query": "qual o nome da minha esposa?"}, context)
     assert json.loads(str(found.content))[0]["memory"] == text

@@ -245,7 +245,7 @@ TOOL_CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("finance", "pt", "[voice note] Gastei cinquenta reais no mercado.", "record_transaction",
      {"kind": "expense", "amount": "50", "category": "groceries"}),
     ("finance", "pt", "Paguei duzentos e trinta e cinco reais de luz", "record_transaction",
-     {"amount": "235", "category": "utilities"}),
+     {"amount": "235", "category": "bills"}),
     ("finance", "pt", "Quanto gastei este mês?", "get_balance", {"period": "this_month"}),
     ("finance", "pt", "Qual meu saldo do mês passado?", "get_balance", {"period": "last_month"}),
     ("finance", "pt", "Quanto gastei hoje?", "get_balance", {"period": "today"}),
@@ -681,3 +681,17 @@ def test_amounts_are_not_taken_from_dates_or_times() -> None:
     assert guess.args["amount"] == "30"
     assert guess.args["date"] == "12/03"
     assert choose_tool_call("Gastei no dia 12/03", {"record_transaction"}) is None
+
+
+def test_the_offline_models_categories_and_amounts_are_what_the_tools_accept() -> None:
+    from graphs.offline_tools import _CATEGORIES
+    from tools import categories
+    from tools.amounts import parse_amount
+
+    for _, name in _CATEGORIES:
+        found = categories.find(name)
+        assert found is not None and found.name == name, f"{name} is not a canonical category"
+    for text in ("Paguei o aluguel: 1.800 reais", "Recebi meu salário de 5.000 reais hoje"):
+        guess = choose_tool_call(text, {"record_transaction"})
+        assert guess is not None
+        assert parse_amount(guess.args["amount"]) in (1800, 5000)

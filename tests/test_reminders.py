@@ -34,7 +34,7 @@ from tests.toolcontext import (
     make_user_with_conversation,
     ok,
 )
-from tests.tooling import run_tool
+from tests.tooling import replay_tool, run_tool
 from tools._runtime import ToolResources, bind_resources
 from tools.dates import local_now
 from tools.reminders import cancel_reminder, list_reminders, schedule_reminder
@@ -120,11 +120,8 @@ def test_schedule_stores_utc_and_lists_in_the_users_time(
 def test_a_replayed_schedule_answers_the_same_and_writes_nothing(
     settings: Settings, ana: Context
 ) -> None:
-    first = ok(run_tool(schedule_reminder, {"text": "a", "when": "em 10 minutos"}, ana,
-                        call_id="r1"))  # fmt: skip
-    again = ok(run_tool(schedule_reminder, {"text": "b", "when": "em 20 minutos"}, ana,
-                        call_id="r1"))  # fmt: skip
-    assert again == first
+    first, again = replay_tool(schedule_reminder, {"text": "a", "when": "em 10 minutos"}, ana)
+    assert ok(again) == ok(first)
     assert rows(settings, "select text from reminders") == [("a",)]
 
 
@@ -174,7 +171,8 @@ def test_cancel_only_the_users_own_scheduled_reminders(
 
     cancelled = ok(run_tool(cancel_reminder, {"reminder_id": mine}, ana, call_id="x1"))
     assert cancelled.startswith(f"Cancelled reminder #{mine} (mine), which was due ")
-    assert ok(run_tool(cancel_reminder, {"reminder_id": mine}, ana, call_id="x1")) == cancelled
+    later = run_tool(cancel_reminder, {"reminder_id": mine}, ana, call_id="x1")
+    assert "already cancelled" in failed(later), "the same call id in a later step is no replay"
     again = run_tool(cancel_reminder, {"reminder_id": mine}, ana, call_id="x2")
     assert "already cancelled" in failed(again)
     assert json.loads(ok(run_tool(list_reminders, {}, ana)))["reminders"] == []
@@ -183,6 +181,8 @@ def test_cancel_only_the_users_own_scheduled_reminders(
     ]
     for bad in (0, -1, "one", 1.5):
         assert "reminder_id" in failed(run_tool(cancel_reminder, {"reminder_id": bad}, ana))
+    first, replayed = replay_tool(cancel_reminder, {"reminder_id": hers}, bia, call_id="x1")
+    assert ok(replayed) == ok(first), "a resumed step answers as it did"
 
 
 # -- delivery --------------------------------------------------------------------------------

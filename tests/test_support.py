@@ -21,6 +21,7 @@ from store import repository as repo
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, rows, run_jobs, say, wait_until
 from tests.fakes import ScriptedModel
+from tests.templating import register_template
 from tests.test_brain import ALL, give_plan
 
 TEMPLATE = "HX" + "a" * 32
@@ -140,9 +141,26 @@ def test_outside_the_24_hour_window_the_reply_needs_the_template(
         url(tenant, handed_off, "reply"), headers=staff(settings, tenant), json=body
     )
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "window_closed"
-    assert "no approved template" in refused.json()["error"]["message"]
+    assert "no approved 'staff_followup' template" in refused.json()["error"]["message"]
+    forced = client.post(
+        url(tenant, handed_off, "reply"), headers=staff(settings, tenant),
+        json={**body, "use_template": True},
+    )  # fmt: skip
+    assert forced.status_code == 409, "no template to send it in: refused, nothing queued"
+    assert rows(settings, "select count(*) from messages where purpose = 'staff'") == [(0,)]
 
+    # The tenant's old fixed template does not carry staff words: it is not offered.
     rows(settings, "update tenants set closed_window_template_sid = %s returning id", TEMPLATE)
+    view = client.get(url(tenant, handed_off), headers=staff(settings, tenant)).json()
+    assert view["template_available"] is False
+    sid = register_template(
+        settings,
+        sandbox,
+        tenant,
+        "staff_followup",
+        "{{1}} da equipe Acme respondeu: {{2}}",
+        {"1": "agent", "2": "text"},
+    )
     offered = client.post(
         url(tenant, handed_off, "reply"), headers=staff(settings, tenant), json=body
     )
@@ -156,7 +174,9 @@ def test_outside_the_24_hour_window_the_reply_needs_the_template(
     )  # fmt: skip
     run_jobs(settings)
     assert sent.status_code == 202
-    assert sandbox.wait_for_messages(2)[-1]["content_sid"] == TEMPLATE
+    template = sandbox.wait_for_messages(2)[-1]
+    assert template["content_sid"] == sid
+    assert template["body"] == "ana da equipe Acme respondeu: Ainda precisa de ajuda?"
 
 
 def test_bad_requests_are_refused_clearly(

@@ -87,6 +87,7 @@ def test_create_list_and_fetch(sandbox: TwilioSandbox, client: Client) -> None:
 
 
 def test_media_and_content_template(sandbox: TwilioSandbox, client: Client) -> None:
+    sandbox.add_content("Olá {{1}}, tudo bem?", account_sid=ACCOUNT_SID, sid="HX" + "1" * 32)
     media = client.messages.create(
         to=TO, from_=FROM, media_url=["https://example.test/a.png", "https://example.test/b.png"]
     )
@@ -99,10 +100,63 @@ def test_media_and_content_template(sandbox: TwilioSandbox, client: Client) -> N
 
     assert media.num_media == "2"
     assert template.messaging_service_sid == "MG" + "0" * 32
+    assert template.body == "Olá Ana, tudo bem?"
     first, second = sandbox.messages
     assert first["media_urls"] == ["https://example.test/a.png", "https://example.test/b.png"]
     assert second["content_sid"] == "HX" + "1" * 32
     assert json.loads(second["content_variables"]) == {"1": "Ana"}
+    assert second["body"] == "Olá Ana, tudo bem?"
+
+
+def test_content_api_creates_templates_and_reports_approval(
+    sandbox: TwilioSandbox, client: Client
+) -> None:
+    from twilio.rest.content.v1.content import ContentList
+
+    request = ContentList.ContentCreateRequest(
+        {
+            "friendly_name": "lembrete",
+            "language": "pt",
+            "variables": {"1": "a conta de luz"},
+            "types": {"twilio/text": {"body": "⏰ Lembrete: {{1}}"}},
+        }
+    )
+    created = client.content.v1.contents.create(content_create_request=request)
+    assert created.sid.startswith("HX") and created.language == "pt"
+    fetched = client.content.v1.contents(created.sid).fetch()
+    assert fetched.types == {"twilio/text": {"body": "⏰ Lembrete: {{1}}"}}
+    approval = client.content.v1.contents(created.sid).approval_fetch().fetch()
+    assert approval.whatsapp["status"] == "unsubmitted"
+
+    sandbox.contents.set_approval(created.sid, "rejected", "Variables at the edges.")
+    again = client.content.v1.contents(created.sid).approval_fetch().fetch()
+    assert (again.whatsapp["status"], again.whatsapp["rejection_reason"]) == (
+        "rejected",
+        "Variables at the edges.",
+    )
+    with pytest.raises(TwilioRestException) as unknown:
+        client.content.v1.contents("HX" + "9" * 32).approval_fetch().fetch()
+    assert unknown.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("sid", "variables", "code"),
+    [
+        ("HX" + "2" * 32, {"1": "x", "2": "y"}, 21655),  # no such template
+        ("HX" + "1" * 32, {"1": "x"}, 21656),  # {{2}} left empty
+        ("HX" + "1" * 32, {"1": "x", "2": "  "}, 21656),
+    ],
+)
+def test_template_sends_must_fit_the_template(
+    sandbox: TwilioSandbox, client: Client, sid: str, variables: dict[str, str], code: int
+) -> None:
+    sandbox.add_content("{{1}} às {{2}}", account_sid=ACCOUNT_SID, sid="HX" + "1" * 32)
+    with pytest.raises(TwilioRestException) as info:
+        client.messages.create(
+            to=TO, from_=FROM, content_sid=sid, content_variables=json.dumps(variables)
+        )
+    assert (info.value.status, info.value.code) == (400, code)
+    assert sandbox.messages == []
 
 
 def test_fetch_unknown_message_is_404(client: Client) -> None:

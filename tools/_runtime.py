@@ -12,6 +12,7 @@ for the length of the graph run, so tool writes share the job's session. Anywher
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from langgraph.prebuilt import ToolRuntime
 from redis import Redis
 
 from graphs.context import Context
@@ -47,6 +49,22 @@ def scope_of(context: Context | None) -> Scope:
             "Tell the user this feature is unavailable here."
         )
     return Scope(context.tenant_id, context.user_id, context.timezone, context.locale)
+
+
+def call_key(runtime: ToolRuntime) -> str:
+    """Return the idempotency key of this tool call: the run step it belongs to, and its id.
+
+    Side-effecting tools store it so that a retried or resumed step (which runs again from the
+    same checkpoint) finds its own write and does nothing twice. The model's `tool_call_id`
+    alone is not enough: some OpenAI-compatible servers number calls `call_0`, `call_1`... on
+    every turn, and a later turn's `call_0` must write again. Outside a graph (no checkpoint)
+    every call gets a fresh key, so nothing is ever dropped.
+    """
+    call = runtime.tool_call_id or ""
+    info = runtime.execution_info
+    if info is None or not info.checkpoint_id:
+        return f"adhoc:{uuid.uuid4().hex}:{call}"
+    return f"{info.thread_id or '-'}:{info.checkpoint_id}:{call}"
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The finance specialist's tools: record, sum up, list and delete the user's money entries.
 
-Amounts travel as text and become `Decimal` with two places; a float never touches money. The
+Amounts arrive as JSON numbers or text in Brazilian or English notation (`tools.amounts`) and
+become `Decimal` with two places. Categories are kept on one canonical list (`tools.categories`):
+any synonym is stored by its canonical name and reported in the user's language. The
 user and tenant come from the run context; an id the model passes only ever finds the user's
-own entries. Writes are idempotent per tool call id (see `store/migrations/0004_brain.sql`).
+own entries. Writes are idempotent per run step and tool call (`tools._runtime.call_key`).
 """
 
 from __future__ import annotations
@@ -11,62 +13,19 @@ import json
 import re
 from datetime import date as Date
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
-from pydantic import Field
+from pydantic import Field, StrictFloat, StrictInt, StrictStr
 
+from tools import categories
 from tools._args import ToolArgs
-from tools._runtime import Scope, ToolError, scope_of, tool_db
+from tools._runtime import Scope, ToolError, call_key, scope_of, tool_db
+from tools.amounts import FORMS, parse_amount
 from tools.dates import local_now, resolve_date, resolve_period
 
-MAX_AMOUNT = Decimal("999999999999.99")
-"""The largest amount `numeric(14, 2)` holds."""
-
-_AMOUNT_FORMS = (
-    'Write amounts as text with at most two decimals, like "45.90", "45,90", "1.234,56" or '
-    '"1234.56".'
-)
 _ENTRY = "id, kind, amount, currency, category, description, occurred_on"
-
-
-def parse_amount(text: str) -> Decimal:
-    """Return a positive amount with two decimal places, from Brazilian or English notation.
-
-    A single separator followed by one or two digits is the decimal point ("45,90", "45.9");
-    grouped thousands need the other separator for decimals ("1.234,56", "1,234.56"). Three
-    digits after a lone separator ("12.345") could be either, so it is refused.
-    """
-    clean = re.sub(r"\s+", "", text).removeprefix("R$").removeprefix("$").lstrip("+")
-    if re.fullmatch(r"\d+", clean):
-        number = clean
-    elif re.fullmatch(r"\d+[.,]\d{1,2}", clean):
-        number = clean.replace(",", ".")
-    elif re.fullmatch(r"\d{1,3}(?:\.\d{3})+,\d{1,2}", clean):
-        number = clean.replace(".", "").replace(",", ".")
-    elif re.fullmatch(r"\d{1,3}(?:,\d{3})+\.\d{1,2}", clean):
-        number = clean.replace(",", "")
-    elif re.fullmatch(r"\d{1,3}(?:[.,]\d{3})+", clean) and not clean.startswith("0"):
-        raise ToolError(
-            f"The amount {text!r} is ambiguous: is it {clean.replace(',', '').replace('.', '')} "
-            f"or a number with three decimals? {_AMOUNT_FORMS}"
-        )
-    elif clean.startswith("-"):
-        raise ToolError(
-            f"The amount {text!r} is negative. Amounts are positive: record money going out "
-            'with kind "expense" and money coming in with kind "income".'
-        )
-    elif re.fullmatch(r"\d*[.,]\d{3,}", clean):
-        raise ToolError(f"The amount {text!r} has more than two decimals. {_AMOUNT_FORMS}")
-    else:
-        raise ToolError(f"{text!r} is not an amount. {_AMOUNT_FORMS}")
-    amount = Decimal(number).quantize(Decimal("0.01"))
-    if amount <= 0:
-        raise ToolError(f"The amount {text!r} is zero; amounts must be more than zero.")
-    if amount > MAX_AMOUNT:
-        raise ToolError(f"The amount {text!r} is too large (at most {MAX_AMOUNT}).")
-    return amount
 
 
 def parse_currency(text: str) -> str:
@@ -84,12 +43,31 @@ def _money(value: Decimal) -> str:
     return f"{value:.2f}"
 
 
-def _describe(row: dict[str, Any]) -> str:
+def _describe(row: dict[str, Any], language: str) -> str:
     text = (
         f"{row['kind']} #{row['id']}: {_money(row['amount'])} {row['currency']}, "
-        f"{row['category']}, on {row['occurred_on'].isoformat()}"
+        f"{categories.display(row['category'], language)}, on {row['occurred_on'].isoformat()}"
     )
     return text + (f" ({row['description']})" if row["description"] else "")
+
+
+def _language(runtime: ToolRuntime, scope: Scope) -> str:
+    """The turn's language ("pt" or "en"): the graph's choice, else the user's locale."""
+    state = runtime.state
+    chosen = state.get("language") if isinstance(state, dict) else getattr(state, "language", "")
+    if chosen in ("pt", "en"):
+        return str(chosen)
+    return "en" if scope.locale.lower().startswith("en") else "pt"
+
+
+def parse_category(text: str) -> str:
+    """Return the canonical name of the category `text` names, or raise `ToolError`."""
+    if not text.strip():
+        raise ToolError(f"The category is empty; give one of: {categories.allowed()}.")
+    try:
+        return categories.canonical(text)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from exc
 
 
 def _today(scope: Scope) -> Date:
@@ -105,13 +83,15 @@ class RecordTransactionArgs(ToolArgs):
     kind: Literal["expense", "income"] = Field(
         description='"expense" for money spent, "income" for money received.'
     )
-    amount: str = Field(
-        max_length=40,
-        description='The amount as text, positive, at most two decimals: "45.90" or "45,90".',
+    amount: Annotated[StrictStr, Field(max_length=40)] | StrictInt | StrictFloat = Field(
+        description=f"The amount, positive. {FORMS}",
     )
     currency: str = Field(default="BRL", max_length=10, description="ISO 4217 code, e.g. BRL.")
     category: str = Field(
-        min_length=1, max_length=60, description='A short category, e.g. "mercado", "salário".'
+        min_length=1,
+        max_length=60,
+        description="The category, in either language (synonyms are fine: mercado, "
+        f"supermercado, groceries): {categories.allowed()}.",
     )
     description: str = Field(default="", max_length=500, description="What it was, if said.")
     date: str = Field(
@@ -125,7 +105,7 @@ class RecordTransactionArgs(ToolArgs):
 @tool(args_schema=RecordTransactionArgs)
 def record_transaction(
     kind: Literal["expense", "income"],
-    amount: str,
+    amount: str | int | float,
     category: str,
     runtime: ToolRuntime,
     currency: str = "BRL",
@@ -138,11 +118,9 @@ def record_transaction(
     """
     scope = scope_of(runtime.context)
     value, code = parse_amount(amount), parse_currency(currency)
-    category = category.strip().lower()
-    if not category:
-        raise ToolError("The category is empty; give a short one, like 'mercado'.")
+    category = parse_category(category)
     day = resolve_date(date, _today(scope), lean="past")
-    call_id = runtime.tool_call_id
+    call_id = call_key(runtime)
     with tool_db(scope) as conn:
         row = conn.execute(
             f"""insert into finance_entries (tenant_id, user_id, kind, amount, currency, category,
@@ -161,7 +139,7 @@ def record_transaction(
             ).fetchone()
             if row is None:
                 raise ToolError("This tool call id was already used; call the tool again.")
-    return "Recorded " + _describe(row) + "."
+    return "Recorded " + _describe(row, _language(runtime, scope)) + "."
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -231,18 +209,23 @@ def spending_by_category(runtime: ToolRuntime, period: str = "this_month") -> st
                group by category, currency order by sum(amount) desc, category""",
             (scope.tenant_id, scope.user_id, first, last),
         ).fetchall()
-    categories = [
-        {
-            "category": r["category"],
-            "currency": r["currency"],
-            "total": _money(r["total"]),
-            "entries": r["entries"],
-        }
-        for r in rows
-    ]
+    language = _language(runtime, scope)
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:  # entries stored before the canonical list may still use a synonym
+        found = categories.find(r["category"])
+        name = categories.display(found.name, language) if found else r["category"]
+        line = merged.setdefault((name, r["currency"]), {"total": Decimal(0), "entries": 0})
+        line["total"] += r["total"]
+        line["entries"] += r["entries"]
+    totals = [
+        {"category": name, "currency": currency, "total": _money(line["total"]),
+         "entries": line["entries"]}
+        for (name, currency), line in merged.items()
+    ]  # fmt: skip
+    totals.sort(key=lambda t: (-Decimal(t["total"]), t["category"]))
     return json.dumps(
         {"period": period, "from": first.isoformat(), "to": last.isoformat(),
-         "categories": categories},
+         "categories": totals},
         ensure_ascii=False,
     )  # fmt: skip
 
@@ -260,6 +243,7 @@ def list_transactions(runtime: ToolRuntime, limit: int = 10) -> str:
     Returns JSON: a list of entries (id, kind, amount, currency, category, description, date).
     """
     scope = scope_of(runtime.context)
+    language = _language(runtime, scope)
     with tool_db(scope) as conn:
         rows = conn.execute(
             f"""select {_ENTRY} from finance_entries
@@ -273,7 +257,7 @@ def list_transactions(runtime: ToolRuntime, limit: int = 10) -> str:
             "kind": r["kind"],
             "amount": _money(r["amount"]),
             "currency": r["currency"],
-            "category": r["category"],
+            "category": categories.display(r["category"], language),
             "description": r["description"],
             "date": r["occurred_on"].isoformat(),
         }
@@ -298,7 +282,7 @@ def delete_transaction(transaction_id: int, runtime: ToolRuntime) -> str:
     Use `list_transactions` first when the user has not said which entry.
     """
     scope = scope_of(runtime.context)
-    call_id = runtime.tool_call_id
+    call_id = call_key(runtime)
     with tool_db(scope) as conn:
         row = conn.execute(
             f"""select {_ENTRY}, deleted_at, deleted_by_tool_call_id from finance_entries
@@ -311,7 +295,7 @@ def delete_transaction(transaction_id: int, runtime: ToolRuntime) -> str:
                 "Call list_transactions to see the user's entries and their numbers."
             )
         if row["deleted_at"] is not None:
-            if call_id is None or row["deleted_by_tool_call_id"] != call_id:
+            if row["deleted_by_tool_call_id"] != call_id:
                 raise ToolError(f"Entry #{transaction_id} was already deleted.")
         else:
             conn.execute(
@@ -319,7 +303,7 @@ def delete_transaction(transaction_id: int, runtime: ToolRuntime) -> str:
                    where id = %s""",
                 (call_id, transaction_id),
             )
-    return "Deleted " + _describe(row) + "."
+    return "Deleted " + _describe(row, _language(runtime, scope)) + "."
 
 
 FINANCE_TOOLS = [

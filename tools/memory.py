@@ -2,8 +2,10 @@
 
 Memories go to the graph's store (`runtime.store`: the worker's Postgres store, or
 `langgraph dev`'s own); a run without one (a bare test graph) uses a Postgres store on the
-tool's tenant-scoped connection. The key of a saved memory is the tool call id, so a resumed run
-that repeats the call finds it saved and writes nothing twice.
+tool's tenant-scoped connection. The key of a saved memory is the call's key (`call_key`: the run
+step and the call id), so a resumed run that repeats the call finds it saved and writes nothing
+twice. Personal data in a fact is kept,
+masked or refused as the tenant's rule (`Context.pii_policy`) says.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from langgraph.store.base import BaseStore
 from pydantic import Field
 
 from graphs.settings import EmbeddingSettings
-from store import memory
+from store import memory, pii
 from tools._args import ToolArgs
-from tools._runtime import Scope, ToolError, scope_of, tool_db
+from tools._runtime import Scope, ToolError, call_key, scope_of, tool_db
 
 
 class SaveMemoryArgs(ToolArgs):
@@ -65,17 +67,22 @@ def save_memory(text: str, runtime: ToolRuntime) -> str:
     family, allergies, goals, likes), or asks you to remember something. One fact per call.
     """
     scope = _enabled(runtime)
-    key = runtime.tool_call_id or ""
-    if not key:
-        raise ToolError("This call has no id; memories cannot be saved here.")
+    key = call_key(runtime)
+    policy = runtime.context.pii_policy
     try:
-        cleaned = memory.clean_text(text)
+        cleaned = memory.clean_text(pii.apply_policy(text, policy))
+    except pii.PersonalDataRefused as exc:
+        raise ToolError(
+            f"Not remembered: the fact holds personal data ({', '.join(exc.kinds)}), which "
+            "this service does not keep in memory. Tell the user it was not saved; you may "
+            "save the fact again without the number or address."
+        ) from exc
     except ValueError as exc:
         raise ToolError(str(exc)) from exc
     with _store(runtime, scope) as store:
         if memory.get(store, scope, key) is not None:
             return f"Already remembered: {cleaned}"
-        memory.save(store, scope, cleaned, key=key, source="tool")
+        memory.save(store, scope, cleaned, key=key, source="tool", pii_policy=policy)
     return f"Remembered: {cleaned}"
 
 

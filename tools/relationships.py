@@ -2,7 +2,8 @@
 
 People are kept per user by name (case-insensitive). Important dates are month and day, with a
 year when known; yearly ones recur. The reminder tools live in `tools/reminders.py` and are
-part of this specialist's list. Writes are idempotent per tool call id.
+part of this specialist's list. Writes are idempotent per run step and tool call
+(`tools._runtime.call_key`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from langgraph.prebuilt import ToolRuntime
 from pydantic import Field
 
 from tools._args import ToolArgs
-from tools._runtime import ToolError, scope_of, tool_db
+from tools._runtime import ToolError, call_key, scope_of, tool_db
 from tools.dates import local_now, next_occurrence, resolve_date, resolve_month_day
 from tools.reminders import cancel_reminder, list_reminders, schedule_reminder
 
@@ -54,14 +55,14 @@ def remember_person(name: str, runtime: ToolRuntime, relation: str = "", notes: 
     """
     scope = scope_of(runtime.context)
     name, relation, notes = _name(name), relation.strip(), notes.strip()
-    call_id = runtime.tool_call_id
+    call_id = call_key(runtime)
     with tool_db(scope) as conn:
         row = conn.execute(
             """select id, name, relation, notes, last_tool_call_id from people
                where tenant_id = %s and user_id = %s and lower(name) = lower(%s) for update""",
             (scope.tenant_id, scope.user_id, name),
         ).fetchone()
-        if row is None or call_id is None or row["last_tool_call_id"] != call_id:
+        if row is None or row["last_tool_call_id"] != call_id:
             row = conn.execute(
                 """insert into people (tenant_id, user_id, name, relation, notes, last_tool_call_id)
                    values (%s, %s, %s, %s, %s, %s)
@@ -133,18 +134,17 @@ def add_important_date(
     month, day, year = resolve_month_day(date)
     if not yearly and year is None:
         year = resolve_date(date, local_now(scope.timezone).date(), lean="future").year
-    call_id = runtime.tool_call_id
+    call_id = call_key(runtime)
     with tool_db(scope) as conn:
-        if call_id is not None:
-            done = conn.execute(
-                """select d.id, d.kind, d.month, d.day, d.year, d.yearly, d.label, p.name
-                   from important_dates d
-                   join people p on p.tenant_id = d.tenant_id and p.id = d.person_id
-                   where d.tenant_id = %s and d.tool_call_id = %s and p.user_id = %s""",
-                (scope.tenant_id, call_id, scope.user_id),
-            ).fetchone()
-            if done is not None:
-                return _date_text(done, done["name"])
+        done = conn.execute(
+            """select d.id, d.kind, d.month, d.day, d.year, d.yearly, d.label, p.name
+               from important_dates d
+               join people p on p.tenant_id = d.tenant_id and p.id = d.person_id
+               where d.tenant_id = %s and d.tool_call_id = %s and p.user_id = %s""",
+            (scope.tenant_id, call_id, scope.user_id),
+        ).fetchone()
+        if done is not None:
+            return _date_text(done, done["name"])
         person = conn.execute(
             """insert into people (tenant_id, user_id, name) values (%s, %s, %s)
                on conflict (tenant_id, user_id, lower(name)) do update set updated_at = now()

@@ -4,8 +4,8 @@
 the delivery job for its time with RQ (`server/reminders.py`). Where no Redis is bound (Studio,
 evals) or Redis refuses, the row alone is enough: the relay's sweep queues the delivery of any
 reminder still scheduled a little after its time. A cancelled reminder stays in the table, and
-its job, when it runs, finds it cancelled and sends nothing. Writes are idempotent per tool
-call id.
+its job, when it runs, finds it cancelled and sends nothing. Writes are idempotent per run step
+and tool call (`tools._runtime.call_key`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from redis import RedisError
 
 from graphs.context import Context
 from tools._args import ToolArgs
-from tools._runtime import Scope, ToolError, bound_redis, scope_of, tool_db
+from tools._runtime import Scope, ToolError, bound_redis, call_key, scope_of, tool_db
 from tools.dates import local_now, resolve_datetime, zone
 
 log = structlog.get_logger(__name__)
@@ -75,7 +75,7 @@ def schedule_reminder(text: str, when: str, runtime: ToolRuntime) -> str:
         )
     if due - now > MAX_AHEAD:
         raise ToolError(f"{when!r} is too far ahead; reminders go at most two years ahead.")
-    call_id = runtime.tool_call_id
+    call_id = call_key(runtime)
     with tool_db(scope) as conn:
         row = conn.execute(
             """insert into reminders (tenant_id, user_id, text, due_at, correlation_id,
@@ -151,7 +151,7 @@ class CancelReminderArgs(ToolArgs):
 def cancel_reminder(reminder_id: int, runtime: ToolRuntime) -> str:
     """Cancel one of the user's scheduled reminders by its number, so it is never sent."""
     scope = _reminders_allowed(runtime.context)
-    call_id = runtime.tool_call_id
+    call_id = call_key(runtime)
     with tool_db(scope) as conn:
         row = conn.execute(
             """select id, text, due_at, status, error, cancelled_by_tool_call_id from reminders
@@ -164,7 +164,7 @@ def cancel_reminder(reminder_id: int, runtime: ToolRuntime) -> str:
                 "Call list_reminders to see the user's reminders and their numbers."
             )
         status = row["status"]
-        replay = call_id is not None and row["cancelled_by_tool_call_id"] == call_id
+        replay = row["cancelled_by_tool_call_id"] == call_id
         if status == "scheduled":
             conn.execute(
                 """update reminders set status = 'cancelled', cancelled_by_tool_call_id = %s,

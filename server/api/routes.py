@@ -58,7 +58,7 @@ TENANT_COLUMNS = (
     "persona", "system_prompt", "default_plan_id", "auto_enroll", "trace_privacy",
     "typing_indicator", "closed_window_template_sid", "closed_window_template_variables",
     "handoff_message", "handoff_return_message", "handoff_auto_return_seconds",
-    "data_request_message", "created_at", "updated_at",
+    "data_request_message", "pii_policy", "created_at", "updated_at",
 )  # fmt: skip
 """What the API shows of a tenant: never its Twilio auth token."""
 
@@ -77,6 +77,11 @@ class TenantChange(Strict):
     default_plan_id: UUID | None = None
     auto_enroll: bool | None = None
     trace_privacy: Literal["full", "masked"] | None = None
+    pii_policy: Literal["keep", "mask", "refuse"] | None = Field(
+        default=None,
+        description="Personal data (phones, e-mails, CPF, CNPJ, cards) in memories: keep, "
+        "mask or refuse; masked traces make `keep` act as `mask`.",
+    )
     typing_indicator: bool | None = None
     closed_window_template_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
     closed_window_template_variables: dict[str, str] | None = None

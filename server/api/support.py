@@ -21,6 +21,7 @@ from server.auth import Principal, Role, require_roles
 from server.errors import ApiError
 from server.queueing import enqueue_send, enqueue_support_job
 from server.services import Services
+from server.templating import has_approved
 from store import conversations
 from store import repository as repo
 from store.scoping import tenant_scope
@@ -45,7 +46,8 @@ class ReplyBody(Strict):
     text: str = Field(min_length=1, max_length=4000)
     use_template: bool = Field(
         default=False,
-        description="Outside WhatsApp's 24-hour window, send the tenant's approved template.",
+        description="Outside WhatsApp's 24-hour window, send it as the tenant's approved "
+        "'staff_followup' template, with `text` as its `text` variable.",
     )
 
 
@@ -103,11 +105,11 @@ def conversation(
             (item_id,),
         ).fetchone()
         history = conversations.transitions(conn, item_id)
-        template = _template_sid(conn, tenant_id)
+        template = _template_available(conn, tenant_id)
     return {
         **head,
         "window_open": window_open(head["last_inbound_at"]),
-        "template_available": template is not None,
+        "template_available": template,
         "messages": [row["message"] for row in messages],
         "memories": memories,
         "handoff_run": routed,
@@ -130,19 +132,23 @@ def _conversation(conn: Any, tenant_id: UUID, item_id: UUID) -> dict[str, Any]:
     return dict(row)
 
 
-def _template_sid(conn: Any, tenant_id: UUID) -> str | None:
-    """The tenant's approved template for a closed window, if it has one."""
-    row = conn.execute(
-        "select closed_window_template_sid from tenants where id = %s", (tenant_id,)
-    ).fetchone()
-    return (row and row["closed_window_template_sid"]) or None
+def _template_available(conn: Any, tenant_id: UUID) -> bool:
+    """Whether the tenant has an approved 'staff_followup' template for a closed window."""
+    tenant = repo.tenant_by_id(conn, tenant_id)
+    return tenant is not None and has_approved(conn, tenant, "staff")
 
 
 def _window_closed(conn: Any, tenant_id: UUID) -> str:
-    if _template_sid(conn, tenant_id):
-        offer = "send it with `use_template: true` to use the tenant's approved template"
+    if _template_available(conn, tenant_id):
+        offer = (
+            "send it with `use_template: true` to send your words inside the tenant's "
+            "approved 'staff_followup' template"
+        )
     else:
-        offer = "the tenant has no approved template, so only the user can reopen it"
+        offer = (
+            "the tenant has no approved 'staff_followup' template, so only the user can "
+            "reopen it (a tenant admin can register one under /templates)"
+        )
     return (
         "The user's last message is over 24 hours old: WhatsApp only delivers a template "
         f"now; {offer}."
@@ -191,7 +197,8 @@ def reply(
             conversations.claim(conn, item_id, principal.subject)
         except (conversations.TransitionError, conversations.ClaimConflict) as exc:
             raise _conflict(exc) from exc
-        if not window_open(head["last_inbound_at"]) and not body.use_template:
+        closed = not window_open(head["last_inbound_at"])
+        if closed and (not body.use_template or not _template_available(conn, tenant_id)):
             raise ApiError(409, "window_closed", _window_closed(conn, tenant_id))
         user = repo.user_by_id(conn, head["user_id"])
         tenant = repo.tenant_by_id(conn, tenant_id)
@@ -201,6 +208,7 @@ def reply(
             body=body.text, from_address=tenant.whatsapp_sender, to_address=user.address,
             correlation_id=f"staff-{secrets.token_hex(8)}", purpose="staff",
             sent_by=principal.subject,
+            template_variables={"text": body.text, "agent": principal.subject.split("@")[0]},
         )  # fmt: skip
         conversations.transition(
             conn, item_id, "WAITING_USER", actor_kind="staff", actor=principal.subject,

@@ -1,0 +1,131 @@
+"""Ask the chat model for structured output in the way its server supports.
+
+Strict `json_schema` output (`response_format`) is the first choice: the server constrains the
+answer to the schema. Many OpenAI-compatible servers (Ollama or vLLM set-ups among them) refuse
+or ignore it, so `LLM_STRUCTURED_OUTPUT` chooses the method: `json_schema`, `function_calling`
+(a forced tool call whose arguments are the answer) or `auto` (the default). With `auto`, the
+method is what the start-up model check found (`graphs.probe`), or `json_schema` until the
+server refuses it once; from then on this process uses function calling for that server and
+model, so a turn never probes again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Literal, TypeVar
+
+import openai
+import structlog
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel
+
+from graphs.models import load_chat_model
+from graphs.settings import LLMSettings
+
+log = structlog.get_logger(__name__)
+
+StructuredMethod = Literal["json_schema", "function_calling"]
+"""How `with_structured_output` asks for the answer."""
+
+T = TypeVar("T", bound=BaseModel)
+
+_methods: dict[tuple[str, str], StructuredMethod] = {}
+_methods_lock = threading.Lock()
+
+
+def endpoint(settings: LLMSettings | None = None) -> str:
+    """Name the server the chat model is reached at: its base URL, OpenAI's, or the offline one."""
+    settings = settings or LLMSettings()
+    if not settings.configured:
+        return "offline"
+    return settings.openai_base_url or "https://api.openai.com/v1"
+
+
+def remember_method(model: str, method: StructuredMethod) -> None:
+    """Record which structured-output method works for `model` on the configured server."""
+    with _methods_lock:
+        _methods[(endpoint(), model)] = method
+
+
+def forget_methods() -> None:
+    """Forget what this process learned about structured output (tests, a changed config)."""
+    with _methods_lock:
+        _methods.clear()
+
+
+def structured_method(model: str) -> StructuredMethod:
+    """Return the method structured output uses for `model`: the setting, or what was learned."""
+    setting = LLMSettings().llm_structured_output
+    if setting != "auto":
+        return setting
+    with _methods_lock:
+        return _methods.get((endpoint(), model), "json_schema")
+
+
+def invoke_structured(
+    model: str,
+    schema: type[T],
+    messages: Sequence[BaseMessage],
+    config: RunnableConfig | None = None,
+) -> T:
+    """Ask `model` for an instance of `schema`, switching to function calling if it must.
+
+    `config` carries the call's run name, metadata and callbacks (a tenant's tracers).
+    Raises what the model call raises (connection errors, a refusal, an answer that does not
+    fit `schema`); callers decide what a failure costs.
+    """
+    method = structured_method(model)
+    llm = load_chat_model(model)
+    try:
+        structured = llm.with_structured_output(schema, method=method)
+        return _as(schema, structured.invoke(messages, config))
+    except openai.BadRequestError as exc:
+        if method != "json_schema" or LLMSettings().llm_structured_output != "auto":
+            raise
+        refusal = _error_text(exc)
+    fallback = llm.with_structured_output(schema, method="function_calling")
+    answer = _as(schema, fallback.invoke(messages, config))
+    remember_method(model, "function_calling")
+    log.warning(
+        "the model's server refused json_schema structured output; using function calling "
+        "from now on (set LLM_STRUCTURED_OUTPUT=function_calling to skip the first try)",
+        model=model,
+        error=refusal,
+    )
+    return answer
+
+
+def _as(schema: type[T], answer: object) -> T:
+    if isinstance(answer, schema):
+        return answer
+    return schema.model_validate(answer)
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    """The server's own error message, without the request that caused it."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return f"{exc.status_code}: {inner['message']}"
+    return f"{exc.status_code}: {exc.message}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Name, in one low-cardinality word, why a structured-output call failed.
+
+    `unreachable` (no connection, or a timeout), `refused` (the server answered 4xx),
+    `server_error` (5xx), `invalid_output` (the answer did not fit the schema), else `error`.
+    """
+    from langchain_core.exceptions import OutputParserException
+    from pydantic import ValidationError
+
+    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is one too
+        return "unreachable"
+    if isinstance(exc, openai.APIStatusError):
+        return "server_error" if exc.status_code >= 500 else "refused"
+    if isinstance(exc, OutputParserException | ValidationError | ValueError | AssertionError):
+        return "invalid_output"
+    return "error"

@@ -1,0 +1,76 @@
+"""What a turn needs to know about the messages around it: the newer ones that overtook it,
+how long the user has waited, and the record that a reply was folded into the next turn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import datetime
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import class_row, tuple_row
+
+from store.records import Message
+
+SUPERSEDED = "superseded"
+"""The final status of inbound messages whose turn was folded into the next one: the next
+turn's reply answers them (the thread keeps them, and what their turn's tools did)."""
+
+_MSG = ", ".join(f.name for f in fields(Message))
+
+
+def newer_inbound(conn: psycopg.Connection, conversation_id: UUID, after_id: int) -> list[Message]:
+    """Return the conversation's unanswered inbound messages newer than `after_id`, in order."""
+    with conn.cursor(row_factory=class_row(Message)) as cur:
+        cur.execute(
+            f"""select {_MSG} from messages
+                where conversation_id = %s and direction = 'inbound' and id > %s
+                  and processed_at is null and status in ('received', 'pending')
+                order by id""",
+            (conversation_id, after_id),
+        )
+        return cur.fetchall()
+
+
+def waiting_since(conn: psycopg.Connection, conversation_id: UUID, first_id: int) -> datetime:
+    """When the user started waiting for the answer that the turn starting at `first_id` owes:
+    that message's arrival, or earlier when turns before it were folded into it."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(
+            """select min(m.created_at) from messages m
+               where m.conversation_id = %(c)s and m.direction = 'inbound' and m.id <= %(first)s
+                 and (m.id = %(first)s or (m.status = %(folded)s and m.id > coalesce(
+                   (select max(a.id) from messages a
+                    where a.conversation_id = %(c)s and a.direction = 'inbound'
+                      and a.id < %(first)s and a.processed_at is not null
+                      and a.status <> %(folded)s), 0)))""",
+            {"c": conversation_id, "first": first_id, "folded": SUPERSEDED},
+        )
+        row = cur.fetchone()
+    assert row is not None and row[0] is not None, f"no inbound message {first_id}"
+    return row[0]
+
+
+def mark_superseded(conn: psycopg.Connection, message_ids: Sequence[int], newer: int) -> None:
+    """Close a turn's messages as folded into the turn that answers message `newer` onwards."""
+    conn.execute(
+        "update messages set status = %s, error = %s, processed_at = now() where id = any(%s)",
+        (
+            SUPERSEDED,
+            f"Folded into the next turn: message {newer} arrived before this turn's reply was "
+            "sent, so one reply answers both.",
+            list(message_ids),
+        ),
+    )
+
+
+def mark_result_superseded(
+    conn: psycopg.Connection, correlation_id: str, ids: Sequence[int]
+) -> None:
+    """Flag the turn's `ai_results` row: its reply was written but not sent (migration 0014)."""
+    conn.execute(
+        """update ai_results set superseded = true
+           where correlation_id = %s and inbound_message_ids = %s::bigint[] and error is null""",
+        (correlation_id, list(ids)),
+    )

@@ -1,0 +1,93 @@
+"""Read money amounts as people and models write them, in Brazilian or English notation.
+
+Money has at most two decimals, so a separator followed by exactly three digits groups
+thousands in either notation: "5.000" and "1,800" are five thousand and one thousand eight
+hundred. With both separators, the last one is the decimal point ("1.234,56", "1,234.56"). A
+JSON number is taken at its value ("12.5" and 12.5 are the same). A float never touches money:
+everything becomes a `Decimal` with two places.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+
+from tools._runtime import ToolError
+
+MAX_AMOUNT = Decimal("999999999999.99")
+"""The largest amount `numeric(14, 2)` holds."""
+
+FORMS = (
+    'Send the amount as a JSON number (45.9) or as text as the user wrote it: "45,90", '
+    '"5.000", "1.234,56", "1,234.56" or "R$ 45,90"; at most two decimals.'
+)
+"""How amounts may be written, for the tool schema and error messages."""
+
+_PREFIXES = ("R$", "US$", "$", "€", "£", "BRL", "USD", "EUR")
+_GROUPED = r"\d{{1,3}}(?:{sep}\d{{3}})+"
+
+
+def parse_amount(value: object) -> Decimal:
+    """Return a positive amount with two decimal places, or raise `ToolError` saying why."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise ToolError(f"{value!r} is not an amount. {FORMS}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolError(f"{value!r} is not an amount. {FORMS}")
+    text = value if isinstance(value, str) else _plain(value)
+    amount = _from_text(text)
+    if amount <= 0:
+        raise ToolError(f"The amount {value!r} is zero; amounts must be more than zero.")
+    if amount > MAX_AMOUNT:
+        raise ToolError(f"The amount {value!r} is too large (at most {MAX_AMOUNT}).")
+    return amount
+
+
+def _plain(number: int | float | Decimal) -> str:
+    """Write a JSON number without exponent or grouping ("1e3" becomes "1000")."""
+    if isinstance(number, int):
+        return str(number)
+    as_decimal = Decimal(repr(number)) if isinstance(number, float) else number
+    if abs(as_decimal) > MAX_AMOUNT * 10:
+        return str(int(as_decimal))
+    text = format(as_decimal, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _from_text(text: str) -> Decimal:
+    clean = re.sub(r"\s+", "", text)
+    for prefix in _PREFIXES:
+        if clean.upper().startswith(prefix):
+            clean = clean[len(prefix) :]
+            break
+    clean = clean.lstrip("+")
+    if clean.startswith("-"):
+        raise ToolError(
+            f"The amount {text!r} is negative. Amounts are positive: record money going out "
+            'with kind "expense" and money coming in with kind "income".'
+        )
+    number = _number(clean)
+    if number is None:
+        if re.fullmatch(r"\d*[.,]\d{3,}", clean) or re.fullmatch(r"[\d.,]+[.,]\d{3,}", clean):
+            raise ToolError(f"The amount {text!r} has more than two decimals. {FORMS}")
+        raise ToolError(f"{text!r} is not an amount. {FORMS}")
+    try:
+        return Decimal(number).quantize(Decimal("0.01"))
+    except InvalidOperation as exc:
+        raise ToolError(f"The amount {text!r} is too large (at most {MAX_AMOUNT}).") from exc
+
+
+def _number(clean: str) -> str | None:
+    """The plain decimal ("1234.56") that `clean` writes, or None when it writes none."""
+    dots, commas = _GROUPED.format(sep=r"\."), _GROUPED.format(sep=",")
+    if re.fullmatch(r"\d+", clean):
+        return clean
+    if re.fullmatch(rf"(?:{dots}|{commas})", clean) and not clean.startswith("0"):
+        return clean.replace(".", "").replace(",", "")  # "5.000", "1,800": thousands
+    if re.fullmatch(r"\d+[.,]\d{1,2}", clean):
+        return clean.replace(",", ".")  # "45,90", "12.5"
+    if re.fullmatch(rf"{dots},\d{{1,2}}", clean):
+        return clean.replace(".", "").replace(",", ".")  # "1.234,56"
+    if re.fullmatch(rf"{commas}\.\d{{1,2}}", clean):
+        return clean.replace(",", "")  # "1,234.56"
+    return None
