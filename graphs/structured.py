@@ -4,9 +4,11 @@ Strict `json_schema` output (`response_format`) is the first choice: the server 
 answer to the schema. Many OpenAI-compatible servers (Ollama or vLLM set-ups among them) refuse
 or ignore it, so `LLM_STRUCTURED_OUTPUT` chooses the method: `json_schema`, `function_calling`
 (a forced tool call whose arguments are the answer) or `auto` (the default). With `auto`, the
-method is what the start-up model check found (`graphs.probe`), or `json_schema` until the
-server refuses it once; from then on this process uses function calling for that server and
-model, so a turn never probes again.
+method is what the start-up model check found (`graphs.probe`): the worker runs it before RQ
+forks a work horse per job, so every job inherits it. Without that check the method is
+`json_schema` until the server refuses it; the call is then made again with function calling,
+which the process that made it keeps using. An RQ work horse ends with its job, so there each
+job learns it again, at the cost of one refused call.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def endpoint(settings: LLMSettings | None = None) -> str:
 
 
 def remember_method(model: str, method: StructuredMethod) -> None:
-    """Record which structured-output method works for `model` on the configured server."""
+    """Record, for this process and what it forks later, which structured-output method works
+    for `model` on the configured server."""
     with _methods_lock:
         _methods[(endpoint(), model)] = method
 
@@ -84,13 +87,14 @@ def invoke_structured(
     except openai.BadRequestError as exc:
         if method != "json_schema" or LLMSettings().llm_structured_output != "auto":
             raise
-        refusal = _error_text(exc)
+        refusal = error_text(exc)
     fallback = llm.with_structured_output(schema, method="function_calling")
     answer = _as(schema, fallback.invoke(messages, config))
     remember_method(model, "function_calling")
     log.warning(
-        "the model's server refused json_schema structured output; using function calling "
-        "from now on (set LLM_STRUCTURED_OUTPUT=function_calling to skip the first try)",
+        "the model's server refused json_schema structured output; used function calling "
+        "instead (set LLM_STRUCTURED_OUTPUT=function_calling, or keep LLM_CHECK_AT_START on, "
+        "to skip the refused call in every job)",
         model=model,
         error=refusal,
     )
@@ -103,8 +107,8 @@ def _as(schema: type[T], answer: object) -> T:
     return schema.model_validate(answer)
 
 
-def _error_text(exc: openai.APIStatusError) -> str:
-    """The server's own error message, without the request that caused it."""
+def error_text(exc: openai.APIStatusError) -> str:
+    """Return the server's own error message (with its status), without the request."""
     body = exc.body
     if isinstance(body, dict):
         inner = body.get("error", body)

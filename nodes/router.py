@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 from typing import Any, Literal
 
+import openai
 import structlog
 from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.messages import AnyMessage, HumanMessage, SystemMessage
@@ -23,8 +24,9 @@ from graphs.context import Context
 from graphs.language import fold
 from graphs.prompts import ROUTE_DESCRIPTIONS, render
 from graphs.state import State
-from graphs.structured import failure_reason, invoke_structured
+from graphs.structured import error_text, failure_reason, invoke_structured
 from nodes.context import turn_text
+from store.pii import mask_pii
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +35,9 @@ SPECIALIST_FEATURES = {"finance": "finance", "relationships": "relationships"}
 
 ROUTER_HISTORY = 6
 """How many recent messages the router reads besides the turn itself."""
+
+LOGGED_ERROR_CHARS = 200
+"""How much of a failed routing call's error text the warning keeps (after masking)."""
 
 ROUTING_FALLBACK_EVENT = "conversa_routing_fallback"
 """The custom callback event a failed routing call sends (`{"reason", "route"}`); the worker's
@@ -118,7 +123,7 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         log.warning(
             "routing call failed; using a fallback",
             reason=reason,
-            error=f"{type(exc).__name__}: {exc}",
+            error=_loggable(exc, reason),
             route=fallback,
             model=model,
         )
@@ -126,6 +131,19 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             dispatch_custom_event(ROUTING_FALLBACK_EVENT, {"reason": reason, "route": fallback})
         return _decided(fallback, f"Routing failed ({type(exc).__name__}); kept {fallback}.", state)
     return _decided(decision.route, decision.reason, state)
+
+
+def _loggable(exc: Exception, reason: str) -> str:
+    """Name a failed routing call's error for the log without what the conversation said.
+
+    An invalid answer's text is the model's completion (it may quote the user), so only its
+    type is kept; any other error keeps a short, masked message (a server's refusal says why).
+    """
+    kind = type(exc).__name__
+    if reason == "invalid_output":
+        return kind
+    text = error_text(exc) if isinstance(exc, openai.APIStatusError) else str(exc)
+    return f"{kind}: {mask_pii(text)[:LOGGED_ERROR_CHARS]}"
 
 
 def _decided(chosen: str, reason: str, state: State) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Apply a tenant's privacy rule to everything the service traces.
 
-Every traced run (a message's graph run, a resume by staff, memory extraction, any other model
-call made for a tenant) gets its callbacks from `tracing_config`, so one rule holds for all:
+Every traced run gets the tenant's tracers from `tracers_for`: a message's graph run and a resume
+by staff through `server.runs`, which adds them to the run's own callbacks, and memory extraction
+(or any other model call made for a tenant) through `tracing_config`, which also names the run
+and tags it with the tenant. One rule holds for all:
 
 - `trace_privacy = 'masked'`: traces keep their structure (nodes, routes, tool names, token
   counts, timings) and lose their words: every string that is not a known structural field
@@ -39,45 +41,42 @@ _STRUCTURAL_KEYS = frozenset({
 """Keys whose string values describe the run's shape, not what the user said."""
 
 
-def mask_phone_numbers(text: str) -> str:
-    """Replace personal data (phone numbers and WhatsApp addresses among it) in `text`."""
-    return mask_pii(text)
-
-
-def mask_trace(value: Any, key: str | None = None) -> Any:
-    """Return `value` (a trace's inputs or outputs) with text hidden and personal data masked."""
+def _walk(value: Any, leaf: Callable[[str, str | None], str], key: str | None = None) -> Any:
+    """Return `value` with `leaf(text, key)` in place of each string, the structure kept; an
+    object it cannot look inside becomes `leaf(str(object), None)`."""
     if isinstance(value, dict):
-        return {k: mask_trace(v, str(k)) for k, v in value.items()}
+        return {k: _walk(v, leaf, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [mask_trace(item, key) for item in value]
+        return [_walk(item, leaf, key) for item in value]
     if isinstance(value, str):
-        if key in _STRUCTURAL_KEYS:
-            return mask_pii(value)
-        return HIDDEN if value else value
+        return leaf(value, key)
     if value is None or isinstance(value, bool | int | float):
         return value
     if hasattr(value, "model_dump"):
-        return mask_trace(value.model_dump(), key)
+        return _walk(value.model_dump(), leaf, key)
     if is_dataclass(value) and not isinstance(value, type):
-        return mask_trace({f.name: getattr(value, f.name) for f in fields(value)}, key)
-    return HIDDEN  # an object we cannot look inside may hold anything
+        return _walk({f.name: getattr(value, f.name) for f in fields(value)}, leaf, key)
+    return leaf(str(value), None)
+
+
+def _hide_text(text: str, key: str | None) -> str:
+    if key in _STRUCTURAL_KEYS:
+        return mask_pii(text)
+    return HIDDEN if text else text
+
+
+def _mask_text(text: str, key: str | None) -> str:
+    return mask_pii(text)
+
+
+def mask_trace(value: Any) -> Any:
+    """Return `value` (a trace's inputs or outputs) with text hidden and personal data masked."""
+    return _walk(value, _hide_text)
 
 
 def mask_trace_pii(value: Any) -> Any:
     """Return `value` (a trace's inputs or outputs) with its text kept and personal data masked."""
-    if isinstance(value, dict):
-        return {k: mask_trace_pii(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_trace_pii(item) for item in value]
-    if isinstance(value, str):
-        return mask_pii(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if hasattr(value, "model_dump"):
-        return mask_trace_pii(value.model_dump())
-    if is_dataclass(value) and not isinstance(value, type):
-        return mask_trace_pii({f.name: getattr(value, f.name) for f in fields(value)})
-    return mask_pii(str(value))
+    return _walk(value, _mask_text)
 
 
 def _hidden_error(error: str) -> str:

@@ -9,14 +9,18 @@ traced run (`server.privacy`). The detectors, in the order they run:
   check digits are right (a random 11-digit number is not a CPF);
 - card numbers (13 to 19 digits, spaces or dashes between groups) → `[card]`, only when the
   Luhn check passes;
-- Brazilian numbers without `+`: a DDD in parentheses (`(11) 99999-0000`), a DDD then a space
-  or dash (`11 99999-0000`), an 11-digit mobile with its DDD (`11999990000`) or a local mobile
-  with its dash (`99999-0000`) → `[phone]`.
+- Brazilian numbers without `+`: the country code, DDD and number run together
+  (`5511999990000`, how WhatsApp ids are written, also after `wa.me/`), a DDD in parentheses
+  (`(11) 99999-0000`), a DDD then a space or dash (`11 99999-0000`), either with the mobile's
+  leading 9 set apart (`(11) 9 9999-0000`), an 11-digit mobile with its DDD (`11999990000`) or
+  a local mobile with its dash (`99999-0000`) → `[phone]`.
 
 Chosen to leave alone: dates (`12/05/2024`, `2024-05-12`), amounts (`1.800,00`,
-`R$ 1.234.567,89`), year ranges (`2023-2024`), times, and order or protocol numbers of other
-lengths or shapes. A bare 8- to 10-digit run is not taken for a phone (landlines without DDD and
-punctuation are missed on purpose); an 11-digit run shaped like a mobile with its DDD is.
+`R$ 1.234.567,89`), year ranges (`2023-2024`, also after a two-digit number: `11 2023-2024`),
+times, and order or protocol numbers of other lengths or shapes. A bare 8- to 10-digit run is
+not taken for a phone (landlines without DDD and punctuation are missed on purpose); an 11-digit
+run shaped like a mobile with its DDD is, and so is a 12- or 13-digit run starting with 55 and a
+DDD. A number after any other `/` (a path, a date) is left alone.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ POLICIES: tuple[str, ...] = get_args(PiiPolicy)
 
 _NOT_BEFORE = r"(?<![\w@+./-])"
 _NOT_AFTER = r"(?![\w@]|[./-]\d)"
+_PHONE_NOT_BEFORE = r"(?<![\w@+.-])(?:(?<=wa\.me/)|(?<!/))"
+"""As `_NOT_BEFORE`, but a number right after `wa.me/` (a WhatsApp link) counts."""
+_NUMBER = r"(?:9[\s.-]?)?\d{4}[\s-]?\d{4}"
+"""A number after its DDD: 8 digits, or a mobile's 9 (joined or set apart) and 8 digits."""
+_YEAR_RANGE = r"(?!(?:19|20)\d{2}[\s-](?:19|20)\d{2}(?!\d))"
+"""Not a year range (`2023-2024`): eight digits that would otherwise pass for a landline."""
 
 
 class PersonalDataRefused(ValueError):
@@ -93,14 +103,15 @@ _DETECTORS: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
     ("email", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), _always),
     ("phone", re.compile(r"whatsapp:\+?\d[\d\s().-]*\d", re.IGNORECASE), _always),
     ("phone", re.compile(_NOT_BEFORE + r"\+\d(?:[\s().-]{0,2}\d){7,14}" + _NOT_AFTER), _always),
+    ("phone", re.compile(_PHONE_NOT_BEFORE + r"55[1-9]{2}9?\d{8}" + _NOT_AFTER), _always),
     ("cnpj", re.compile(_NOT_BEFORE + r"\d{2}\.?\d{3}\.?\d{3}/?\d{4}-?\d{2}" + _NOT_AFTER),
      _cnpj_ok),
     ("cpf", re.compile(_NOT_BEFORE + r"\d{3}\.?\d{3}\.?\d{3}-?\d{2}" + _NOT_AFTER), _cpf_ok),
     ("card", re.compile(_NOT_BEFORE + r"\d(?:[ -]?\d){12,18}" + _NOT_AFTER), _luhn_ok),
     ("phone", re.compile(
-        _NOT_BEFORE + r"(?:\(\d{2}\)\s?9?\d{4}[\s-]?\d{4}"  # (11) 99999-0000
-        r"|[1-9]{2}[\s-]9?\d{4}[\s-]?\d{4}"  # 11 99999-0000
-        r"|[1-9]{2}9\d{8}"  # 11999990000
+        _PHONE_NOT_BEFORE + r"(?:(?:55\s?)?\(\d{2}\)\s?" + _NUMBER  # (11) 99999-0000
+        + r"|(?:55[\s-])?[1-9]{2}[\s-]" + _YEAR_RANGE + _NUMBER  # 11 9 9999-0000
+        + r"|[1-9]{2}9\d{8}"  # 11999990000
         r"|9\d{4}-\d{4})" + _NOT_AFTER  # 99999-0000
     ), _always),
 ]  # fmt: skip

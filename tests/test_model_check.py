@@ -140,6 +140,24 @@ def test_a_forced_json_schema_on_a_server_without_it_falls_back_and_is_counted(
     assert REFUSAL in warning["error"], "the server's own words are logged"
 
 
+def test_a_routing_failure_logs_no_word_of_the_completion(
+    scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = build_graph().compile(checkpointer=InMemorySaver())
+    prose = "Claro! A Ana Beatriz pediu retorno no +55 11 98888-1234, ou 11 97777-5555."
+    scripted.say(prose).say("Posso ajudar com isso.")  # a server that answers in prose
+
+    with capture_logs() as logs:
+        monkeypatch.setattr(router, "log", structlog.get_logger(router.__name__))  # see above
+        assert _turn("gastei 50 reais", graph)["route"] == "general"
+
+    (warning,) = [e for e in logs if e["event"].startswith("routing call failed")]
+    assert warning["reason"] == "invalid_output"
+    logged = repr(logs)
+    for said in ("Ana Beatriz", "98888-1234", "97777-5555", "pediu retorno"):
+        assert said not in logged, said
+
+
 def test_routing_fallbacks_are_counted_by_reason(
     scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,6 +42,14 @@ ISSUE = "Oi, sou a Ana, meu número é +55 11 99999-0000"
         ("liga (11) 99999-0000 ou 11 3333-4444", "liga [phone] ou [phone]"),
         ("meu cel 11999990000.", "meu cel [phone]."),
         ("fixo 99999-0000", "fixo [phone]"),
+        ("meu numero 5511999990000", "meu numero [phone]"),  # a WhatsApp id, 55 without +
+        ("fixo 551133334444 ou 55 11 99999-0000", "fixo [phone] ou [phone]"),
+        (
+            "me chama: https://wa.me/5511999990000?text=oi",
+            "me chama: https://wa.me/[phone]?text=oi",
+        ),
+        ("liga (11) 9 9999-0000 ou 11 9 9999-0000", "liga [phone] ou [phone]"),
+        ("ou 11 9.9999-0000 ou (11) 2023-2024", "ou [phone] ou [phone]"),  # a DDD in parentheses
         ("call +1 (415) 555-2671 or +44 20 7946 0958", "call [phone] or [phone]"),
         ("e-mail: ana.silva+wa@exemplo.com.br!", "e-mail: [email]!"),
         ("CPF 529.982.247-25 e 52998224725", "CPF [cpf] e [cpf]"),
@@ -60,6 +68,9 @@ def test_personal_data_is_found_and_masked(text: str, masked: str) -> None:
         "paguei R$ 1.800,00 ontem e R$ 1.234.567,89 no total",
         "dia 12/05/2024, 2024-05-12 ou 12.05.2024 às 10:30",
         "de 2023-2024, pedido 123456789, protocolo 2024000123",
+        "turma 11 2023-2024, gestões 12 1999-2000 e 13 2019 2020",  # year ranges after a number
+        "pedido 551199999000012 e 55119999000",  # a 55 run of other lengths
+        "link https://exemplo.com/5511999990000",  # after a / that is not wa.me/
         "pedido 12345678901",  # 11 digits, but not a mobile shape nor a valid CPF
         "CPF 529.982.247-26",  # wrong check digit
         "cartão 4111 1111 1111 1112",  # fails Luhn
