@@ -3,7 +3,8 @@
 Given the user's message and the names of the tools the specialist offers, pick the one call a
 model would make (``record_transaction`` with kind, amount, category and the relative date as
 written; ``schedule_reminder`` with the text and the time expression; ...), or none. Rules, in
-Portuguese and English, over the folded text of :mod:`graphs.offline_lexicon`.
+Portuguese and English, over the folded text of :mod:`graphs.offline_lexicon`; amounts and
+categories are read by :mod:`graphs.offline_money`, with the tools' own rules.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from graphs.offline_lexicon import (
     fold,
     rx,
 )
+from graphs.offline_money import find_category, find_money
 
 
 @dataclass(frozen=True)
@@ -92,31 +94,6 @@ _INCOME = rx(
     r"""\b(?:recebi|recebemos|ganhei|ganhamos|entrou|entraram|receita|salario|freela\w*
       | received|earned|got\s+paid|income|salary|paycheck|refund)\b"""
 )
-_AMOUNT = rx(
-    r"""(?P<cur>r\$|us\$|\$|€|£)?\s*
-        (?<![\d/:.,])(?P<num>\d{1,3}(?:[.,]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?)
-        (?![\d/:h])(?!\s*(?:minut|hora|dia|seman|mes|ano|min\b|hour|day|week|month|year|am\b
-        |pm\b|de\s+(?:"""
-    + "|".join(MONTHS_PT)
-    + r""")))
-        (?:\s*(?P<unit>reais|real|conto|pila|mil|k|dolares|dollars?|bucks|euros?|usd|brl|eur)\b)?"""
-)
-_CURRENCIES = {"r$": "BRL", "us$": "USD", "$": "USD", "€": "EUR", "£": "GBP"}
-_CURRENCIES |= {"dolares": "USD", "dollars": "USD", "dollar": "USD", "bucks": "USD"}
-_CURRENCIES |= {"euros": "EUR", "euro": "EUR", "usd": "USD", "eur": "EUR"}
-_CATEGORIES: tuple[tuple[str, str], ...] = (
-    (r"supermercado|mercado|feira|hortifruti|groceries|grocery|supermarket", "groceries"),
-    (r"uber|99|taxi|onibus|metro|gasolina|combustivel|estacionamento|bus|gas|fuel|subway|train"
-     r"|parking", "transport"),
-    (r"restaurante|almoco|jantar|lanche|ifood|pizza|cafe|padaria|restaurant|lunch|dinner"
-     r"|breakfast|coffee|food", "food"),
-    (r"aluguel|condominio|rent|mortgage", "housing"),
-    (r"farmacia|remedio|medico|consulta|pharmacy|medicine|doctor|drugstore", "health"),
-    (r"salario|paycheck|salary", "salary"),
-    (r"luz|energia|agua|internet|celular|telefone|electricity|water\s+bill|phone\s+bill"
-     r"|utilities", "bills"),
-    (r"cinema|netflix|show|bar|spotify|movies?|concert", "leisure"),
-)  # fmt: skip
 _FILLER = rx(
     r"""\b(?:eu|hoje|gastei|gastou|paguei|comprei|recebi|ganhei|de|do|da|dos|das|no|na|nos|nas
       | em|com|um|uma|o|a|os|as|pro|pra|para|pelo|pela|meu|minha|reais|real|i|spent|paid
@@ -168,81 +145,19 @@ def _period(folded: str, today: date | None) -> str:
     return "this_month"
 
 
-_AMOUNT_WORDS = {
-    **dict.fromkeys(("um", "uma", "one", "a"), 1), **dict.fromkeys(("dois", "duas", "two"), 2),
-    "tres": 3, "three": 3, "quatro": 4, "four": 4, "cinco": 5, "five": 5, "seis": 6, "six": 6,
-    "sete": 7, "seven": 7, "oito": 8, "eight": 8, "nove": 9, "nine": 9, "dez": 10, "ten": 10,
-    "onze": 11, "eleven": 11, "doze": 12, "twelve": 12, "treze": 13, "thirteen": 13,
-    "catorze": 14, "quatorze": 14, "fourteen": 14, "quinze": 15, "fifteen": 15,
-    "dezesseis": 16, "sixteen": 16, "dezessete": 17, "seventeen": 17, "dezoito": 18,
-    "eighteen": 18, "dezenove": 19, "nineteen": 19, "vinte": 20, "twenty": 20, "trinta": 30,
-    "thirty": 30, "quarenta": 40, "forty": 40, "cinquenta": 50, "fifty": 50, "sessenta": 60,
-    "sixty": 60, "setenta": 70, "seventy": 70, "oitenta": 80, "eighty": 80, "noventa": 90,
-    "ninety": 90, "cem": 100, "cento": 100, "duzentos": 200, "duzentas": 200, "trezentos": 300,
-    "quatrocentos": 400, "quinhentos": 500, "seiscentos": 600, "setecentos": 700,
-    "oitocentos": 800, "novecentos": 900,
-}  # fmt: skip
-_SPOKEN_AMOUNT = rx(
-    r"""\b(?P<words>(?:(?:"""
-    + "|".join(sorted(_AMOUNT_WORDS, key=len, reverse=True))
-    + r"""|hundred|thousand|mil|e|and)[\s-]+)+)
-        (?P<unit>reais|real|dolares|dollars?|bucks|euros?)\b"""
-)
-
-
-def _spoken_amount(folded: str) -> tuple[str, tuple[int, int], str] | None:
-    """An amount said in words ("cinquenta reais", "twenty dollars"), as a voice note has it."""
-    found = _SPOKEN_AMOUNT.search(folded)
-    if found is None:
-        return None
-    total = current = 0
-    for word in re.split(r"[\s-]+", found.group("words").strip()):
-        if word in ("e", "and"):
-            continue
-        if word == "hundred":
-            current = max(current, 1) * 100
-        elif word in ("thousand", "mil"):
-            total, current = total + max(current, 1) * 1000, 0
-        else:
-            current += _AMOUNT_WORDS[word]
-    value = total + current
-    return (str(value), found.span(), found.group("unit")) if value > 0 else None
-
-
 def _transaction(text: str, folded: str) -> ToolGuess | None:
     dates = [m.span() for m in (*DATE.finditer(folded), *RELATIVE_DAY.finditer(folded))]
-    amount = next(
-        (m for m in _AMOUNT.finditer(folded) if not any(s <= m.start() < e for s, e in dates)),
-        None,
-    )
-    spoken = _spoken_amount(folded) if amount is None else None
-    if spoken is None and (amount is None or float(_decimal(amount.group("num")) or 0) <= 0):
+    money = find_money(folded, dates)
+    if money is None or re.search(r"\b(?:quanto|how\s+much)\b", folded):
         return None
-    if re.search(r"\b(?:quanto|how\s+much)\b", folded):
-        return None
-    if spoken is not None:
-        value, span, unit = spoken
-        currency = _CURRENCIES.get(unit, "BRL")
-    else:
-        assert amount is not None
-        value, span = _decimal(amount.group("num")), amount.span()
-        if amount.group("unit") in ("mil", "k"):
-            value = (str(int(float(value) * 1000)) if "." not in value
-                     else f"{float(value) * 1000:.2f}")  # fmt: skip
-        currency = _CURRENCIES.get(amount.group("cur") or amount.group("unit") or "", "BRL")
-    kind = "income" if _INCOME.search(folded) else "expense"
-    category, keyword = "other", None
-    for pattern, name in _CATEGORIES:
-        found = re.search(rf"\b(?:{pattern})\b", folded)
-        if found:
-            category, keyword = name, text[found.start() : found.end()]
-            break
+    named = find_category(folded, [*dates, money.span])
+    category, keyword = (named[0], text[named[1][0] : named[1][1]]) if named else ("other", "")
     args: dict[str, Any] = {
-        "kind": kind,
-        "amount": value,
-        "currency": currency,
+        "kind": "income" if _INCOME.search(folded) else "expense",
+        "amount": money.amount,
+        "currency": money.currency,
         "category": category,
-        "description": keyword or _description(text, folded, [*dates, span]),
+        "description": keyword or _description(text, [*dates, money.span]),
     }
     if dates:
         start, end = min(dates)
@@ -251,30 +166,14 @@ def _transaction(text: str, folded: str) -> ToolGuess | None:
     return ToolGuess("record_transaction", args)
 
 
-def _description(text: str, folded: str, spans: list[tuple[int, int]]) -> str:
-    rest = fold(cut(text, spans))
+def _description(text: str, spans: list[tuple[int, int]]) -> str:
     original = cut(text, spans)
     words = [
         original[m.start() : m.end()]
-        for m in re.finditer(r"[^\W\d_][\w'-]*", rest)
+        for m in re.finditer(r"[^\W\d_][\w'-]*", fold(original))
         if not _FILLER.fullmatch(m.group())
     ]
     return " ".join(words[:4])
-
-
-def _decimal(number: str) -> str:
-    """Normalise "1.234,56", "1,234.56", "45,90" or "1.500" to a plain decimal string."""
-    if "," in number and "." in number:
-        decimal_sep = "," if number.rfind(",") > number.rfind(".") else "."
-        thousands = "." if decimal_sep == "," else ","
-        return number.replace(thousands, "").replace(decimal_sep, ".")
-    for sep in (",", "."):
-        if sep in number:
-            head, _, tail = number.rpartition(sep)
-            if len(tail) == 3:
-                return number.replace(sep, "")
-            return head.replace(sep, "") + "." + tail
-    return number
 
 
 # -- relationships ------------------------------------------------------------ #

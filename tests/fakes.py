@@ -44,9 +44,15 @@ class ScriptedModel:
         """Queue an answer that calls one tool with ``args``."""
         return self._push({"content": None, "tool_calls": [_tool_call(name, args, id)]})
 
-    def call_tools(self, calls: Iterable[tuple[str, dict[str, Any]]]) -> Self:
-        """Queue one answer that calls several tools at once."""
-        tool_calls = [_tool_call(name, args) for name, args in calls]
+    def call_tools(
+        self, calls: Iterable[tuple[str, dict[str, Any]]], ids: Iterable[str] | None = None
+    ) -> Self:
+        """Queue one answer that calls several tools at once (with these call ids, if given)."""
+        given = list(ids) if ids is not None else []
+        tool_calls = [
+            _tool_call(name, args, given[n] if n < len(given) else None)
+            for n, (name, args) in enumerate(calls)
+        ]
         if not tool_calls:
             raise ValueError("call_tools needs at least one (name, args) pair")
         return self._push({"content": None, "tool_calls": tool_calls})

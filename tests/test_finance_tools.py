@@ -15,6 +15,9 @@ from store.records import Tenant
 from tests.conftest import rows
 from tests.toolcontext import context_for, failed, make_tenant, make_user, ok
 from tests.tooling import replay_tool, run_tool
+from tools import categories
+from tools._runtime import ToolError
+from tools.amounts import parse_amount
 from tools.dates import local_now
 from tools.finance import (
     FINANCE_TOOLS,
@@ -117,7 +120,9 @@ def test_a_replayed_call_returns_the_same_answer_and_writes_nothing(
         (" 20 ", "20.00"),
         ("US$ 20", "20.00"),
         (45.9, "45.90"),
+        (12.34, "12.34"),
         (12, "12.00"),
+        (5000, "5000.00"),
         (5000.0, "5000.00"),
         (0.5, "0.50"),
         (999999999999.99, "999999999999.99"),
@@ -157,6 +162,8 @@ def test_amounts_in_brazilian_english_and_json_number_forms(
         (-3, "negative"),
         (-0.5, "negative"),
         (0.1 + 0.2, "more than two decimals"),
+        (12.345, "more than two decimals"),  # a JSON number is never grouped in thousands
+        (33.333, "more than two decimals"),
         (1e300, "too large"),
         (10**40, "too large"),
     ],
@@ -168,6 +175,22 @@ def test_bad_amounts_are_refused_and_nothing_is_written(
                                                  "category": "mercado"}, ana))  # fmt: skip
     assert complaint in error
     assert rows(settings, "select count(*) from finance_entries") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("number", "parsed"),
+    [(12.345, None), (33.333, None), (Decimal("12.345"), None), (Decimal("NaN"), None),
+     (float("inf"), None), (12.34, "12.34"), (Decimal("12.34"), "12.34"), (5000, "5000.00"),
+     (5000.0, "5000.00")],
+)  # fmt: skip
+def test_a_number_is_read_at_its_value_never_as_thousands(
+    number: float | Decimal, parsed: str | None
+) -> None:
+    if parsed is None:
+        with pytest.raises(ToolError, match=r"more than two decimals|not an amount"):
+            parse_amount(number)
+    else:
+        assert parse_amount(number) == Decimal(parsed)
 
 
 @pytest.mark.parametrize("amount", [None, True, [45], {"value": 45}])
@@ -353,3 +376,29 @@ def test_synonyms_in_both_languages_report_as_one_category(
     assert [c["category"] for c in spending["categories"]] == ["groceries"]
     listed = json.loads(ok(run_tool(list_transactions, {"limit": 1}, english)))
     assert listed["transactions"][0]["category"] == "groceries"
+
+
+@pytest.mark.parametrize(
+    ("word", "name"),
+    [("gás", "bills"), ("gas", "bills"), ("Conta de Luz", "bills"), ("conta de água", "bills"),
+     ("conta de gás", "bills"), ("water bill", "bills"), ("gasolina", "transport"),
+     ("combustível", "transport"), ("fuel", "transport"), ("petrol", "transport"),
+     ("salário", "salary"), ("paycheck", "salary")],
+)  # fmt: skip
+def test_cooking_gas_is_a_bill_and_fuel_is_transport(word: str, name: str) -> None:
+    assert categories.canonical(word) == name
+
+
+@pytest.mark.parametrize("word", ["pagamento", "pay"])
+def test_a_payment_is_not_taken_for_salary(settings: Settings, ana: Context, word: str) -> None:
+    error = failed(run_tool(record_transaction, {"kind": "expense", "amount": "10",
+                                                 "category": word}, ana))  # fmt: skip
+    assert "not a known category" in error and "salary (salário)" in error
+    assert rows(settings, "select count(*) from finance_entries") == [(0,)]
+
+
+def test_the_finance_prompt_names_exactly_the_tools_categories() -> None:
+    from graphs.prompts import FINANCE_PROMPT
+
+    listed = FINANCE_PROMPT.split("in Portuguese or English (", 1)[1].split(")", 1)[0]
+    assert listed.split(", ") == [f"{c.pt}/{c.en}" for c in categories.CATEGORIES]

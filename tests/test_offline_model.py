@@ -21,8 +21,9 @@ from graphs.language import detect_language
 from graphs.llm_server import ChatCompletionsServer
 from graphs.offline_lexicon import fold
 from graphs.offline_model import OfflineResponder
+from graphs.offline_money import plain_amount
 from graphs.offline_nlu import choose_route, extract_facts
-from graphs.offline_tools import _decimal, choose_tool_call
+from graphs.offline_tools import choose_tool_call
 from graphs.state import Language
 from nodes.router import RouteDecision, decision_schema
 from server.memories import EXTRACTION_PROMPT, MemoryFacts
@@ -240,7 +241,9 @@ TOOL_CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("finance", "pt", "Comprei remédio na farmácia por 27,30", "record_transaction",
      {"category": "health", "amount": "27.30"}),
     ("finance", "pt", "Gastei 20 reais com presente", "record_transaction",
-     {"category": "other", "description": "presente"}),
+     {"category": "shopping", "description": "presente"}),
+    ("finance", "pt", "Gastei 20 reais com coisas da loja", "record_transaction",
+     {"category": "other", "description": "coisas loja"}),
     # amounts said in words, as a voice note's transcript has them
     ("finance", "pt", "[voice note] Gastei cinquenta reais no mercado.", "record_transaction",
      {"kind": "expense", "amount": "50", "category": "groceries"}),
@@ -654,10 +657,11 @@ def test_other_structured_output_still_gets_a_schema_instance() -> None:
 @pytest.mark.parametrize(
     ("written", "decimal"),
     [("45,90", "45.90"), ("45.90", "45.90"), ("1.234,56", "1234.56"), ("1,234.56", "1234.56"),
-     ("1.500", "1500"), ("1,5", "1.5"), ("50", "50")],
+     ("1.500", "1500"), ("1,5", "1.50"), ("50", "50"), ("100,00", "100"), ("0", None),
+     ("1,234,56", None)],
 )  # fmt: skip
-def test_amounts_become_plain_decimals(written: str, decimal: str) -> None:
-    assert _decimal(written) == decimal
+def test_amounts_become_plain_decimals(written: str, decimal: str | None) -> None:
+    assert plain_amount(written) == decimal
 
 
 def test_folding_keeps_positions() -> None:
@@ -684,14 +688,27 @@ def test_amounts_are_not_taken_from_dates_or_times() -> None:
 
 
 def test_the_offline_models_categories_and_amounts_are_what_the_tools_accept() -> None:
-    from graphs.offline_tools import _CATEGORIES
     from tools import categories
     from tools.amounts import parse_amount
 
-    for _, name in _CATEGORIES:
-        found = categories.find(name)
-        assert found is not None and found.name == name, f"{name} is not a canonical category"
+    for word, name in categories.words().items():
+        if name == "other" or word.isdigit():
+            continue
+        guess = choose_tool_call(f"Gastei 12 reais de {word}", {"record_transaction"})
+        assert guess is not None and guess.args["category"] == name, word
     for text in ("Paguei o aluguel: 1.800 reais", "Recebi meu salário de 5.000 reais hoje"):
         guess = choose_tool_call(text, {"record_transaction"})
         assert guess is not None
         assert parse_amount(guess.args["amount"]) in (1800, 5000)
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [("Paguei 120 de gás", "bills"), ("Paguei a conta de luz, 80 reais", "bills"),
+     ("Coloquei 100 reais de gasolina", "transport"), ("Gastei 99 reais no mercado", "groceries"),
+     ("Paguei 20 no 99 na sexta-feira", "transport"), ("Gastei 30 reais na sexta-feira", "other")],
+)  # fmt: skip
+def test_the_offline_model_names_categories_as_the_tools_do(text: str, category: str) -> None:
+    guess = choose_tool_call(text, {"record_transaction"})
+
+    assert guess is not None and guess.args["category"] == category

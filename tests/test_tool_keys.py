@@ -127,3 +127,53 @@ def test_a_later_turns_delete_cancel_and_person_update_are_not_taken_for_replays
     turn("remember_person", {"name": "Bia", "notes": "gosta de café"})
     turn("remember_person", {"name": "Bia", "notes": "mora em Recife"})
     assert rows(settings, "select notes from people") == [("gosta de café\nmora em Recife",)]
+
+
+def test_two_calls_sharing_one_id_in_one_message_record_both_expenses(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    give_plan(settings, tenant, ["finance"])
+    llm.structured(_ROUTE)
+    llm.call_tools(
+        [("record_transaction", {"kind": "expense", "amount": amount, "category": "mercado",
+                                 "date": "2026-11-02"}) for amount in ("45,90", "20")],
+        ids=["call_0", "call_0"],  # a server that numbers calls per message badly
+    )  # fmt: skip
+    llm.say("Anotei os dois.")
+    say(client, settings, tenant, "gastei 45,90 e 20 no mercado")
+
+    assert llm.remaining == 0
+    assert sorted(rows(settings, "select amount::text from finance_entries")) == [
+        ("20.00",),
+        ("45.90",),
+    ]
+
+
+@pytest.mark.parametrize("call_id", ["call_0", ""])
+def test_repeated_ids_in_one_message_each_write_once_even_when_resumed(
+    settings: Settings, ana: Context, call_id: str
+) -> None:
+    graph = crashing_graph([record_transaction], crashes=1)
+    config: RunnableConfig = {"configurable": {"thread_id": f"t-same-{call_id}"}}
+    calls = [
+        {"name": "record_transaction", "id": call_id, "type": "tool_call",
+         "args": {"kind": "expense", "amount": amount, "category": "mercado"}}
+        for amount in ("10", "10", "7")
+    ]  # fmt: skip
+    with pytest.raises(Crash):
+        graph.invoke({"messages": [AIMessage("", tool_calls=calls)]}, config, context=ana)
+    assert rows(settings, "select count(*) from finance_entries") == [(3,)]
+
+    result = graph.invoke(None, config, context=ana)  # the worker resumes the same step
+    answers = [m for m in result["messages"] if isinstance(m, ToolMessage)]
+    assert [m.status for m in answers] == ["success"] * 3, [m.content for m in answers]
+    assert sorted(rows(settings, "select amount::text from finance_entries")) == [
+        ("10.00",),
+        ("10.00",),
+        ("7.00",),
+    ]
+    assert len({str(m.content) for m in answers}) == 3, "each call reports its own entry"

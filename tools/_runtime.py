@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from langchain_core.messages import AIMessage
 from langgraph.prebuilt import ToolRuntime
 from redis import Redis
 
@@ -52,19 +54,67 @@ def scope_of(context: Context | None) -> Scope:
 
 
 def call_key(runtime: ToolRuntime) -> str:
-    """Return the idempotency key of this tool call: the run step it belongs to, and its id.
+    """Return the idempotency key of this tool call: its run step, its place and its id.
 
     Side-effecting tools store it so that a retried or resumed step (which runs again from the
     same checkpoint) finds its own write and does nothing twice. The model's `tool_call_id`
     alone is not enough: some OpenAI-compatible servers number calls `call_0`, `call_1`... on
-    every turn, and a later turn's `call_0` must write again. Outside a graph (no checkpoint)
+    every turn (a later turn's `call_0` must write again), and some send one id, or none, for
+    every call of a message (each of those calls must write). Outside a graph (no checkpoint)
     every call gets a fresh key, so nothing is ever dropped.
     """
     call = runtime.tool_call_id or ""
     info = runtime.execution_info
     if info is None or not info.checkpoint_id:
         return f"adhoc:{uuid.uuid4().hex}:{call}"
-    return f"{info.thread_id or '-'}:{info.checkpoint_id}:{call}"
+    place = _place(runtime)
+    return f"{info.thread_id or '-'}:{info.checkpoint_id}:{'-' if place is None else place}:{call}"
+
+
+_claims_lock = threading.Lock()
+_claims: dict[int, dict[str, list[weakref.ref[ToolRuntime]]]] = {}
+"""Per AIMessage being executed (by `id`), which runtimes took which call of a repeated id."""
+
+
+def _place(runtime: ToolRuntime) -> int | None:
+    """Return the index of this call among the tool calls of the message being executed.
+
+    The message is the last AI message of the state, as `ToolNode` reads it. When several calls
+    share this call's id, each runtime of one execution takes the next of their places; such
+    calls are told apart by place only, so on a resumed step each of them is still written
+    once, though not necessarily answered under the same place as before.
+    """
+    message = _calling_message(runtime.state)
+    if message is None:
+        return None
+    call = runtime.tool_call_id or ""
+    places = [i for i, c in enumerate(message.tool_calls) if (c.get("id") or "") == call]
+    if len(places) <= 1:
+        return places[0] if places else None
+    with _claims_lock:
+        if id(message) not in _claims:
+            _claims[id(message)] = {}
+            weakref.finalize(message, _claims.pop, id(message), None)
+        taken = _claims[id(message)].setdefault(call, [])
+        for n, ref in enumerate(taken):
+            if ref() is runtime:
+                return places[n % len(places)]
+        taken.append(weakref.ref(runtime))
+        return places[(len(taken) - 1) % len(places)]
+
+
+def _calling_message(state: object) -> AIMessage | None:
+    """Return the last AI message of a tool node's state (a dict, an object or a list)."""
+    if isinstance(state, dict):
+        messages = state.get("messages")
+    elif isinstance(state, list):
+        messages = state
+    else:
+        messages = getattr(state, "messages", None)
+    for message in reversed(messages or []):
+        if isinstance(message, AIMessage):
+            return message
+    return None
 
 
 @dataclass

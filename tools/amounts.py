@@ -9,7 +9,6 @@ everything becomes a `Decimal` with two places.
 
 from __future__ import annotations
 
-import math
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -24,6 +23,7 @@ FORMS = (
 )
 """How amounts may be written, for the tool schema and error messages."""
 
+_CENT = Decimal("0.01")
 _PREFIXES = ("R$", "US$", "$", "€", "£", "BRL", "USD", "EUR")
 _GROUPED = r"\d{{1,3}}(?:{sep}\d{{3}})+"
 
@@ -32,10 +32,7 @@ def parse_amount(value: object) -> Decimal:
     """Return a positive amount with two decimal places, or raise `ToolError` saying why."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise ToolError(f"{value!r} is not an amount. {FORMS}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ToolError(f"{value!r} is not an amount. {FORMS}")
-    text = value if isinstance(value, str) else _plain(value)
-    amount = _from_text(text)
+    amount = _from_text(value) if isinstance(value, str) else _from_number(value)
     if amount <= 0:
         raise ToolError(f"The amount {value!r} is zero; amounts must be more than zero.")
     if amount > MAX_AMOUNT:
@@ -43,15 +40,25 @@ def parse_amount(value: object) -> Decimal:
     return amount
 
 
-def _plain(number: int | float | Decimal) -> str:
-    """Write a JSON number without exponent or grouping ("1e3" becomes "1000")."""
-    if isinstance(number, int):
-        return str(number)
-    as_decimal = Decimal(repr(number)) if isinstance(number, float) else number
-    if abs(as_decimal) > MAX_AMOUNT * 10:
-        return str(int(as_decimal))
-    text = format(as_decimal, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+def _from_number(number: int | float | Decimal) -> Decimal:
+    """Take a JSON number at its value: 12.345 has three decimals, never thousands."""
+    exact = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+    if not exact.is_finite():
+        raise ToolError(f"{number!r} is not an amount. {FORMS}")
+    if exact < 0:
+        raise _negative(number)
+    if exact > MAX_AMOUNT:
+        raise ToolError(f"The amount {number!r} is too large (at most {MAX_AMOUNT}).")
+    if int(exact.as_tuple().exponent) < -2:
+        raise ToolError(f"The amount {number!r} has more than two decimals. {FORMS}")
+    return exact.quantize(_CENT)
+
+
+def _negative(value: object) -> ToolError:
+    return ToolError(
+        f"The amount {value!r} is negative. Amounts are positive: record money going out "
+        'with kind "expense" and money coming in with kind "income".'
+    )
 
 
 def _from_text(text: str) -> Decimal:
@@ -62,17 +69,14 @@ def _from_text(text: str) -> Decimal:
             break
     clean = clean.lstrip("+")
     if clean.startswith("-"):
-        raise ToolError(
-            f"The amount {text!r} is negative. Amounts are positive: record money going out "
-            'with kind "expense" and money coming in with kind "income".'
-        )
+        raise _negative(text)
     number = _number(clean)
     if number is None:
         if re.fullmatch(r"\d*[.,]\d{3,}", clean) or re.fullmatch(r"[\d.,]+[.,]\d{3,}", clean):
             raise ToolError(f"The amount {text!r} has more than two decimals. {FORMS}")
         raise ToolError(f"{text!r} is not an amount. {FORMS}")
     try:
-        return Decimal(number).quantize(Decimal("0.01"))
+        return Decimal(number).quantize(_CENT)
     except InvalidOperation as exc:
         raise ToolError(f"The amount {text!r} is too large (at most {MAX_AMOUNT}).") from exc
 

@@ -85,7 +85,7 @@ CATEGORIES: tuple[Category, ...] = (
             "transportation",
             "bus",
             "fuel",
-            "gas",
+            "petrol",
             "subway",
             "train",
             "parking",
@@ -112,13 +112,28 @@ CATEGORIES: tuple[Category, ...] = (
             "internet",
             "celular",
             "telefone",
+            "gas",
             "gas de cozinha",
+            "botijao",
+            "conta de luz",
+            "conta de energia",
+            "conta de agua",
+            "conta de gas",
+            "conta de internet",
+            "conta de telefone",
+            "conta de celular",
             "utilities",
             "utility",
             "electricity",
             "water",
             "phone",
             "bill",
+            "electricity bill",
+            "power bill",
+            "water bill",
+            "gas bill",
+            "cooking gas",
+            "phone bill",
         ),
     ),
     Category(
@@ -205,7 +220,7 @@ CATEGORIES: tuple[Category, ...] = (
         "salary",
         "salário",
         "salary",
-        ("salario", "pagamento", "holerite", "paycheck", "wage", "wages", "pay"),
+        ("salario", "holerite", "paycheck", "wage", "wages"),
     ),
     Category(
         "freelance", "freela", "freelance", ("freelas", "bico", "servico extra", "side job", "gig")
@@ -231,6 +246,12 @@ _BY_WORD: dict[str, Category] = {
     for category in CATEGORIES
     for word in (category.name, category.pt, category.en, *category.synonyms)
 }
+
+
+def words() -> dict[str, str]:
+    """Return every word or phrase that names a category (folded: lower case, no accents,
+    single spaces), with the canonical name it stands for."""
+    return {word: category.name for word, category in _BY_WORD.items()}
 
 
 def find(text: str) -> Category | None:

@@ -4,8 +4,8 @@ Memories go to the graph's store (`runtime.store`: the worker's Postgres store, 
 `langgraph dev`'s own); a run without one (a bare test graph) uses a Postgres store on the
 tool's tenant-scoped connection. The key of a saved memory is the call's key (`call_key`: the run
 step and the call id), so a resumed run that repeats the call finds it saved and writes nothing
-twice. Personal data in a fact is kept,
-masked or refused as the tenant's rule (`Context.pii_policy`) says.
+twice. Personal data in a fact is kept, masked or refused as the tenant's rule
+(`Context.pii_policy`) says, by `store.memory.save`.
 """
 
 from __future__ import annotations
@@ -68,22 +68,22 @@ def save_memory(text: str, runtime: ToolRuntime) -> str:
     """
     scope = _enabled(runtime)
     key = call_key(runtime)
-    policy = runtime.context.pii_policy
-    try:
-        cleaned = memory.clean_text(pii.apply_policy(text, policy))
-    except pii.PersonalDataRefused as exc:
-        raise ToolError(
-            f"Not remembered: the fact holds personal data ({', '.join(exc.kinds)}), which "
-            "this service does not keep in memory. Tell the user it was not saved; you may "
-            "save the fact again without the number or address."
-        ) from exc
-    except ValueError as exc:
-        raise ToolError(str(exc)) from exc
     with _store(runtime, scope) as store:
-        if memory.get(store, scope, key) is not None:
-            return f"Already remembered: {cleaned}"
-        memory.save(store, scope, cleaned, key=key, source="tool", pii_policy=policy)
-    return f"Remembered: {cleaned}"
+        found = memory.get(store, scope, key)
+        if found is not None:  # this call already ran: answer as it did
+            return f"Already remembered: {found.text}"
+        try:
+            saved = memory.save(store, scope, text, key=key, source="tool",
+                                pii_policy=runtime.context.pii_policy)  # fmt: skip
+        except pii.PersonalDataRefused as exc:
+            raise ToolError(
+                f"Not remembered: the fact holds personal data ({', '.join(exc.kinds)}), which "
+                "this service does not keep in memory. Tell the user it was not saved; you may "
+                "save the fact again without the number or address."
+            ) from exc
+        except ValueError as exc:
+            raise ToolError(f"Not remembered: {exc}.") from exc
+    return f"Remembered: {saved.text}"
 
 
 @tool(args_schema=SearchMemoriesArgs)
