@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -234,20 +233,16 @@ def _fold_into_next(turn: Turn, rights: identity.Entitlement, used: int) -> bool
     newer = store_turns.newer_inbound(conn, conversation.id, turn.ids[-1])
     if bound <= 0 or not newer or not _model_answers_next(conn, conversation, newer, rights, used):
         return False
-    waited = (
-        _now(conn) - store_turns.waiting_since(conn, conversation.id, turn.ids[0])
-    ).total_seconds()
+    waited = store_turns.seconds_waited(conn, conversation.id, turn.ids[0])
     if waited >= bound:
         metrics.observe_superseded_turn("sent")
         log.info("newer messages arrived, but the user has waited long enough; sending",
                  waited=round(waited, 1), newer=[m.id for m in newer])  # fmt: skip
         return False
-    with conn.transaction():
+    with conn.transaction():  # the checkpoint shares the connection: all or nothing
         store_turns.mark_superseded(conn, turn.ids, newer[0].id)
         store_turns.mark_result_superseded(conn, turn.cid, turn.ids)
-    # After the messages are closed: a crash in between leaves an unsent reply in the thread,
-    # never a closed turn that a retry would run (and write) again.
-    runs.drop_unsent_reply(conn, {"configurable": {"thread_id": conversation.thread_id}})
+        runs.drop_unsent_reply(conn, {"configurable": {"thread_id": conversation.thread_id}})
     metrics.observe_superseded_turn("folded")
     log.info("reply not sent: newer messages overtook it; folded into the next turn",
              newer=[m.id for m in newer], waited=round(waited, 1))  # fmt: skip
@@ -270,11 +265,6 @@ def _model_answers_next(
         return False
     current = repo.conversation_by_id(conn, conversation.id)
     return current is not None and current.state not in conversations.WITH_STAFF
-
-
-def _now(conn: Conn) -> datetime:
-    """The database's clock (the messages' `created_at` are on it)."""
-    return conn.execute("select clock_timestamp() as now").fetchone()["now"]
 
 
 def _entitlement(
@@ -382,6 +372,9 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
         if final:
             return None
         raise
+    if result.answered is not None:  # a crashed run finished first: the rest is the next turn
+        turn.pending = [m for m in pending if m.id in result.answered]
+        ids, cid = turn.ids, turn.cid
     with conn.transaction():
         repo.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,

@@ -4,41 +4,32 @@ how long the user has waited, and the record that a reply was folded into the ne
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
-from datetime import datetime
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import class_row, tuple_row
+from psycopg.rows import tuple_row
 
 from store.records import Message
+from store.repository import unanswered_inbound
 
 SUPERSEDED = "superseded"
 """The final status of inbound messages whose turn was folded into the next one: the next
 turn's reply answers them (the thread keeps them, and what their turn's tools did)."""
 
-_MSG = ", ".join(f.name for f in fields(Message))
-
 
 def newer_inbound(conn: psycopg.Connection, conversation_id: UUID, after_id: int) -> list[Message]:
-    """Return the conversation's unanswered inbound messages newer than `after_id`, in order."""
-    with conn.cursor(row_factory=class_row(Message)) as cur:
-        cur.execute(
-            f"""select {_MSG} from messages
-                where conversation_id = %s and direction = 'inbound' and id > %s
-                  and processed_at is null and status in ('received', 'pending')
-                order by id""",
-            (conversation_id, after_id),
-        )
-        return cur.fetchall()
+    """Return the conversation's unanswered inbound messages newer than `after_id`, in order
+    (as `repository.unanswered_inbound` sees them: none behind a voice note still heard)."""
+    return [m for m in unanswered_inbound(conn, conversation_id) if m.id > after_id]
 
 
-def waiting_since(conn: psycopg.Connection, conversation_id: UUID, first_id: int) -> datetime:
-    """When the user started waiting for the answer that the turn starting at `first_id` owes:
-    that message's arrival, or earlier when turns before it were folded into it."""
+def seconds_waited(conn: psycopg.Connection, conversation_id: UUID, first_id: int) -> float:
+    """How long the user has waited for the answer that the turn starting at `first_id` owes:
+    since that message arrived, or earlier when turns before it were folded into it."""
     with conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(
-            """select min(m.created_at) from messages m
+            """select extract(epoch from clock_timestamp() - min(m.created_at))
+               from messages m
                where m.conversation_id = %(c)s and m.direction = 'inbound' and m.id <= %(first)s
                  and (m.id = %(first)s or (m.status = %(folded)s and m.id > coalesce(
                    (select max(a.id) from messages a
@@ -49,7 +40,7 @@ def waiting_since(conn: psycopg.Connection, conversation_id: UUID, first_id: int
         )
         row = cur.fetchone()
     assert row is not None and row[0] is not None, f"no inbound message {first_id}"
-    return row[0]
+    return float(row[0])
 
 
 def mark_superseded(conn: psycopg.Connection, message_ids: Sequence[int], newer: int) -> None:

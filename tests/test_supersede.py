@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from fastapi.testclient import TestClient
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableConfig
 
 from channels.twilio_sandbox import TwilioSandbox
+from server import runs
+from server.jobcommon import connect
 from server.settings import Settings, get_settings
+from store import repository as repo
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
+from tests.test_brain import _conversation_id, give_plan
 
 
 def _writes(
@@ -71,36 +78,47 @@ def test_a_reply_overtaken_by_a_new_message_is_folded_into_the_next_turn(
     assert [m["body"] for m in sandbox.messages][-1] == "De nada!"
 
 
-@pytest.fixture
-def bound(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Settings:
-    """Settings where the user waits at most 4 s before an overtaken reply goes out anyway."""
-    monkeypatch.setenv("TURN_SUPERSEDE_MAX_SECONDS", "4")
-    get_settings.cache_clear()
-    return get_settings()
+def _backdate(settings: Settings, body: str, seconds: int) -> Callable[[], None]:
+    """Make the user's message `body` look `seconds` older (they have waited that long)."""
+
+    def move() -> None:
+        rows(
+            settings,
+            "update messages set created_at = created_at - make_interval(secs => %s) "
+            "where body = %s returning id",
+            seconds,
+            body,
+        )
+
+    return move
 
 
 def test_a_user_who_keeps_typing_still_gets_an_answer_within_the_bound(
     client: TestClient,
-    bound: Settings,
+    settings: Settings,
     tenant: Tenant,
     sandbox: TwilioSandbox,
     llm: ScriptedModel,
 ) -> None:
-    # First turn: overtaken after ~2.5 s (under the bound): folded.
-    llm.say("R1", delay=2.5, during=_writes(client, bound, tenant, "segunda"))
-    # Second turn: overtaken again; the user has now waited ~4.5 s since their first message
-    # (though only ~2 s since the second): past the bound, so this reply goes out.
-    llm.say("R2", delay=2.0, during=_writes(client, bound, tenant, "terceira"))
+    assert settings.turn_supersede_max_seconds == 60
+    # First turn: overtaken at once: folded.
+    llm.say("R1", during=_writes(client, settings, tenant, "segunda"))
+
+    # Second turn: overtaken again, but by now the user has waited 90 s since their first
+    # message (though not since their second): past the bound, so this reply goes out.
+    def later() -> None:
+        _writes(client, settings, tenant, "terceira")()
+        _backdate(settings, "primeira", 90)()
+
+    llm.say("R2", during=later)
     llm.say("R3")
-    post_inbound(client, bound, tenant, inbound_form(tenant, "primeira"))
-    run_jobs(bound)
+    post_inbound(client, settings, tenant, inbound_form(tenant, "primeira"))
+    run_jobs(settings)
 
     assert [m["body"] for m in sandbox.messages] == ["R2", "R3"]
-    assert rows(bound, "select status from messages where direction = 'inbound' order by id") == [
-        ("superseded",),
-        ("answered",),
-        ("answered",),
-    ]
+    assert rows(
+        settings, "select status from messages where direction = 'inbound' order by id"
+    ) == [("superseded",), ("answered",), ("answered",)]
     assert _user_texts(llm.requests[1]) == ["primeira", "segunda"]
 
 
@@ -139,3 +157,44 @@ def test_folding_can_be_turned_off(
     run_jobs(get_settings())
 
     assert [m["body"] for m in sandbox.messages] == ["Primeira resposta", "Segunda resposta"]
+
+
+def test_a_crashed_tool_step_is_finished_before_the_messages_that_came_after_it(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    """A worker died inside a tool step, and the user wrote again before the retry: the step
+    must finish from its checkpoint (new input would drop it and leave a tool call with no
+    result in the thread, which OpenAI refuses), then one reply answers both messages."""
+    give_plan(settings, tenant, ["finance"])
+    for text in ("gastei 30 no uber", "e 20 no café"):
+        post_inbound(client, settings, tenant, inbound_form(tenant, text))
+    call = {"name": "record_transaction", "id": "call_1",
+            "args": {"kind": "expense", "amount": "30", "category": "transport"}}  # fmt: skip
+    with connect(settings, str(tenant.id)) as conn:
+        first, _ = repo.unanswered_inbound(conn, _conversation_id(settings))
+        conversation = repo.conversation_by_id(conn, first.conversation_id)
+        assert conversation is not None
+        graph = runs.compile_graph(conn)
+        config: RunnableConfig = {"configurable": {"thread_id": conversation.thread_id}}
+        crashed = {"messages": [runs.human_message(first), AIMessage("", tool_calls=[call])],
+                   "route": "finance", "active_specialist": "finance"}  # fmt: skip
+        graph.update_state(config, crashed, as_node="finance")
+        assert graph.get_state(config).next, "the tool step is pending, as after a crash"
+
+    llm.say("Anotei R$ 30.")  # the crashed step's model call, once its tool has run
+    llm.structured({"route": "finance", "reason": "money"}).say("Anotei R$ 30 e R$ 20.")
+    run_jobs(settings)
+
+    for request in llm.requests:
+        called = [c["id"] for m in request["messages"] for c in m.get("tool_calls") or []]
+        answered = [m["tool_call_id"] for m in request["messages"] if m["role"] == "tool"]
+        assert called == answered, "every tool call in the thread has its result"
+    assert rows(settings, "select amount from finance_entries") == [(Decimal("30.00"),)]
+    assert [m["body"] for m in sandbox.messages] == ["Anotei R$ 30 e R$ 20."]
+    assert rows(
+        settings, "select body, status from messages where direction = 'inbound' order by id"
+    ) == [("gastei 30 no uber", "superseded"), ("e 20 no café", "answered")]
