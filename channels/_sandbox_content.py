@@ -3,7 +3,10 @@
 Serves what the ``twilio`` package's ``client.content.v1`` calls (``POST /v1/Content`` with a
 JSON body, ``GET /v1/Content/{sid}``, ``GET /v1/Content/{sid}/ApprovalRequests``), and renders
 a message created with ``ContentSid`` + ``ContentVariables`` into the words the user would
-read: an unknown ContentSid is Twilio's 21655, variables that leave a placeholder empty 21656.
+read: an unknown ContentSid is Twilio's 21655, ContentVariables that are not a JSON object or
+leave a placeholder empty 21656, and content WhatsApp has not approved 63027 (Twilio's code for
+WhatsApp's "template does not exist" in that language; real Twilio reports it when delivery
+fails, the sandbox refuses the create at once so a test sees it in the send's error).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ APPROVAL_STATUSES = frozenset(
 _ITEM_RE = re.compile(r"^/v1/Content/(?P<sid>HX[0-9a-fA-F]{32})(?P<approval>/ApprovalRequests)?$")
 CONTENT_SID_INVALID = 21655
 CONTENT_VARIABLES_INVALID = 21656
+TEMPLATE_NOT_APPROVED = 63027
 
 
 @dataclass
@@ -91,13 +95,27 @@ class ContentStore:
             self._items.clear()
 
     def render(self, account_sid: str, sid: str, variables_json: str | None) -> str:
-        """Return the words a template send delivers, or raise Twilio's 21655 / 21656."""
+        """Return the words a template send delivers, or raise Twilio's 21655 / 21656 / 63027."""
         with self._lock:
             content = self._items.get(sid)
         if content is None or content.account_sid != account_sid:
             raise ApiError(CONTENT_SID_INVALID, 400, f"The ContentSid {sid} is invalid.")
-        values = json.loads(variables_json) if variables_json else {}
-        values = {str(k): str(v) for k, v in values.items()}
+        if content.status != "approved":
+            raise ApiError(
+                TEMPLATE_NOT_APPROVED, 400,
+                f"Template does not exist for a language and locale: WhatsApp has not approved "
+                f"content {sid} ({content.language}, status {content.status}); submit it for "
+                "approval and send it once approved.",
+            )  # fmt: skip
+        try:
+            parsed = json.loads(variables_json) if variables_json else {}
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ApiError(CONTENT_VARIABLES_INVALID, 400,
+                           "The ContentVariables Parameter is invalid: send a JSON object, "
+                           'e.g. {"1": "value"}.')  # fmt: skip
+        values = {str(k): str(v) for k, v in parsed.items()}
         needed = {str(int(n)) for n in PLACEHOLDER.findall(content.body)}
         empty = sorted(n for n in needed if not values.get(n, "").strip())
         if empty:

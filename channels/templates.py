@@ -37,8 +37,13 @@ _OUTBOX_TO_TEMPLATE: Final[dict[str, TemplatePurpose]] = {
     "date_notice": "date_notice",
 }
 
-PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
-"""Twilio's numbered placeholder, `{{1}}`."""
+PLACEHOLDER = re.compile(r"\{\{\s*([0-9]+)\s*\}\}")
+"""Twilio's numbered placeholder, `{{1}}` (ASCII digits only)."""
+_PLACEHOLDER_KEY = re.compile(r"[1-9][0-9]*")
+TEMPLATE_MAX_CHARS: Final = 1024
+"""The most characters WhatsApp accepts in a template's text, placeholders filled."""
+CONTENT_SID: Final = r"^HX[0-9a-fA-F]{32}$"
+"""A Twilio Content SID, the id of a template in Twilio's Content API."""
 
 
 def template_purpose(outbox_purpose: str) -> TemplatePurpose:
@@ -60,7 +65,7 @@ def definition_problems(purpose: str, body: str, variables: Mapping[str, str]) -
     numbers = placeholders(body)
     if not numbers:
         problems.append("The body has no placeholder: use {{1}} for the message's words.")
-    bad_keys = sorted(k for k in variables if not k.isdigit() or str(int(k)) != k or k == "0")
+    bad_keys = sorted(k for k in variables if not _PLACEHOLDER_KEY.fullmatch(k))
     if bad_keys:
         problems.append(f"Variable keys must be placeholder numbers 1, 2...: {bad_keys}.")
     if set(variables) != numbers and not bad_keys:

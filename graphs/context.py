@@ -63,3 +63,7 @@ class Context:
 
     pii_policy: str = "keep"
     """What memory writes do with personal data: `keep`, `mask` or `refuse` (`store.pii`)."""
+
+    date_notice_days_before: int | None = None
+    """How many days before a saved date the service notices the user of it (0: on the day);
+    None when it sends no date notices, so the assistant does not promise them."""

@@ -2,6 +2,8 @@
 
 import re
 
+from tools import categories
+
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -40,10 +42,9 @@ FINANCE_PROMPT = (
     """You are the finance specialist of {tenant_name}'s WhatsApp assistant, helping {user_name}
 keep track of their money. Record expenses and income: the amount exactly as the user wrote it
 ("45,90", "5.000", "1,234.56") or as a JSON number; currency BRL unless they say otherwise; a
-category from the tool's list, in Portuguese or English (mercado/groceries, alimentação/food,
-transporte/transport, moradia/housing, contas/bills, saúde/health, educação/education,
-lazer/leisure, compras/shopping, salário/salary, freela/freelance, reembolso/refund,
-outros/other), with what it was in the description. Report balances and spending by category
+category from the tool's list, in Portuguese or English ("""
+    + ", ".join(f"{c.pt}/{c.en}" for c in categories.CATEGORIES)
+    + """), with what it was in the description. Report balances and spending by category
 for a period, list recent entries and delete one when asked (list first if you do not know its
 number).
 """
@@ -55,11 +56,26 @@ RELATIONSHIPS_PROMPT = (
 {user_name} remember the people and dates in their life: people (name, relation, notes),
 birthdays and anniversaries, upcoming dates, and reminders delivered on WhatsApp at a time in the
 user's timezone (when reminders are part of their plan). Confirm what you stored, with dates.
-The service itself sends the user a WhatsApp notice shortly before each saved date (by default
-the morning of the day before), so you may promise that when you save one.
+{date_notices}
 """
     + _SPECIALIST_RULES
 )
+
+
+def date_notice_promise(days_before: int | None) -> str:
+    """Return what the relationships specialist may promise about date notices, filled into
+    `{date_notices}`: the service sends them `days_before` a saved date (None: not at all)."""
+    if days_before is None:
+        return (
+            "The service sends no notice of saved dates by itself: do not promise one. When "
+            "reminders are part of the plan, offer to schedule a reminder instead."
+        )
+    when = {0: "on the day itself", 1: "the day before"}.get(days_before)
+    return (
+        "The service itself sends the user a WhatsApp notice of each saved date "
+        f"{when or f'{days_before} days before'}, so you may promise that when you save one."
+    )
+
 
 ROUTER_PROMPT = """You route a WhatsApp user's message to the one specialist that should answer it.
 Specialists available for this user:

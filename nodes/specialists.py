@@ -27,6 +27,7 @@ from graphs.prompts import (
     MEMORIES_HEADER,
     NO_FEATURES,
     VOICE_NOTES,
+    date_notice_promise,
     render,
 )
 from graphs.state import Language, State
@@ -106,6 +107,7 @@ def system_prompt(template: str, state: State, context: Context) -> str:
         capabilities=_capabilities(context.features, language),
         memories=_memories(state.memories),
         voice_notes=VOICE_NOTES if "audio_transcription" in context.features else "",
+        date_notices=date_notice_promise(context.date_notice_days_before),
     )
 
 

@@ -3,13 +3,22 @@
 Pure functions of the saved date, its person and how many days ahead it falls. A person saved
 under a family word ("mãe", "mom") is spoken of as the user's ("da sua mãe", "your mom");
 anyone else by name, with their relation when one is known ("de Maria (chefe)").
+
+Days and times that messages show the user (a date notice's day, a reminder's time) are
+written here too, with fixed month names whatever the process's locale, in the zone
+`user_zone` picks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
+from zoneinfo import ZoneInfo
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 Language = Literal["pt", "en"]
 
@@ -53,10 +62,33 @@ def _when(days_ahead: int, language: Language) -> str:
     return {0: "today", 1: "tomorrow"}.get(days_ahead, f"in {days_ahead} days")
 
 
-def _day(occurs_on: date, language: Language) -> str:
+def format_day(day: date, language: Language) -> str:
+    """Return `day` as the user reads it: "12/12" in Portuguese, "Dec 12" in English."""
     if language == "pt":
-        return occurs_on.strftime("%d/%m")
-    return f"{_MONTHS_EN[occurs_on.month - 1]} {occurs_on.day}"
+        return f"{day.day:02d}/{day.month:02d}"
+    return f"{_MONTHS_EN[day.month - 1]} {day.day}"
+
+
+def format_moment(moment: datetime, language: Language) -> str:
+    """Return a local date and time as the user reads it: "12/12 às 09:00", "Dec 12 at 09:00"."""
+    at = "às" if language == "pt" else "at"
+    return f"{format_day(moment.date(), language)} {at} {moment:%H:%M}"
+
+
+def user_zone(*names: str | None) -> ZoneInfo:
+    """Return the first of `names` (the user's zone, then the tenant's) that is a known IANA
+    zone; UTC when none is."""
+    # Imported here: the API's relay imports this module's callers, and tools pull in LangGraph.
+    from tools._runtime import ToolError
+    from tools.dates import zone
+
+    for name in names:
+        if name:
+            try:
+                return zone(name)
+            except ToolError:
+                log.warning("unknown time zone; trying the next", timezone=name)
+    return ZoneInfo("UTC")
 
 
 def _owner(person: str, relation: str, language: Language) -> tuple[str, str]:
@@ -89,7 +121,7 @@ def notice_text(
 ) -> NoticeText:
     """Word the notice that `person`'s date (`kind`, or its `label`) falls on `occurs_on`."""
     what = label.strip() or _WHAT.get(kind, _WHAT["other"])[language]
-    when, day = _when(days_ahead, language), _day(occurs_on, language)
+    when, day = _when(days_ahead, language), format_day(occurs_on, language)
     emoji = _EMOJI.get(kind, _EMOJI["other"])
     owner, aside = _owner(person, relation, language)
     if language == "pt":

@@ -23,14 +23,13 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import structlog
 from redis import Redis
 
 from graphs.language import language_of_locale
-from server.date_notice_text import notice_text
+from server.date_notice_text import notice_text, user_zone
 from server.jobcommon import connect
 from server.logs import bind_correlation_id
 from server.queueing import enqueue_once_per_interval
@@ -50,18 +49,9 @@ FEATURE = "relationships"
 _SCHEDULE_KEY = "conversa:date-notices:scheduled"
 
 
-def _zone(*names: str | None) -> ZoneInfo:
-    """Return the first valid IANA zone among `names` (UTC when none is)."""
-    for name in names:
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                log.warning("unknown time zone; trying the next", timezone=name)
-    return ZoneInfo("UTC")
-
-
 def _moment(now: datetime | str | None) -> datetime:
+    """Return `now` as an aware datetime (the current time when None); raise ValueError for
+    anything else."""
     if now is None:
         return datetime.now(UTC)
     try:
@@ -117,7 +107,7 @@ def send_date_notices(tenant_id: str, now: datetime | str | None = None) -> int:
         entitled: dict[UUID, bool] = {}
         queued = 0
         for due in store.dates_falling_on(conn, days):
-            local_now = moment.astimezone(_zone(due.user_timezone, tenant.timezone))
+            local_now = moment.astimezone(user_zone(due.user_timezone, tenant.timezone))
             occurs_on = occurrence_due(due, local_now, settings)
             if occurs_on is None:
                 continue
@@ -177,6 +167,7 @@ def _queue_notice(
 def sweep_date_notices(now: datetime | str | None = None) -> int:
     """Queue the date notices due at `now` (default: the current time) in every tenant; return
     how many were queued. A tenant that fails is logged and the others still get theirs."""
+    moment = _moment(now)  # a bad `now` is the caller's mistake, not one tenant's failure
     settings = get_settings()
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; start workers with `conversa worker`")
@@ -188,7 +179,7 @@ def sweep_date_notices(now: datetime | str | None = None) -> int:
     queued = 0
     for tenant_id in tenants:
         try:
-            queued += send_date_notices(str(tenant_id), now)
+            queued += send_date_notices(str(tenant_id), moment)
         except Exception:
             log.exception("date notices failed for a tenant; the next sweep tries again",
                           tenant_id=str(tenant_id))  # fmt: skip

@@ -17,7 +17,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import psycopg
 import structlog
@@ -29,6 +28,7 @@ from rq.job import Job
 from rq.queue import EnqueueData
 
 from graphs.language import language_of_locale
+from server.date_notice_text import format_moment, user_zone
 from server.jobcommon import connect, redis_for
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_SEND, Settings, get_settings
@@ -46,8 +46,6 @@ after a minute or two, and the sweep covers that gap (a duplicate job is harmles
 SWEEP_BATCH = 200
 
 _BODY = {"pt": "⏰ Lembrete: {text}", "en": "⏰ Reminder: {text}"}
-_WHEN = {"pt": "%d/%m às %H:%M", "en": "%b %d at %H:%M"}
-"""A reminder's time as its template's `when` shows it, in the user's time zone."""
 _NO_CONVERSATION = "The user has no conversation to send the reminder to."
 
 
@@ -128,14 +126,15 @@ def _deliver(
         log.warning("reminder not delivered: the user has no conversation")
         return None
     language = language_of_locale(user.locale or tenant.default_locale)
-    local = reminder["due_at"].astimezone(ZoneInfo(user.timezone or tenant.timezone))
+    # The reminder's time as its template's `when` shows it, in the user's time zone.
+    local = reminder["due_at"].astimezone(user_zone(user.timezone, tenant.timezone))
     message = repo.insert_outbound(
         conn, tenant_id=tenant.id, conversation_id=conversation.id,
         idempotency_key=f"reminder:{reminder['id']}",
         body=_BODY[language].format(text=reminder["text"]),
         from_address=tenant.whatsapp_sender, to_address=user.address,
         correlation_id=correlation_id, purpose="reminder",
-        template_variables={"text": reminder["text"], "when": local.strftime(_WHEN[language])},
+        template_variables={"text": reminder["text"], "when": format_moment(local, language)},
     )  # fmt: skip
     conn.execute(
         """update reminders set status = 'delivered', delivered_message_id = %s,

@@ -38,7 +38,7 @@ from server import metrics
 from server.metrics_llm import LLMMetrics
 from server.privacy import flush_traces as _flush_traces
 from server.privacy import tracers_for
-from server.settings import Settings
+from server.settings import Settings, get_settings
 from store import identity
 from store import repository as repo
 from store.memory import memory_store
@@ -66,6 +66,9 @@ class RunResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     resumed_from_checkpoint: bool = False
+    answered: list[int] | None = None
+    """The inbound message ids the run answered, when not all it was given: a crashed run
+    finished first answers only its own messages; the newer ones are the next turn's."""
 
 
 def compile_graph(conn: Conn) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -161,16 +164,22 @@ def run_turn(
     graph = compile_graph(conn)
     snapshot = graph.get_state(config)
     values = snapshot.values
-    last_id = f"wa-{pending[-1].id}"
-    turn_started = any(m.id == last_id for m in values.get("messages") or [])
+    in_thread = {m.id for m in values.get("messages") or []}
+    started = [m.id for m in pending if f"wa-{m.id}" in in_thread]
+    turn_started = bool(started) and started[-1] == pending[-1].id
     payload: Any
     resumed = False
     if turn_started and values.get("reply") and not snapshot.next:
         log.info("the checkpoint already holds this turn's reply; not running again")
         return _result(snapshot, resumed=True, usage={})
-    if turn_started and snapshot.next:
-        log.info("resuming this turn's interrupted run from its checkpoint", next=snapshot.next)
-        payload, resumed = None, True
+    if started and snapshot.next:
+        # Finish the crashed step from its checkpoint: new input would drop it, and could
+        # leave a tool call with no result in the thread. Newer messages wait for the next turn.
+        log.info("resuming this turn's interrupted run from its checkpoint", next=snapshot.next,
+                 later=[m.id for m in pending if m.id not in started])  # fmt: skip
+        result = _invoke(graph, conn, settings, tenant, None, config, context, resumed=True)
+        result.answered = None if turn_started else started
+        return result
     else:
         messages: list[AnyMessage] = [human_message(m) for m in pending]
         if not values.get("messages"):
@@ -243,6 +252,8 @@ def _invoke(
 def context_for(tenant: Tenant, user: User, rights: identity.Entitlement) -> Context:
     """The run context for `user`: who they are, their plan's features, the tenant's prompts."""
     prompt = {"system_prompt": tenant.system_prompt} if tenant.system_prompt else {}
+    settings = get_settings()
+    notices_on = settings.date_notice_interval_seconds > 0  # the relay sweeps only then
     return Context(
         tenant_id=str(tenant.id),
         tenant_name=tenant.name,
@@ -254,6 +265,7 @@ def context_for(tenant: Tenant, user: User, rights: identity.Entitlement) -> Con
         features=sorted(rights.features),
         handoff_message=tenant.handoff_message or "",
         pii_policy=effective_policy(tenant.pii_policy, tenant.trace_privacy),
+        date_notice_days_before=settings.date_notice_days_before if notices_on else None,
         **prompt,
     )
 

@@ -39,9 +39,10 @@ class MessageTemplate:
 
 COLUMNS = tuple(f.name for f in fields(MessageTemplate))
 _SELECT = f"select {', '.join(COLUMNS)} from message_templates"
-CHANGEABLE = frozenset(
-    {"language", "content_sid", "body", "variables", "status", "rejection_reason"}
-)
+CHANGEABLE = frozenset({
+    "language", "content_sid", "body", "variables", "status", "rejection_reason",
+    "status_checked_at",
+})  # fmt: skip
 
 
 def list_templates(conn: psycopg.Connection, tenant_id: UUID) -> list[MessageTemplate]:
@@ -106,10 +107,12 @@ def update_template(
     changes: Mapping[str, Any],
     *,
     checked: bool = False,
+    if_content_sid: str | None = None,
 ) -> MessageTemplate | None:
     """Change some of a template's fields (`CHANGEABLE`); None when there is no such template.
 
-    `checked` records that the status was just read from Twilio."""
+    `checked` records that the status was just read from Twilio; `if_content_sid` changes the
+    template only while it still names that Content SID (None otherwise)."""
     unknown = set(changes) - CHANGEABLE
     if unknown:
         raise ValueError(f"cannot change {sorted(unknown)} of a template")
@@ -117,13 +120,15 @@ def update_template(
     assignments.append(sql.SQL("updated_at = now()"))
     if checked:
         assignments.append(sql.SQL("status_checked_at = now()"))
-    query = sql.SQL("update message_templates set {} where id = %s and tenant_id = %s "
+    guard = sql.SQL(" and content_sid = %s" if if_content_sid is not None else "")
+    query = sql.SQL("update message_templates set {} where id = %s and tenant_id = %s{} "
                     "returning {}").format(
-        sql.SQL(", ").join(assignments), sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        sql.SQL(", ").join(assignments), guard, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
     )  # fmt: skip
     values = [Jsonb(dict(v)) if isinstance(v, Mapping) else v for v in changes.values()]
+    where = [template_id, tenant_id, *([if_content_sid] if if_content_sid is not None else [])]
     with conn.cursor(row_factory=class_row(MessageTemplate)) as cur:
-        cur.execute(query, [*values, template_id, tenant_id])
+        cur.execute(query, [*values, *where])
         return cur.fetchone()
 
 

@@ -9,6 +9,9 @@ from server.settings import Settings
 from store import templates
 from store.records import Tenant
 
+_SANDBOX_STATUS = {"draft": "unsubmitted"}
+"""Our template status -> Twilio's approval status, where the names differ."""
+
 
 def register_template(
     settings: Settings,
@@ -21,9 +24,10 @@ def register_template(
     language: str = "pt",
     status: str = "approved",
 ) -> str:
-    """Create the template in the sandbox's Content API and register it for `tenant` with
+    """Create the template in the sandbox's Content API and register it for `tenant`, both with
     `status`; return its Content SID."""
-    sid = sandbox.add_content(body, account_sid=tenant.twilio_account_sid, language=language)
+    sid = sandbox.add_content(body, account_sid=tenant.twilio_account_sid, language=language,
+                              status=_SANDBOX_STATUS.get(status, status))  # fmt: skip
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
         templates.create_template(

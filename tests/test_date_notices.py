@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -19,7 +20,6 @@ from channels.twilio_sandbox import TwilioSandbox
 from graphs.context import Context
 from server.auth import Role, mint_token
 from server.cli import main
-from server.date_notice_text import notice_text
 from server.date_notices import schedule_date_notices, send_date_notices, sweep_date_notices
 from server.settings import QUEUE_PROCESS, QUEUES, Settings
 from store import date_notices as store
@@ -225,6 +225,10 @@ def test_a_notice_goes_with_its_date_and_outlives_its_message(
     assert sweep_date_notices(EVE) == 1
     rows(settings, "delete from messages where purpose = 'date_notice' returning id")
     assert rows(settings, "select message_id from date_notices") == [(None,)]
+    # Erasure deletes messages; the notices that point at them are found by index.
+    ((index,),) = rows(settings, "select indexdef from pg_indexes where tablename = "
+                       "'date_notices' and indexname = 'date_notices_message_id_idx'")  # fmt: skip
+    assert index.endswith("(message_id) WHERE (message_id IS NOT NULL)")
     assert sweep_date_notices(EVE.replace(hour=10)) == 0, "still noticed once"
     rows(settings, "delete from important_dates where id = %s returning id", date_id)
     assert rows(settings, "select count(*) from date_notices") == [(0,)]
@@ -327,9 +331,10 @@ def test_outside_the_window_without_a_template_the_reason_is_kept(
     assert sweep_date_notices(EVE) == 1
     work(settings)
     assert sandbox.messages == []
-    ((status, error),) = rows(settings, "select status, error from messages where purpose = "
-                                        "'date_notice'")  # fmt: skip
-    assert status != "sent" and "purpose 'date_notice'" in error
+    ((status, code, error),) = rows(settings, "select status, error_code, error from messages "
+                                              "where purpose = 'date_notice'")  # fmt: skip
+    assert (status, code) == ("failed", 63016)
+    assert "no approved template for purpose 'date_notice'" in error
 
 
 def test_admins_may_register_a_date_notice_template_with_its_variables(
@@ -368,10 +373,21 @@ def test_the_sweep_is_queued_once_per_interval_across_api_processes(
 
 
 def test_conversa_sweep_runs_the_date_notices(
-    settings: Settings, ana: Context, capsys: pytest.CaptureFixture[str]
+    settings: Settings,
+    ana: Context,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # `conversa sweep` runs at the real time: notices on the day, from midnight, for today.
+    monkeypatch.setenv("DATE_NOTICE_DAYS_BEFORE", "0")
+    monkeypatch.setenv("DATE_NOTICE_HOUR", "0")
+    from server.settings import get_settings
+
+    get_settings.cache_clear()
+    save(ana, "mãe", datetime.now(ZoneInfo(SP)).strftime("%d/%m"))
     assert main(["sweep"]) == 0
-    assert "queued 0 date notice(s)" in capsys.readouterr().out
+    assert "queued 1 date notice(s)" in capsys.readouterr().out
+    assert len(notices(settings)) == 1
 
 
 @pytest.mark.parametrize("now", ["2026-12-11T09:00:00", datetime(2026, 12, 11, 9), "noon"])
@@ -381,17 +397,7 @@ def test_a_now_without_a_time_zone_is_refused(
     save(ana, "mãe", "12/12")
     with pytest.raises(ValueError, match=r"`now` must .* with its offset, e\.g\. 2026-12-11T09"):
         send_date_notices(str(tenant.id), now)
+    with pytest.raises(ValueError, match=r"`now` must .* with its offset"):
+        sweep_date_notices(now)  # not logged per tenant and swallowed
     assert outbound(settings) == 0
     assert rows(settings, "select count(*) from date_notices") == [(0,)]
-
-
-def test_the_wording_names_family_by_relation_and_others_by_name() -> None:
-    def body(person: str, relation: str = "", language: str = "pt") -> str:
-        return notice_text(kind="birthday", label="", person=person, relation=relation,
-                           occurs_on=EVE.date(), days_ahead=3, language=language).body  # type: ignore[arg-type]  # fmt: skip
-
-    assert body("dad", language="en") == "🎂 Your dad's birthday is in 3 days (Dec 11)."
-    assert body("pai") == "🎂 Em 3 dias é o aniversário do seu pai (11/12)."
-    assert body("Maria", "mãe") == "🎂 Em 3 dias é o aniversário de Maria (sua mãe, 11/12)."
-    assert body("Pedro", "chefe") == "🎂 Em 3 dias é o aniversário de Pedro (chefe, 11/12)."
-    assert body("Maria", "mãe", "en") == "🎂 Maria's birthday is in 3 days (your mom, Dec 11)."

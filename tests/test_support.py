@@ -179,6 +179,41 @@ def test_outside_the_24_hour_window_the_reply_needs_the_template(
     assert template["body"] == "ana da equipe Acme respondeu: Ainda precisa de ajuda?"
 
 
+def test_a_closed_window_reply_its_template_cannot_carry_is_refused_and_nothing_written(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    handed_off: str,
+) -> None:
+    rows(settings, "update conversations set last_inbound_at = now() - interval '25 hours' "
+         "returning id")  # fmt: skip
+    rows(settings, "update users set profile_name = null returning id")
+    register_template(settings, sandbox, tenant, "staff_followup", "Olá {{1}}! {{2}}",
+                      {"1": "name", "2": "text"})  # fmt: skip
+    templated = {"text": "Ainda precisa de ajuda?", "use_template": True}
+
+    nameless = client.post(url(tenant, handed_off, "reply"), headers=staff(settings, tenant),
+                           json=templated)  # fmt: skip
+    rows(settings, "update users set profile_name = 'Bia' returning id")
+    too_long = client.post(url(tenant, handed_off, "reply"), headers=staff(settings, tenant),
+                           json={**templated, "text": "a" * 1016})  # fmt: skip
+    fits = client.post(url(tenant, handed_off, "reply"), headers=staff(settings, tenant),
+                       json={**templated, "text": "a" * 1015})  # fmt: skip
+
+    assert nameless.status_code == 409, nameless.text
+    assert nameless.json()["error"]["code"] == "template_unavailable"
+    assert "needs name" in nameless.json()["error"]["message"]
+    assert too_long.status_code == 422 and too_long.json()["error"]["code"] == (
+        "too_long_for_template"
+    )
+    assert "1025 characters" in too_long.json()["error"]["message"]
+    assert fits.status_code == 202, fits.text
+    assert rows(settings, "select count(*) from messages where purpose = 'staff'") == [(1,)]
+    assert rows(settings, "select to_state from conversation_transitions where actor_kind = "
+                "'staff'") == [("WAITING_USER",)]  # fmt: skip
+
+
 def test_bad_requests_are_refused_clearly(
     client: TestClient, settings: Settings, tenant: Tenant, handed_off: str
 ) -> None:

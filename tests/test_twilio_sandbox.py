@@ -145,18 +145,33 @@ def test_content_api_creates_templates_and_reports_approval(
         ("HX" + "2" * 32, {"1": "x", "2": "y"}, 21655),  # no such template
         ("HX" + "1" * 32, {"1": "x"}, 21656),  # {{2}} left empty
         ("HX" + "1" * 32, {"1": "x", "2": "  "}, 21656),
+        ("HX" + "3" * 32, {"1": "x", "2": "y"}, 63027),  # WhatsApp has not approved it
     ],
 )
 def test_template_sends_must_fit_the_template(
     sandbox: TwilioSandbox, client: Client, sid: str, variables: dict[str, str], code: int
 ) -> None:
     sandbox.add_content("{{1}} às {{2}}", account_sid=ACCOUNT_SID, sid="HX" + "1" * 32)
+    sandbox.add_content("{{1}} às {{2}}", account_sid=ACCOUNT_SID, sid="HX" + "3" * 32,
+                        status="pending")  # fmt: skip
     with pytest.raises(TwilioRestException) as info:
         client.messages.create(
             to=TO, from_=FROM, content_sid=sid, content_variables=json.dumps(variables)
         )
     assert (info.value.status, info.value.code) == (400, code)
     assert sandbox.messages == []
+
+
+@pytest.mark.parametrize("variables", ['["x", "y"]', '"x"', "null", "{not json"])
+def test_content_variables_that_are_not_an_object_are_21656(
+    sandbox: TwilioSandbox, variables: str
+) -> None:
+    from channels._sandbox_http import ApiError
+
+    sid = sandbox.add_content("{{1}} às {{2}}", account_sid=ACCOUNT_SID)
+    with pytest.raises(ApiError) as info:
+        sandbox.contents.render(ACCOUNT_SID, sid, variables)
+    assert (info.value.status, info.value.payload["code"]) == (400, 21656)
 
 
 def test_fetch_unknown_message_is_404(client: Client) -> None:

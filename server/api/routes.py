@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import Field, SecretStr, field_validator
 
+from channels.templates import CONTENT_SID
 from server.api._resource import (
     ALL_ROLES,
     RULES,
@@ -83,7 +84,7 @@ class TenantChange(Strict):
         "mask or refuse; masked traces make `keep` act as `mask`.",
     )
     typing_indicator: bool | None = None
-    closed_window_template_sid: str | None = Field(default=None, pattern=r"^HX[0-9a-fA-F]{32}$")
+    closed_window_template_sid: str | None = Field(default=None, pattern=CONTENT_SID)
     closed_window_template_variables: dict[str, str] | None = None
     handoff_message: str | None = Field(default=None, max_length=1000)
     handoff_return_message: str | None = Field(default=None, max_length=1000)

@@ -16,14 +16,17 @@ from fastapi import APIRouter, Depends, Header, Response
 from pydantic import Field
 
 from channels.policy import window_open
+from channels.templates import TEMPLATE_MAX_CHARS, render
 from server.api._resource import RULES, Strict, not_found, scoped, services_of
 from server.auth import Principal, Role, require_roles
 from server.errors import ApiError
 from server.queueing import enqueue_send, enqueue_support_job
 from server.services import Services
-from server.templating import has_approved
+from server.templating import TemplateUnavailable, closed_window_send, has_approved
 from store import conversations
 from store import repository as repo
+from store import templates as templates_store
+from store.records import Message, Tenant, User
 from store.scoping import tenant_scope
 
 router = APIRouter(prefix="/api/v1")
@@ -155,6 +158,24 @@ def _window_closed(conn: Any, tenant_id: UUID) -> str:
     )
 
 
+def _check_template(conn: Any, tenant: Tenant, user: User, message: Message) -> None:
+    """Refuse, now rather than at send time, a reply its template cannot carry."""
+    try:
+        send = closed_window_send(conn, tenant, user, message)
+    except TemplateUnavailable as exc:
+        raise ApiError(409, "template_unavailable", exc.reason) from exc
+    approved = templates_store.approved_for(conn, tenant.id, send.purpose)
+    template = next((t for t in approved if t.content_sid == send.content_sid), None)
+    length = len(render(template.body, send.content_variables)) if template else 0
+    if length > TEMPLATE_MAX_CHARS:
+        raise ApiError(
+            422, "too_long_for_template",
+            f"Sent in the '{send.purpose}' template your reply would be {length} characters; "
+            f"WhatsApp takes at most {TEMPLATE_MAX_CHARS} in a template. Shorten the text by "
+            f"{length - TEMPLATE_MAX_CHARS} characters or more.",
+        )  # fmt: skip
+
+
 def _conflict(exc: conversations.TransitionError | conversations.ClaimConflict) -> ApiError:
     if isinstance(exc, conversations.ClaimConflict):
         return ApiError(409, "already_claimed", str(exc))
@@ -189,7 +210,11 @@ def reply(
     services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Send `text` to the user through the outbox (the same key sends once)."""
+    """Send `text` to the user through the outbox (the same key sends once).
+
+    Outside WhatsApp's window it goes only with `use_template`, inside the tenant's approved
+    'staff_followup' template: a template that cannot carry it is a 409 with the reason, words
+    that would make it too long a 422, and then nothing is written."""
     key = f"staff:{item_id}:{idempotency_key or secrets.token_hex(12)}"
     with scoped(services, principal, tenant_id, "reply as staff") as conn:
         head = _conversation(conn, tenant_id, item_id)
@@ -198,7 +223,7 @@ def reply(
         except (conversations.TransitionError, conversations.ClaimConflict) as exc:
             raise _conflict(exc) from exc
         closed = not window_open(head["last_inbound_at"])
-        if closed and (not body.use_template or not _template_available(conn, tenant_id)):
+        if closed and not body.use_template:
             raise ApiError(409, "window_closed", _window_closed(conn, tenant_id))
         user = repo.user_by_id(conn, head["user_id"])
         tenant = repo.tenant_by_id(conn, tenant_id)
@@ -210,6 +235,8 @@ def reply(
             sent_by=principal.subject,
             template_variables={"text": body.text, "agent": principal.subject.split("@")[0]},
         )  # fmt: skip
+        if closed:  # a refusal here rolls the message and the claim back
+            _check_template(conn, tenant, user, message)
         conversations.transition(
             conn, item_id, "WAITING_USER", actor_kind="staff", actor=principal.subject,
             reason="Staff replied.",

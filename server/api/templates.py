@@ -21,11 +21,17 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import Field, model_validator
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from channels.templates import TemplatePurpose, definition_problems
-from channels.twilio_client import make_twilio_client
+from channels.templates import (
+    CONTENT_SID,
+    TEMPLATE_MAX_CHARS,
+    TemplatePurpose,
+    definition_problems,
+)
 from server.api._resource import ALL_ROLES, RULES, Strict, db_error, not_found, scoped, services_of
+from server.api.routes import LOCALE
 from server.auth import Principal, Role, require_roles
 from server.errors import ApiError
+from server.jobcommon import twilio_for
 from server.services import Services
 from store import repository as repo
 from store import templates as store
@@ -38,8 +44,6 @@ Admin = Annotated[Principal, Depends(require_roles(*sorted(ADMINS)))]
 ServicesDep = Annotated[Services, Depends(services_of)]
 BASE = "/tenants/{tenant_id}/templates"
 ITEM = BASE + "/{item_id}"
-CONTENT_SID = r"^HX[0-9a-fA-F]{32}$"
-LANGUAGE = r"^[a-z]{2}(-[A-Z]{2})?$"
 Status = Literal["draft", "pending", "approved", "rejected", "paused", "disabled"]
 _TWILIO_STATUS: dict[str, Status] = {
     "approved": "approved", "rejected": "rejected", "paused": "paused", "disabled": "disabled",
@@ -57,9 +61,10 @@ class TemplateCreate(Strict):
     """A template Twilio holds (created in its Content API or console), for one purpose."""
 
     purpose: TemplatePurpose
-    language: str = Field(pattern=LANGUAGE, description="'pt', 'en', or a locale ('pt-BR').")
+    language: str = Field(pattern=LOCALE, description="'pt', 'en', or a locale ('pt-BR').")
     content_sid: str = Field(pattern=CONTENT_SID, description="Twilio's Content SID (HX...).")
-    body: str = Field(min_length=1, max_length=1024, description="The approved text, {{1}}...")
+    body: str = Field(min_length=1, max_length=TEMPLATE_MAX_CHARS,
+                      description="The approved text, {{1}}...")  # fmt: skip
     variables: dict[str, str] = Field(
         description='Placeholder number -> named variable, e.g. {"1": "text", "2": "when"}.'
     )
@@ -77,9 +82,9 @@ class TemplateCreate(Strict):
 class TemplateChange(Strict):
     """Fields of a template that may change (its purpose may not: create another one)."""
 
-    language: str | None = Field(default=None, pattern=LANGUAGE)
+    language: str | None = Field(default=None, pattern=LOCALE)
     content_sid: str | None = Field(default=None, pattern=CONTENT_SID)
-    body: str | None = Field(default=None, min_length=1, max_length=1024)
+    body: str | None = Field(default=None, min_length=1, max_length=TEMPLATE_MAX_CHARS)
     variables: dict[str, str] | None = None
     status: Status | None = None
     rejection_reason: str | None = Field(default=None, max_length=1000)
@@ -87,6 +92,11 @@ class TemplateChange(Strict):
 
 def _shown(template: store.MessageTemplate) -> dict[str, Any]:
     return asdict(template)
+
+
+def _new_content(current: store.MessageTemplate, changes: dict[str, Any]) -> bool:
+    """Whether `changes` give the template other words or another Twilio content."""
+    return any(k in changes and changes[k] != getattr(current, k) for k in ("content_sid", "body"))
 
 
 @router.get(_rule("GET", BASE, ALL_ROLES), tags=["templates"], summary="List templates")
@@ -127,7 +137,10 @@ def create_template(
 def update_template(
     tenant_id: UUID, item_id: UUID, body: TemplateChange, principal: Admin, services: ServicesDep
 ) -> dict[str, Any]:
-    """Change a template: its text and variables (checked together), SID, or approval status."""
+    """Change a template: its text and variables (checked together), SID, or approval status.
+
+    New words or a new content_sid without a status send the template back to 'pending': what
+    WhatsApp approved was the old one. Sync it, or set the status, once it is approved again."""
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise ApiError(422, "empty_update", "Send at least one field to change.")
@@ -145,6 +158,10 @@ def update_template(
             problems = definition_problems(current.purpose, merged["body"], merged["variables"])
             if problems:
                 raise ApiError(422, "invalid_template", " ".join(problems))
+            if "status" not in changes and _new_content(current, changes):
+                # WhatsApp approved the old words (or SID), not these: review them again.
+                changes |= {"status": "pending", "rejection_reason": None,
+                            "status_checked_at": None}  # fmt: skip
             template = store.update_template(conn, tenant_id, item_id, changes)
     except psycopg.Error as exc:
         raise db_error(exc, "template for this purpose and language") from exc
@@ -181,8 +198,7 @@ def sync_template(
         tenant = repo.tenant_by_id(conn, tenant_id)
     if template is None or tenant is None:
         raise not_found("template")
-    client = make_twilio_client(tenant.twilio_account_sid, tenant.twilio_auth_token,
-                                api_base_url=services.settings.twilio_api_base_url)  # fmt: skip
+    client = twilio_for(services.settings, tenant)
     try:
         approval = client.content.v1.contents(template.content_sid).approval_fetch().fetch()
     except TwilioRestException as exc:
@@ -205,9 +221,13 @@ def sync_template(
                        f"({verdict.get('status')!r}); set the status by hand.")  # fmt: skip
     reason = (str(verdict.get("rejection_reason") or "") or None) if status == "rejected" else None
     with scoped(services, principal, tenant_id, "sync template") as conn:
-        updated = store.update_template(conn, tenant_id, item_id,
-                                        {"status": status, "rejection_reason": reason},
-                                        checked=True)  # fmt: skip
+        verdict_of = {"status": status, "rejection_reason": reason}
+        updated = store.update_template(conn, tenant_id, item_id, verdict_of, checked=True,
+                                        if_content_sid=template.content_sid)  # fmt: skip
+        if updated is None and store.get_template(conn, tenant_id, item_id) is not None:
+            raise ApiError(409, "template_changed", f"The template's content_sid changed from "
+                           f"{template.content_sid} while Twilio was asked about it; nothing "
+                           "was written. Sync again to read the new content's status.")  # fmt: skip
     if updated is None:
         raise not_found("template")
     return _shown(updated)

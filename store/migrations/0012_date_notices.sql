@@ -21,6 +21,10 @@ create table date_notices (
         on delete cascade
 );
 
+-- Erasing a user deletes their messages; `on delete set null` then finds the notices by message.
+create index date_notices_message_id_idx on date_notices (message_id)
+    where message_id is not null;
+
 alter table date_notices enable row level security;
 alter table date_notices force row level security;
 create policy tenant_isolation on date_notices
