@@ -1,7 +1,10 @@
 """Content API side of :mod:`channels.twilio_sandbox`: WhatsApp templates and their approval.
 
 Serves what the ``twilio`` package's ``client.content.v1`` calls (``POST /v1/Content`` with a
-JSON body, ``GET /v1/Content/{sid}``, ``GET /v1/Content/{sid}/ApprovalRequests``), and renders
+JSON body, ``GET /v1/Content/{sid}``, ``GET /v1/Content/{sid}/ApprovalRequests``, and
+``POST /v1/Content/{sid}/ApprovalRequests/whatsapp``, which submits a template to WhatsApp: the
+sandbox, playing Meta's reviewer, approves every submission at once; tests that need another
+verdict call ``ContentStore.set_approval``), and renders
 a message created with ``ContentSid`` + ``ContentVariables`` into the words the user would
 read: an unknown ContentSid is Twilio's 21655, ContentVariables that are not a JSON object or
 leave a placeholder empty 21656, and content WhatsApp has not approved 63027 (Twilio's code for
@@ -26,7 +29,10 @@ from channels.templates import PLACEHOLDER, render
 APPROVAL_STATUSES = frozenset(
     {"unsubmitted", "received", "pending", "approved", "rejected", "paused", "disabled"}
 )
-_ITEM_RE = re.compile(r"^/v1/Content/(?P<sid>HX[0-9a-fA-F]{32})(?P<approval>/ApprovalRequests)?$")
+_ITEM_RE = re.compile(
+    r"^/v1/Content/(?P<sid>HX[0-9a-fA-F]{32})"
+    r"(?P<approval>/ApprovalRequests(?P<submit>/whatsapp)?)?$"
+)
 CONTENT_SID_INVALID = 21655
 CONTENT_VARIABLES_INVALID = 21656
 TEMPLATE_NOT_APPROVED = 63027
@@ -134,13 +140,36 @@ class ContentStore:
         match = _ITEM_RE.match(path)
         if match is None:
             raise ApiError(20404, 404, f"The requested resource {path} was not found")
-        if method != "GET":
+        if method != ("POST" if match["submit"] else "GET"):
             raise ApiError(20004, 405)
         with self._lock:
             content = self._items.get(match["sid"])
         if content is None or content.account_sid != account_sid:
             raise ApiError(20404, 404, f"The requested resource {path} was not found")
+        if match["submit"]:
+            return Reply(201, self._submit(content, raw))
         return Reply(200, self._approval(content) if match["approval"] else self._resource(content))
+
+    def _submit(self, content: _Content, raw: bytes) -> dict[str, Any]:
+        """Submit `content` to WhatsApp (``{"name", "category"}``); approved at once here."""
+        try:
+            spec = json.loads(raw or b"{}")
+            name, category = str(spec["name"]), str(spec["category"]).upper()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError(20001, 400, "An approval request needs a name and a category") from exc
+        if not re.fullmatch(r"[a-z0-9_]{1,512}", name):
+            raise ApiError(20001, 400, "The name may hold only lowercase letters, digits and _")
+        if category not in ("UTILITY", "MARKETING", "AUTHENTICATION"):
+            raise ApiError(20001, 400, "The category must be UTILITY, MARKETING or AUTHENTICATION")
+        self.set_approval(content.sid, "approved")
+        return {
+            "name": name,
+            "category": category,
+            "content_type": "twilio/text",
+            "status": "approved",
+            "rejection_reason": "",
+            "allow_category_change": True,
+        }
 
     def _create(self, account_sid: str, raw: bytes) -> _Content:
         try:

@@ -216,6 +216,8 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         print(f"Management API: {api_url}/docs  (a token: .venv/bin/conversa token --role "
               "tenant_admin --tenant demo)")  # fmt: skip
         print(f"Support console: {_console_link(settings, api_url, tenant_id)}")
+        print(f"Twilio API sandbox: {sandbox.url}  (account {DEMO_ACCOUNT_SID}, "
+              f"auth token {DEMO_AUTH_TOKEN})")  # fmt: skip
         _hand_back_left_over(settings, tenant_id)
 
         client = ChatClient(

@@ -139,6 +139,33 @@ def test_content_api_creates_templates_and_reports_approval(
     assert unknown.value.status == 404
 
 
+def test_a_template_submitted_to_whatsapp_is_approved_by_the_sandbox(client: Client) -> None:
+    from twilio.rest.content.v1.content import ContentList
+    from twilio.rest.content.v1.content.approval_create import ApprovalCreateList
+
+    request = ContentList.ContentCreateRequest(
+        {"language": "pt", "types": {"twilio/text": {"body": "⏰ Lembrete: {{1}}"}}}
+    )
+    sid = client.content.v1.contents.create(content_create_request=request).sid
+    with pytest.raises(TwilioRestException) as bad:  # WhatsApp names are lowercase_with_underscores
+        client.content.v1.contents(sid).approval_create.create(
+            ApprovalCreateList.ContentApprovalRequest({"name": "Lembrete!", "category": "UTILITY"})
+        )
+    assert bad.value.status == 400
+    assert client.content.v1.contents(sid).approval_fetch().fetch().whatsapp["status"] == (
+        "unsubmitted"
+    )
+
+    submitted = client.content.v1.contents(sid).approval_create.create(
+        ApprovalCreateList.ContentApprovalRequest({"name": "lembrete", "category": "UTILITY"})
+    )
+
+    assert (submitted.name, submitted.status) == ("lembrete", "approved")
+    assert client.content.v1.contents(sid).approval_fetch().fetch().whatsapp["status"] == (
+        "approved"
+    )
+
+
 @pytest.mark.parametrize(
     ("sid", "variables", "code"),
     [
