@@ -30,7 +30,7 @@ from redis import Redis
 
 from graphs.language import language_of_locale
 from server.date_notice_text import notice_text, user_zone
-from server.jobcommon import connect
+from server.jobcommon import connect, connect_platform
 from server.logs import bind_correlation_id
 from server.queueing import enqueue_once_per_interval
 from server.settings import Settings, get_settings
@@ -39,7 +39,6 @@ from store import date_notices as store
 from store import repository as repo
 from store.identity import entitlement
 from store.records import Tenant
-from store.scoping import dedicated_connection
 
 log = structlog.get_logger(__name__)
 
@@ -169,12 +168,8 @@ def sweep_date_notices(now: datetime | str | None = None) -> int:
     how many were queued. A tenant that fails is logged and the others still get theirs."""
     moment = _moment(now)  # a bad `now` is the caller's mistake, not one tenant's failure
     settings = get_settings()
-    if not settings.database_url:
-        raise RuntimeError("DATABASE_URL is not set; start workers with `conversa worker`")
     # Listing tenants is the only cross-tenant read; each tenant's work is scoped to it.
-    with dedicated_connection(
-        settings.database_url, settings.database_app_role, platform=True
-    ) as conn:
+    with connect_platform(settings) as conn:
         tenants = store.tenant_ids(conn)
     queued = 0
     for tenant_id in tenants:

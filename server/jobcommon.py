@@ -34,6 +34,18 @@ def connect(settings: Settings, tenant_id: str) -> Iterator[psycopg.Connection[d
         yield conn
 
 
+@contextmanager
+def connect_platform(settings: Settings) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """Open a system job's own connection in the platform scope: it reads across tenants
+    (retention over every thread, the list of tenants a sweep visits), and nothing else should."""
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set; start workers with `conversa worker`")
+    with dedicated_connection(
+        settings.database_url, settings.database_app_role, platform=True
+    ) as conn:
+        yield conn
+
+
 def redis_for(settings: Settings) -> Redis:
     """Return the process's Redis client for the job's follow-up enqueues."""
     if not settings.redis_url:

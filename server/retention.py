@@ -15,9 +15,9 @@ import psycopg
 import structlog
 from redis import Redis
 
+from server.jobcommon import connect_platform
 from server.queueing import enqueue_once_per_interval
 from server.settings import Settings, get_settings
-from store.scoping import dedicated_connection
 
 log = structlog.get_logger(__name__)
 
@@ -39,12 +39,8 @@ def threads_to_prune(conn: psycopg.Connection[Any], limit: int) -> list[str]:
 def prune_checkpoints(batch: int | None = None) -> int:
     """Prune up to `batch` threads down to their latest checkpoint; return how many."""
     settings = get_settings()
-    if not settings.database_url:
-        raise RuntimeError("DATABASE_URL is not set; start workers with `conversa worker`")
     # A system job over every tenant's threads: the platform scope, for this session.
-    with dedicated_connection(
-        settings.database_url, settings.database_app_role, platform=True
-    ) as conn:
+    with connect_platform(settings) as conn:
         threads = threads_to_prune(conn, batch or settings.retention_batch)
         if threads:
             from langgraph.checkpoint.postgres import PostgresSaver  # the API never imports it
