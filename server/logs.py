@@ -70,7 +70,14 @@ def new_correlation_id() -> str:
     return uuid.uuid4().hex
 
 
+_JOB_KEYS = ("rq_job_id",)
+"""Bound by the worker around a whole job; a job's own binding keeps them."""
+
+
 def bind_correlation_id(correlation_id: str, **extra: object) -> None:
-    """Bind the correlation id (and extra keys) to every log line of this context."""
+    """Bind the correlation id (and extra keys) to every log line of this context, in place of
+    what was bound before, except the RQ job's id the worker bound around the job."""
+    bound = structlog.contextvars.get_contextvars()
+    kept = {key: bound[key] for key in _JOB_KEYS if key in bound}
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(correlation_id=correlation_id, **extra)
+    structlog.contextvars.bind_contextvars(**{**kept, "correlation_id": correlation_id, **extra})

@@ -74,9 +74,12 @@ class CorrelatedWorker(Worker):
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         """Bind the job's correlation id (from its meta), then run it as RQ does."""
+        structlog.contextvars.clear_contextvars()  # nothing of the previous job
         correlation_id = job.meta.get("correlation_id")
         if correlation_id:
             bind_correlation_id(str(correlation_id), rq_job_id=job.id)
+        else:
+            structlog.contextvars.bind_contextvars(rq_job_id=job.id)
         if not (self._in_horse and self.metrics_dir is not None):
             return super().perform_job(job, queue)
         try:

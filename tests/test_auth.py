@@ -422,8 +422,16 @@ def test_production_refuses_weak_or_missing_keys(overrides: dict[str, Any], matc
         check_auth_config(_settings(app_env="production", **overrides))
 
 
-def test_production_with_a_secret_passes_the_check() -> None:
-    check_auth_config(_settings(app_env="production"))
+def test_production_with_a_secret_passes_the_check_and_its_tokens_work() -> None:
+    production = _settings(app_env="production")
+    check_auth_config(production)
+
+    token = mint_token(production, subject="root@platform", role=Role.platform_admin)
+
+    assert decode_token(token, production) == Principal("root@platform", Role.platform_admin, None)
+    other = _settings(app_env="production", jwt_secret="another-secret-of-enough-length-0123456789")
+    with pytest.raises(AuthError):  # signed with this deployment's secret only
+        decode_token(token, other)
 
 
 def test_rs256_refuses_a_private_key_of_another_pair(rs256: Settings) -> None:

@@ -7,10 +7,14 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from fastapi.testclient import TestClient
+from redis import Redis
+from rq import Queue
 
-from server.logs import configure_logging
-from server.settings import Settings
+from server.logs import bind_correlation_id, configure_logging
+from server.settings import QUEUE_TRANSCRIBE, Settings
+from server.worker import CorrelatedWorker
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
@@ -47,3 +51,26 @@ def test_correlation_id_rides_from_webhook_through_jobs_to_the_send(
     assert {"process_ai_response", "send_whatsapp_message"} <= jobs
     # Logs never carry the tenant's Twilio auth token.
     assert all(tenant.twilio_auth_token not in json.dumps(line) for line in lines)
+
+
+def logging_job(correlation_id: str) -> str:
+    """A job that binds its own context, as every job of the service does, then logs."""
+    bind_correlation_id(correlation_id, job="logging_job")
+    structlog.get_logger("tests").info("inside the job")
+    return "ok"
+
+
+def test_a_jobs_own_binding_keeps_the_rq_job_id(json_logs: io.StringIO, settings: Settings) -> None:
+    assert settings.redis_url
+    redis = Redis.from_url(settings.redis_url)
+    queue = Queue(QUEUE_TRANSCRIBE, connection=redis)  # run in the worker's own process
+    job = queue.enqueue("tests.test_logging.logging_job", "cid-1", meta={"correlation_id": "cid-1"})
+    CorrelatedWorker([queue], connection=redis).work(burst=True)
+
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    (line,) = [line for line in lines if line["event"] == "inside the job"]
+    assert (line["rq_job_id"], line["correlation_id"], line["job"]) == (
+        job.id,
+        "cid-1",
+        "logging_job",
+    )
