@@ -35,7 +35,7 @@ import nodes.reply  # noqa: E402
 from bench._common import fresh_database, report, timed  # noqa: E402
 from graphs.assistant import build_graph  # noqa: E402
 from graphs.context import Context  # noqa: E402
-from graphs.llm_server import ChatCompletionsServer  # noqa: E402
+from graphs.offline.llm_server import ChatCompletionsServer  # noqa: E402
 
 
 def _instant(_: dict[str, Any]) -> dict[str, Any]:

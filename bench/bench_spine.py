@@ -27,10 +27,10 @@ from redis import Redis  # noqa: E402
 
 from bench._common import fresh_database, report, timed  # noqa: E402
 from channels.inbound import sign  # noqa: E402
-from channels.twilio_sandbox import TwilioSandbox  # noqa: E402
+from channels.sandbox.twilio import TwilioSandbox  # noqa: E402
 from graphs.assistant import build_graph  # noqa: E402
 from graphs.context import Context  # noqa: E402
-from graphs.offline_model import serve  # noqa: E402
+from graphs.offline.model import serve  # noqa: E402
 from server.chat import whatsapp_form  # noqa: E402
 from server.settings import get_settings  # noqa: E402
 from store import repository as repo  # noqa: E402

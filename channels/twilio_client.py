@@ -2,7 +2,7 @@
 
 The ``twilio`` package hard-codes ``https://*.twilio.com`` hosts in every resource.
 :class:`RedirectingHttpClient` rewrites those URLs at the HTTP layer so the unchanged
-client can talk to a local stand-in such as :class:`channels.twilio_sandbox.TwilioSandbox`.
+client can talk to a local stand-in such as :class:`channels.sandbox.twilio.TwilioSandbox`.
 """
 
 from __future__ import annotations

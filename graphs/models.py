@@ -20,7 +20,7 @@ def load_chat_model(model: str, *, max_retries: int | None = None) -> ChatOpenAI
     """
     settings = LLMSettings()
     if not settings.configured:
-        from graphs.offline_model import ensure_offline_server
+        from graphs.offline.model import ensure_offline_server
 
         return ChatOpenAI(
             model=OFFLINE_MODEL,

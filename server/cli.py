@@ -200,14 +200,14 @@ def _tenant_id_by_slug(slug: str) -> UUID | None:
 
 def cmd_sandbox(argv: list[str]) -> int:
     """Serve the local Twilio API sandbox."""
-    from channels.twilio_sandbox import main
+    from channels.sandbox.twilio import main
 
     return main(argv)
 
 
 def cmd_offline_llm(argv: list[str]) -> int:
     """Serve the offline model over the OpenAI protocol."""
-    from graphs.offline_model import main
+    from graphs.offline.model import main
 
     return main(argv)
 

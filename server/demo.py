@@ -153,7 +153,7 @@ def run_demo(says: list[str], timeout: float = 90.0, listen: float = 0.0) -> int
 
 @contextlib.contextmanager
 def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
-    from channels.twilio_sandbox import TwilioSandbox
+    from channels.sandbox.twilio import TwilioSandbox
     from store.embedded import start_postgres, start_redis
 
     data_dir = settings.data_dir
@@ -195,7 +195,7 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         from graphs.settings import LLMSettings
 
         if not LLMSettings().configured:
-            from graphs.offline_model import serve
+            from graphs.offline.model import serve
 
             offline = _step("Starting the offline model (no OPENAI_API_KEY set)", serve)
             stack.callback(offline.stop)

@@ -23,8 +23,8 @@ from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 
 from channels.inbound import sign
-from channels.twilio_sandbox import TwilioSandbox
-from graphs.llm_server import ChatCompletionsServer
+from channels.sandbox.twilio import TwilioSandbox
+from graphs.offline.llm_server import ChatCompletionsServer
 from server.app import create_app
 from server.chat import whatsapp_form
 from server.relay import relay_once

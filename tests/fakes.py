@@ -10,11 +10,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-from graphs.llm_server import last_user_text
+from graphs.offline.llm_server import last_user_text
 
 
 class ScriptedModel:
-    """Replay a queue of scripted assistant turns as a ``graphs.llm_server`` Responder.
+    """Replay a queue of scripted assistant turns as a ``graphs.offline.llm_server`` Responder.
 
     Queue turns with :meth:`say`, :meth:`call_tool`, :meth:`call_tools` and
     :meth:`structured`; every request served pops the next one. When the script

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server.settings import Settings
 from store import templates
 from store.records import Tenant

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from psycopg.rows import dict_row
 from redis import Redis
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
 from graphs.prompts import HANDOFF_REPLY
 from server import runs

@@ -14,7 +14,7 @@ from rq.registry import ScheduledJobRegistry
 
 from channels.inbound import sign
 from channels.policy import NOTICES
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server.outbound import send_whatsapp_message
 from server.settings import QUEUE_SEND, Settings, get_settings
 from server.turns import process_ai_response

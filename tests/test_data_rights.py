@@ -19,7 +19,7 @@ from rq.registry import ScheduledJobRegistry
 
 from channels.inbound import sign
 from channels.policy import NOTICES
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server.auth import Role, mint_token
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
 from store.records import Tenant

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
 from server.auth import Role, mint_token
 from server.cli import main

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from channels.policy import NOTICES
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from graphs.prompts import render
 from server.auth import Role, mint_token
 from server.settings import Settings

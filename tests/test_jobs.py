@@ -11,7 +11,7 @@ from redis import Redis
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server.app import create_app
 from server.outbound import send_whatsapp_message
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings, get_settings

@@ -16,8 +16,8 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
-from graphs.llm_server import ChatCompletionsServer
-from graphs.offline_model import OfflineResponder, ensure_offline_server, instance_from_schema
+from graphs.offline.llm_server import ChatCompletionsServer
+from graphs.offline.model import OfflineResponder, ensure_offline_server, instance_from_schema
 from tests.fakes import ScriptedModel
 
 

@@ -20,7 +20,7 @@ from channels.media import (
     download_media,
     matches_type,
 )
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server.settings import TWILIO_MEDIA_HOSTS, VoiceSettings
 from tests.speech import SpeakFn, make_tone
 

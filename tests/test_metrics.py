@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server import health, metrics
 from server.settings import Settings
 from store.embedded import free_port

@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 
 from graphs.assistant import build_graph
 from graphs.context import Context
-from graphs.llm_server import ChatCompletionsServer
+from graphs.offline.llm_server import ChatCompletionsServer
 from graphs.probe import probe_model
 from graphs.structured import forget_methods, structured_method
 from nodes import router

@@ -18,12 +18,12 @@ from langchain_openai import ChatOpenAI
 
 from graphs import prompts
 from graphs.language import detect_language
-from graphs.llm_server import ChatCompletionsServer
-from graphs.offline_lexicon import fold
-from graphs.offline_model import OfflineResponder
-from graphs.offline_money import plain_amount
-from graphs.offline_nlu import choose_route, extract_facts
-from graphs.offline_tools import choose_tool_call
+from graphs.offline.lexicon import fold
+from graphs.offline.llm_server import ChatCompletionsServer
+from graphs.offline.model import OfflineResponder
+from graphs.offline.money import plain_amount
+from graphs.offline.nlu import choose_route, extract_facts
+from graphs.offline.tool_calls import choose_tool_call
 from graphs.state import Language
 from nodes.router import RouteDecision, decision_schema
 from server.memories import EXTRACTION_PROMPT, MemoryFacts

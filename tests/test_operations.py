@@ -18,7 +18,7 @@ from redis import Redis
 from rq import Worker
 
 from channels.inbound import sign
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server.settings import Settings
 from store.embedded import free_port
 from store.records import Tenant

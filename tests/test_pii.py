@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
 from server import runs
 from server.auth import Role, mint_token

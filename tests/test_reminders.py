@@ -16,7 +16,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
 from server.cli import main
 from server.jobcommon import connect

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server.settings import QUEUE_PROCESS, Settings
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, queued_jobs, relay, rows, run_jobs

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from graphs.prompts import HANDOFF_REPLY, HANDOFF_RETURN_REPLY
 from server import runs, support
 from server.auth import Role, mint_token

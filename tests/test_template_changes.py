@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from twilio.rest import Client
 
-from channels.twilio_sandbox import TwilioSandbox
+from channels.sandbox.twilio import TwilioSandbox
 from server.api import templates as templates_api
 from server.settings import Settings
 from store.records import Tenant

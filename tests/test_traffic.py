@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from channels.inbound import sign
-from channels.twilio_sandbox import TwilioSandbox
-from graphs.llm_server import ChatCompletionsServer
+from channels.sandbox.twilio import TwilioSandbox
+from graphs.offline.llm_server import ChatCompletionsServer
 from server.settings import Settings
 from store.embedded import EmbeddedRedis, free_port, start_redis
 from store.records import Tenant

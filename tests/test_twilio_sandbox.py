@@ -22,8 +22,8 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from channels.sandbox.twilio import TwilioSandbox
 from channels.twilio_client import RedirectingHttpClient, make_twilio_client
-from channels.twilio_sandbox import TwilioSandbox
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "sandbox-token"
@@ -193,7 +193,7 @@ def test_template_sends_must_fit_the_template(
 def test_content_variables_that_are_not_an_object_are_21656(
     sandbox: TwilioSandbox, variables: str
 ) -> None:
-    from channels._sandbox_http import ApiError
+    from channels.sandbox._http import ApiError
 
     sid = sandbox.add_content("{{1}} às {{2}}", account_sid=ACCOUNT_SID)
     with pytest.raises(ApiError) as info:
@@ -432,9 +432,9 @@ def test_make_twilio_client_defaults_to_real_twilio() -> None:
 
 @contextmanager
 def cli_sandbox(*args: str) -> Iterator[str]:
-    """Run ``python -m channels.twilio_sandbox`` and yield its URL; SIGTERM must end it."""
+    """Run ``python -m channels.sandbox.twilio`` and yield its URL; SIGTERM must end it."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [sys.executable, "-m", "channels.twilio_sandbox", "--port", "0"]
+    command = [sys.executable, "-m", "channels.sandbox.twilio", "--port", "0"]
     proc = subprocess.Popen(
         [*command, "--account", f"{ACCOUNT_SID}:{AUTH_TOKEN}", *args],
         cwd=PROJECT_ROOT,

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from channels.media import TEMP_PREFIX
 from channels.policy import NOTICES
+from channels.sandbox.twilio import TwilioSandbox
 from channels.transcription import (
     OpenAITranscriber,
     WhisperTranscriber,
@@ -27,7 +28,6 @@ from channels.transcription import (
     language_hint,
     packaged_model_dir,
 )
-from channels.twilio_sandbox import TwilioSandbox
 from server.auth import Role, mint_token
 from server.runs import human_message
 from server.settings import Settings

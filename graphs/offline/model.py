@@ -2,11 +2,11 @@
 
 When no real model is configured (no ``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL``),
 the application's ``ChatOpenAI`` talks to a
-:class:`~graphs.llm_server.ChatCompletionsServer` answering with the
+:class:`~graphs.offline.llm_server.ChatCompletionsServer` answering with the
 :class:`OfflineResponder`: a deterministic, rule-based responder that understands the
 demo's common cases well enough to drive the router, memory extraction and every
-specialist (:mod:`graphs.offline_nlu`), confirms tool results in the user's language
-(:mod:`graphs.offline_replies`), and otherwise says plainly that it is an offline
+specialist (:mod:`graphs.offline.nlu`), confirms tool results in the user's language
+(:mod:`graphs.offline.replies`), and otherwise says plainly that it is an offline
 model. Other structured output requests get a minimal valid instance of the
 requested JSON schema (:func:`instance_from_schema`).
 
@@ -26,10 +26,15 @@ from types import FrameType
 from typing import Any
 
 from graphs.language import detect_language
-from graphs.llm_server import ChatCompletionsServer, _text_of, last_user_text, new_tool_call_id
-from graphs.offline_nlu import choose_route, extract_facts
-from graphs.offline_replies import ToolOutcome, offline_line, tool_results_reply
-from graphs.offline_tools import choose_tool_call
+from graphs.offline.llm_server import (
+    ChatCompletionsServer,
+    _text_of,
+    last_user_text,
+    new_tool_call_id,
+)
+from graphs.offline.nlu import choose_route, extract_facts
+from graphs.offline.replies import ToolOutcome, offline_line, tool_results_reply
+from graphs.offline.tool_calls import choose_tool_call
 from graphs.prompts import CAPABILITIES_MARKER
 from graphs.state import Language
 
@@ -280,13 +285,13 @@ def _enum_of(schema: dict[str, Any], prop: str) -> list[str]:
 class OfflineResponder:
     """Answer deterministically, without any real model, when no API key is set.
 
-    It reads the demo's common cases with the rules of :mod:`graphs.offline_nlu`:
+    It reads the demo's common cases with the rules of :mod:`graphs.offline.nlu`:
     the router's ``RouteDecision`` gets a route among the schema's allowed ones, memory
     extraction's ``MemoryFacts`` gets the facts simple patterns find, and a specialist
     (a request with ``tools``) gets one tool call that fits the user's message, then a
     confirmation of the tool's result in the language its system prompt asks for. Anything
     else gets a text that says plainly this is an offline model, quotes the user and lists
-    what it could do (:func:`graphs.offline_replies.offline_line`). Other structured output
+    what it could do (:func:`graphs.offline.replies.offline_line`). Other structured output
     requests (``response_format`` json_schema, or a forced ``tool_choice``) get a minimal
     valid instance of the requested schema.
     """
@@ -377,7 +382,7 @@ def ensure_offline_server() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Serve the offline model until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m graphs.offline_model",
+        prog="python -m graphs.offline.model",
         description="Serve the offline stand-in model over the OpenAI Chat Completions API.",
     )
     parser.add_argument(

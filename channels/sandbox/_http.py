@@ -1,4 +1,4 @@
-"""HTTP side of :mod:`channels.twilio_sandbox`: wire formats, control endpoints, server.
+"""HTTP side of :mod:`channels.sandbox.twilio`: wire formats, control endpoints, server.
 
 Everything here is stateless: Twilio-shaped errors, request validation, resources and list
 pages; HTTP Basic credential parsing; status callback forms, posted as webhooks signed the
@@ -27,10 +27,10 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 if TYPE_CHECKING:
-    from channels.twilio_sandbox import TwilioSandbox
+    from channels.sandbox.twilio import TwilioSandbox
 
 # Share the public module's logger so one logging setting covers the whole sandbox.
-logger = logging.getLogger("channels.twilio_sandbox")
+logger = logging.getLogger("channels.sandbox.twilio")
 
 API_VERSION = "2010-04-01"
 DEFAULT_PAGE_SIZE = 50

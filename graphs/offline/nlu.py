@@ -1,8 +1,8 @@
 """What the offline model understands: the route of a message and the facts it states.
 
-The offline model (:mod:`graphs.offline_model`) has no language model behind it. To let the
+The offline model (:mod:`graphs.offline.model`) has no language model behind it. To let the
 demo show every route anyway, these rules read the common cases in Portuguese and English with
-regular expressions (:mod:`graphs.offline_lexicon`); :mod:`graphs.offline_tools` picks the
+regular expressions (:mod:`graphs.offline.lexicon`); :mod:`graphs.offline.tool_calls` picks the
 specialists' tool calls the same way. Everything here is a pure function of text.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from graphs.offline_lexicon import (
+from graphs.offline.lexicon import (
     DATE,
     HUMAN,
     MEMORY_SAVE,

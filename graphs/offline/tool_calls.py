@@ -3,8 +3,8 @@
 Given the user's message and the names of the tools the specialist offers, pick the one call a
 model would make (``record_transaction`` with kind, amount, category and the relative date as
 written; ``schedule_reminder`` with the text and the time expression; ...), or none. Rules, in
-Portuguese and English, over the folded text of :mod:`graphs.offline_lexicon`; amounts and
-categories are read by :mod:`graphs.offline_money`, with the tools' own rules.
+Portuguese and English, over the folded text of :mod:`graphs.offline.lexicon`; amounts and
+categories are read by :mod:`graphs.offline.money`, with the tools' own rules.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from graphs.offline_lexicon import (
+from graphs.offline.lexicon import (
     DATE,
     HUMAN,
     MEMORY_ASK,
@@ -31,7 +31,7 @@ from graphs.offline_lexicon import (
     fold,
     rx,
 )
-from graphs.offline_money import find_category, find_money
+from graphs.offline.money import find_category, find_money
 
 
 @dataclass(frozen=True)

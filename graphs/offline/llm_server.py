@@ -10,10 +10,10 @@ API for ChatOpenAI: plain calls, tool calls (``bind_tools``), structured output
 
 What the model "says" is decided by a :data:`Responder`: a callable that takes
 the parsed request JSON and returns an assistant message dict. The
-:class:`~graphs.offline_model.OfflineResponder` is the deterministic stand-in
+:class:`~graphs.offline.model.OfflineResponder` is the deterministic stand-in
 used when no API key is configured; tests use a scripted responder.
 
-Nothing is started at import time. Run ``python -m graphs.llm_server`` to serve
+Nothing is started at import time. Run ``python -m graphs.offline.llm_server`` to serve
 the offline model from the command line.
 """
 

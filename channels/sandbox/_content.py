@@ -1,4 +1,4 @@
-"""Content API side of :mod:`channels.twilio_sandbox`: WhatsApp templates and their approval.
+"""Content API side of :mod:`channels.sandbox.twilio`: WhatsApp templates and their approval.
 
 Serves what the ``twilio`` package's ``client.content.v1`` calls (``POST /v1/Content`` with a
 JSON body, ``GET /v1/Content/{sid}``, ``GET /v1/Content/{sid}/ApprovalRequests``, and
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from channels._sandbox_http import ApiError, Reply
+from channels.sandbox._http import ApiError, Reply
 from channels.templates import PLACEHOLDER, render
 
 APPROVAL_STATUSES = frozenset(

@@ -2,7 +2,7 @@
 
 Matching runs on a *folded* copy of the text (lower case, accents removed, same length), so a
 pattern's span can be cut from the original text to keep what the user wrote ("amanhã às 9h").
-Shared by :mod:`graphs.offline_nlu` (routes, facts) and :mod:`graphs.offline_tools` (tool calls).
+Shared by :mod:`graphs.offline.nlu` (routes, facts) and :mod:`graphs.offline.tool_calls`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from graphs.offline_lexicon import MONTHS_PT, rx
+from graphs.offline.lexicon import MONTHS_PT, rx
 from tools import categories
 from tools._runtime import ToolError
 from tools.amounts import parse_amount

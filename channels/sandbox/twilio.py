@@ -23,7 +23,7 @@ WhatsApp templates live in the Content API (``POST /v1/Content``, approval statu
 directly). A message created with ``ContentSid`` + ``ContentVariables`` is stored with the
 template's text, placeholders filled, as its ``body``: tests assert the words the user reads.
 
-Run it standalone with ``python -m channels.twilio_sandbox --port 5050``.
+Run it standalone with ``python -m channels.sandbox.twilio --port 5050``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs
 
-from channels._sandbox_content import ContentStore
-from channels._sandbox_http import (
+from channels.sandbox._content import ContentStore
+from channels.sandbox._http import (
     API_VERSION,
     ERROR_MESSAGES,
     FAILED_STATUSES,
@@ -665,7 +665,7 @@ def _account_arg(value: str) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the sandbox until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m channels.twilio_sandbox",
+        prog="python -m channels.sandbox.twilio",
         description="Serve a local fake of Twilio's Messages and typing indicator REST APIs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
