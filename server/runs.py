@@ -36,8 +36,7 @@ from graphs.assistant import graph as assistant
 from graphs.context import Context
 from server import metrics
 from server.metrics_llm import LLMMetrics
-from server.privacy import flush_traces as _flush_traces
-from server.privacy import tracers_for
+from server.privacy import flush_traces, tracers_for
 from server.settings import Settings, get_settings
 from store import identity
 from store import repository as repo
@@ -243,7 +242,7 @@ def _invoke(
         metrics.observe_graph_run("unknown", "error", time.monotonic() - started)
         raise
     finally:
-        _flush_traces(tracers)
+        flush_traces(tracers)
     result = _result(graph.get_state(config), resumed=resumed, usage=usage.usage_metadata)
     metrics.observe_graph_run(result.route or "none", "ok", elapsed)
     return result

@@ -231,7 +231,7 @@ def _fold_into_next(turn: Turn, rights: identity.Entitlement, used: int) -> bool
     bound = turn.settings.turn_supersede_max_seconds
     conn, conversation = turn.conn, turn.conversation
     newer = store_turns.newer_inbound(conn, conversation.id, turn.ids[-1])
-    if bound <= 0 or not newer or not _model_answers_next(conn, conversation, newer, rights, used):
+    if bound <= 0 or not newer or not _model_answers_next(turn, newer, rights, used):
         return False
     waited = store_turns.seconds_waited(conn, conversation.id, turn.ids[0])
     if waited >= bound:
@@ -250,8 +250,7 @@ def _fold_into_next(turn: Turn, rights: identity.Entitlement, used: int) -> bool
 
 
 def _model_answers_next(
-    conn: Conn,
-    conversation: Conversation,
+    turn: Turn,
     newer: list[Message],
     rights: identity.Entitlement,
     used: int,
@@ -260,10 +259,9 @@ def _model_answers_next(
     keyword, _ = _last_keyword(newer)
     if keyword is not None or not all(_answerable(m) for m in newer):
         return False
-    limit = rights.messages_per_day
-    if limit is not None and used + len(newer) > limit:
+    if _refusal(turn.user, rights, used + len(newer)) is not None:  # the next turn's quota check
         return False
-    current = repo.conversation_by_id(conn, conversation.id)
+    current = repo.conversation_by_id(turn.conn, turn.conversation.id)
     return current is not None and current.state not in conversations.WITH_STAFF
 
 

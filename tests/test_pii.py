@@ -25,6 +25,7 @@ from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import FakeLangSmith, ScriptedModel
 from tests.test_brain import give_plan
+from tests.test_memory import _enable_memory
 from tests.tooling import run_tool
 from tools.memory import save_memory
 
@@ -108,16 +109,6 @@ def _set_tenant(settings: Settings, **values: str) -> None:
     with psycopg.connect(settings.database_url) as conn:
         for column, value in values.items():
             conn.execute(f"update tenants set {column} = %s", (value,))
-
-
-def _enable_memory(settings: Settings, tenant: Tenant) -> None:
-    assert settings.database_url
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            "insert into feature_overrides (tenant_id, user_id, feature, enabled) "
-            "values (%s, null, 'long_term_memory', true)",
-            (tenant.id,),
-        )
 
 
 def _inbound(settings: Settings, tenant: Tenant, body: str) -> Any:
