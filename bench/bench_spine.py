@@ -26,12 +26,12 @@ from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from redis import Redis  # noqa: E402
 
 from bench._common import fresh_database, report, timed  # noqa: E402
-from channels.inbound import sign  # noqa: E402
 from channels.sandbox.twilio import TwilioSandbox  # noqa: E402
+from channels.twilio.inbound import sign  # noqa: E402
 from graphs.assistant import build_graph  # noqa: E402
 from graphs.context import Context  # noqa: E402
 from graphs.offline.model import serve  # noqa: E402
-from server.chat import whatsapp_form  # noqa: E402
+from server.cli.chat import whatsapp_form  # noqa: E402
 from server.settings import get_settings  # noqa: E402
 from store import repository as repo  # noqa: E402
 from store.embedded import start_redis  # noqa: E402
@@ -62,8 +62,8 @@ def main() -> int:
     settings = get_settings()
 
     from server.app import create_app
+    from server.jobs.turn import process_ai_response
     from server.logs import configure_logging
-    from server.turns import process_ai_response
 
     configure_logging("test", "WARNING")
     with psycopg.connect(database_url) as conn, conn.transaction():

@@ -38,9 +38,9 @@ import psycopg  # noqa: E402
 from redis import Redis  # noqa: E402
 
 from bench._common import DATA, fresh_database  # noqa: E402
-from channels.inbound import sign  # noqa: E402
-from server.chat import whatsapp_form  # noqa: E402
-from server.demo import stop_process  # noqa: E402
+from channels.twilio.inbound import sign  # noqa: E402
+from server.cli.chat import whatsapp_form  # noqa: E402
+from server.cli.demo import stop_process  # noqa: E402
 from store import repository as repo  # noqa: E402
 from store.embedded import EmbeddedRedis, free_port, start_redis  # noqa: E402
 

@@ -10,20 +10,20 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from server.api.console import router as console_router
 from server.api.data_rights import router as data_rights_router
+from server.api.errors import install_error_handlers
+from server.api.health import readiness, ready
 from server.api.routes import router as api_router
 from server.api.support import router as support_router
 from server.api.templates import router as templates_router
-from server.console import router as console_router
-from server.errors import install_error_handlers
-from server.health import readiness, ready
+from server.api.webhooks import InboundFastPath
+from server.api.webhooks import router as webhooks_router
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics_scrape import ApiMetrics
 from server.relay import RelayProcess
 from server.services import Services
 from server.settings import QUEUES, Settings
-from server.webhooks import InboundFastPath
-from server.webhooks import router as webhooks_router
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,9 @@
 """Apply a tenant's privacy rule to everything the service traces.
 
 Every traced run gets the tenant's tracers from `tracers_for`: a message's graph run and a resume
-by staff through `server.runs`, which adds them to the run's own callbacks, and memory extraction
-(or any other model call made for a tenant) through `tracing_config`, which also names the run
-and tags it with the tenant. One rule holds for all:
+by staff through `server.jobs.runner`, which adds them to the run's own callbacks, and memory
+extraction (or any other model call made for a tenant) through `tracing_config`, which also
+names the run and tags it with the tenant. One rule holds for all:
 
 - `trace_privacy = 'masked'`: traces keep their structure (nodes, routes, tool names, token
   counts, timings) and lose their words: every string that is not a known structural field

@@ -28,11 +28,11 @@ from psycopg_pool import ConnectionPool
 from redis import Redis, RedisError
 from rq import Queue
 
-from server.date_notices import schedule_date_notices
+from server.jobs.date_notices import schedule_date_notices
+from server.jobs.queue import send_job_data, transcribe_job_data, turn_job_data
+from server.jobs.reminders import sweep_reminders
+from server.jobs.retention import schedule_retention
 from server.logs import configure_logging
-from server.queueing import send_job_data, transcribe_job_data, turn_job_data
-from server.reminders import sweep_reminders
-from server.retention import schedule_retention
 from server.services import Services
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, QUEUE_TRANSCRIBE, Settings
 from store import repository as repo

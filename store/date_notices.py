@@ -1,7 +1,7 @@
 """The SQL of date notices: which saved dates may be due one, and the once-per-occurrence record.
 
 A date notice is the message a user gets shortly before one of their saved dates
-(`server.date_notices`). `date_notices` holds one row per important date and occurrence, unique
+(`server.jobs.date_notices`). `date_notices` holds one row per important date and occurrence, unique
 on the pair; the row and the notice's outbox message are written in one transaction.
 """
 

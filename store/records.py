@@ -100,7 +100,7 @@ class Message:
     audio_seconds: float | None = None
     template_variables: dict[str, Any] = field(default_factory=dict)
     """The named variables this outbound message fills its template with outside the 24-hour
-    window (e.g. a reminder's `text` and `when`); see `server.templating`."""
+    window (e.g. a reminder's `text` and `when`); see `server.jobs.templating`."""
 
     @property
     def awaits_transcript(self) -> bool:

@@ -205,7 +205,7 @@ def insert_outbound(
     """Queue a message in the outbox; a second call with the same key returns the first row.
 
     `template_variables` are the named values its template takes if the 24-hour window is
-    closed when it is sent (`server.templating`)."""
+    closed when it is sent (`server.jobs.templating`)."""
     inserted = _one(
         conn,
         Message,

@@ -223,7 +223,7 @@ def erase(
             conn, "select id from conversations where user_id = %s and tenant_id = %s "
             "order by id for update", (user_id, tenant_id),
         )  # fmt: skip
-        # The locks the jobs take (server.turns, server.support, server.outbound, transcribe).
+        # The locks the jobs take (server.jobs: turn, handoff, send, transcribe).
         keys = [conversation_lock(c) for c in conversations] + [
             send_lock(m) if d == "outbound" else transcribe_lock(m)
             for m, d in _tuples(

@@ -22,11 +22,11 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 
-from channels.inbound import sign
 from channels.sandbox.twilio import TwilioSandbox
+from channels.twilio.inbound import sign
 from graphs.offline.llm_server import ChatCompletionsServer
 from server.app import create_app
-from server.chat import whatsapp_form
+from server.cli.chat import whatsapp_form
 from server.relay import relay_once
 from server.services import Services
 from server.settings import QUEUES, Settings, get_settings

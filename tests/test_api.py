@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.api._resource import RULES
-from server.auth import Role, mint_token
+from server.api.auth import Role, mint_token
 from server.settings import Settings
 from store import repository as repo
 from store.records import Tenant

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from server import auth
-from server.auth import (
+from server.api import auth
+from server.api.auth import (
     DEV_JWT_SECRET,
     AuthConfigError,
     AuthError,
@@ -32,8 +32,8 @@ from server.auth import (
     mint_token,
     require_roles,
 )
-from server.cli import main
-from server.errors import install_error_handlers
+from server.api.errors import install_error_handlers
+from server.cli.main import main
 from server.settings import Settings, get_settings
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"

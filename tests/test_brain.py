@@ -18,10 +18,10 @@ from redis import Redis
 from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
 from graphs.prompts import HANDOFF_REPLY
-from server import runs
-from server.auth import Role, mint_token
-from server.jobcommon import connect
-from server.retention import prune_checkpoints, schedule_retention
+from server.api.auth import Role, mint_token
+from server.jobs import runner
+from server.jobs.common import connect
+from server.jobs.retention import prune_checkpoints, schedule_retention
 from server.settings import QUEUE_PROCESS, Settings
 from store import repository as repo
 from store.records import Tenant
@@ -119,17 +119,17 @@ def test_a_crashed_run_resumes_from_its_checkpoint_without_writing_twice(
         user = repo.user_by_id(conn, conversation.user_id)  # type: ignore[union-attr]
         assert conversation is not None and user is not None
         context = Context(tenant_id=str(tenant.id), user_id=str(user.id), features=["finance"])
-        config = runs.run_config(tenant, user, conversation, "cid", [m.id for m in pending])
+        config = runner.run_config(tenant, user, conversation, "cid", [m.id for m in pending])
         kwargs: dict[str, Any] = {
             "tenant": tenant, "user": user, "conversation": conversation, "pending": pending,
             "context": context, "config": config,
         }  # fmt: skip
         with pytest.raises(Exception, match=r"500|scripted|Internal"):
-            runs.run_turn(conn, settings, **kwargs)
+            runner.run_turn(conn, settings, **kwargs)
         assert rows(settings, "select count(*) from finance_entries") == [(1,)]
 
         llm.say("Anotado: R$ 30,00 em transporte.")
-        result = runs.run_turn(conn, settings, **kwargs)
+        result = runner.run_turn(conn, settings, **kwargs)
 
     assert result.reply == "Anotado: R$ 30,00 em transporte." and result.resumed_from_checkpoint
     assert rows(settings, "select count(*) from finance_entries") == [(1,)]

@@ -13,8 +13,8 @@ from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from server.auth import Role, mint_token
-from server.jobcommon import connect
+from server.api.auth import Role, mint_token
+from server.jobs.common import connect
 from server.settings import Settings
 from store import repository as repo
 from store.cache import cached_profile, forget_tenant, forget_user, load_profile

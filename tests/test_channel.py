@@ -12,12 +12,12 @@ from redis import Redis
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from channels.inbound import sign
 from channels.policy import NOTICES
 from channels.sandbox.twilio import TwilioSandbox
-from server.outbound import send_whatsapp_message
+from channels.twilio.inbound import sign
+from server.jobs.send import send_whatsapp_message
+from server.jobs.turn import process_ai_response
 from server.settings import QUEUE_SEND, Settings, get_settings
-from server.turns import process_ai_response
 from store import repository as repo
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, rows, run_jobs
@@ -592,7 +592,7 @@ def test_transient_errors_give_up_after_the_last_attempt(
 
 
 def test_backoff_grows_and_is_bounded() -> None:
-    from server.outbound import backoff
+    from server.jobs.send import backoff
 
     settings = Settings(send_backoff_seconds=2, send_backoff_max_seconds=30)
     for attempt, ceiling in [(0, 2), (1, 4), (2, 8), (3, 16), (4, 30), (10, 30)]:

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from server.demo import stop_process
+from server.cli.demo import stop_process
 from store.embedded import free_port
 from tests.conftest import ROOT
 from tests.fakes import ScriptedModel

@@ -29,13 +29,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from channels.inbound import sign
 from channels.sandbox.twilio import TwilioSandbox
+from channels.twilio.inbound import sign
 from graphs.prompts import HANDOFF_REPLY
-from server import demo
+from server.api.auth import DEV_JWT_SECRET, Role, mint_token
+from server.api.console import CONTENT_SECURITY_POLICY
 from server.app import create_app
-from server.auth import DEV_JWT_SECRET, Role, mint_token
-from server.console import CONTENT_SECURITY_POLICY
+from server.cli import demo
 from server.settings import Settings
 from store.embedded import free_port
 from store.records import Tenant

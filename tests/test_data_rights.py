@@ -17,10 +17,10 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-from channels.inbound import sign
 from channels.policy import NOTICES
 from channels.sandbox.twilio import TwilioSandbox
-from server.auth import Role, mint_token
+from channels.twilio.inbound import sign
+from server.api.auth import Role, mint_token
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
 from store.records import Tenant
 from tests import conftest

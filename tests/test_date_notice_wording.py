@@ -12,8 +12,8 @@ from graphs.context import Context
 from graphs.prompts import RELATIONSHIPS_PROMPT
 from graphs.state import State
 from nodes.specialists import system_prompt
-from server import runs
-from server.date_notice_text import format_day, format_moment, notice_text, user_zone
+from server.jobs import runner
+from server.jobs.date_notice_text import format_day, format_moment, notice_text, user_zone
 from server.settings import Settings, get_settings
 from store import identity
 from store.records import Tenant
@@ -75,4 +75,4 @@ def test_the_run_context_says_whether_the_service_sends_date_notices(
     user = make_user(settings, tenant)
     rights = identity.Entitlement(features=frozenset(), plan=None, messages_per_day=None)
 
-    assert runs.context_for(tenant, user, rights).date_notice_days_before == expected
+    assert runner.context_for(tenant, user, rights).date_notice_days_before == expected

@@ -18,9 +18,9 @@ from rq import Queue, SimpleWorker
 
 from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
-from server.auth import Role, mint_token
-from server.cli import main
-from server.date_notices import schedule_date_notices, send_date_notices, sweep_date_notices
+from server.api.auth import Role, mint_token
+from server.cli.main import main
+from server.jobs.date_notices import schedule_date_notices, send_date_notices, sweep_date_notices
 from server.settings import QUEUE_PROCESS, QUEUES, Settings
 from store import date_notices as store
 from store.records import Tenant, User
@@ -367,7 +367,7 @@ def test_the_sweep_is_queued_once_per_interval_across_api_processes(
     assert schedule_date_notices(redis, every) is True
     assert schedule_date_notices(redis, every) is False, "another process queued it already"
     (job,) = Queue(QUEUE_PROCESS, connection=redis).jobs
-    assert job.func_name == "server.date_notices.sweep_date_notices"
+    assert job.func_name == "server.jobs.date_notices.sweep_date_notices"
     work(settings)
     assert job.get_status(refresh=True) == "finished"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.cli import build_parser
+from server.cli.main import build_parser
 from store.scoping import APP_ROLE
 from tests.conftest import ROOT
 
@@ -86,7 +86,7 @@ def test_every_service_command_is_a_real_subcommand(compose: dict[str, Any]) -> 
 
 def test_the_image_runs_the_console_script(dockerfile: str) -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"conversa": "server.cli:main"}
+    assert scripts == {"conversa": "server.cli.main:main"}
     found = dict(_instructions(dockerfile))  # the last of each instruction wins, as in Docker
     assert found["ENTRYPOINT"] == '["conversa"]'
     assert found["CMD"] == '["serve"]'

@@ -24,7 +24,7 @@ from evals.dataset import ROUTES, TOOL_NAMES, DatasetError, Example, load_datase
 from evals.experiment import CHECKS, EVALUATORS, example_uuid, sync_dataset
 from evals.scoring import Outcome, ToolCall, format_failures, format_table, judge, score
 from evals.target import GraphTarget
-from server.cli import main as cli_main
+from server.cli.main import main as cli_main
 from tests.fakes import FakeLangSmith
 from tests.langsmith_api import forget_langsmith_settings
 from tools.finance import FINANCE_TOOLS

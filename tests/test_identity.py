@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from channels.policy import NOTICES
 from channels.sandbox.twilio import TwilioSandbox
 from graphs.prompts import render
-from server.auth import Role, mint_token
+from server.api.auth import Role, mint_token
 from server.settings import Settings
 from store.identity import resolve_features
 from store.records import Tenant

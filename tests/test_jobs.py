@@ -13,9 +13,9 @@ from rq.registry import ScheduledJobRegistry
 
 from channels.sandbox.twilio import TwilioSandbox
 from server.app import create_app
-from server.outbound import send_whatsapp_message
+from server.jobs.send import send_whatsapp_message
+from server.jobs.turn import process_ai_response
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings, get_settings
-from server.turns import process_ai_response
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, queued_jobs, rows, run_jobs
 from tests.fakes import ScriptedModel

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 
+from server.jobs.worker import CorrelatedWorker
 from server.logs import bind_correlation_id, configure_logging
 from server.settings import QUEUE_TRANSCRIBE, Settings
-from server.worker import CorrelatedWorker
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel

@@ -24,8 +24,8 @@ from graphs.embeddings import EmbeddingDimensionsError, OfflineEmbeddings, build
 from graphs.settings import EmbeddingSettings
 from graphs.state import State
 from nodes.memory import retrieve_memories
-from server.jobcommon import connect
-from server.memories import extract_memories, has_first_person_cue
+from server.jobs.common import connect
+from server.jobs.memories import extract_memories, has_first_person_cue
 from server.settings import Settings
 from store import memory
 from store import repository as repo

@@ -13,7 +13,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from channels.sandbox.twilio import TwilioSandbox
-from server import health, metrics
+from server import metrics
+from server.api import health
 from server.settings import Settings
 from store.embedded import free_port
 from store.records import Tenant

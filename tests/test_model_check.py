@@ -26,7 +26,7 @@ from graphs.offline.llm_server import ChatCompletionsServer
 from graphs.probe import probe_model
 from graphs.structured import forget_methods, structured_method
 from nodes import router
-from server.memories import extract_facts
+from server.jobs.memories import extract_facts
 from server.metrics_llm import LLMMetrics
 from server.settings import Settings
 from store.embedded import free_port

@@ -26,7 +26,7 @@ from graphs.offline.nlu import choose_route, extract_facts
 from graphs.offline.tool_calls import choose_tool_call
 from graphs.state import Language
 from nodes.router import RouteDecision, decision_schema
-from server.memories import EXTRACTION_PROMPT, MemoryFacts
+from server.jobs.memories import EXTRACTION_PROMPT, MemoryFacts
 from tools.finance import FINANCE_TOOLS
 from tools.handoff import request_human
 from tools.memory import MEMORY_TOOLS

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Worker
 
-from channels.inbound import sign
 from channels.sandbox.twilio import TwilioSandbox
+from channels.twilio.inbound import sign
 from server.settings import Settings
 from store.embedded import free_port
 from store.records import Tenant

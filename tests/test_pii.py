@@ -14,9 +14,9 @@ from redis import Redis
 
 from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
-from server import runs
-from server.auth import Role, mint_token
-from server.memories import extract_memories
+from server.api.auth import Role, mint_token
+from server.jobs import runner
+from server.jobs.memories import extract_memories
 from server.privacy import mask_trace
 from server.settings import Settings
 from store import identity, memory, pii
@@ -194,7 +194,7 @@ def test_the_save_memory_tool_masks_or_refuses_as_the_context_says(
 
 def test_memory_save_refuses_in_the_store_itself(settings: Settings, tenant: Tenant) -> None:
     owner = _tool_context(settings, tenant, "refuse")
-    from server.jobcommon import connect
+    from server.jobs.common import connect
 
     with connect(settings, str(tenant.id)) as conn:
         store = memory.memory_store(conn)
@@ -216,7 +216,7 @@ def test_the_run_context_carries_the_tenants_rule(settings: Settings, tenant: Te
         user = repo.user_by_id(conn, uuid.UUID(user_context.user_id))
     assert user is not None
     rights = identity.Entitlement(frozenset(), None, None)
-    assert runs.context_for(fresh, user, rights).pii_policy == "mask"
+    assert runner.context_for(fresh, user, rights).pii_policy == "mask"
 
 
 # -- traces -----------------------------------------------------------------------------------

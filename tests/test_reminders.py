@@ -18,10 +18,10 @@ from rq.registry import ScheduledJobRegistry
 
 from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
-from server.cli import main
-from server.jobcommon import connect
+from server.cli.main import main
+from server.jobs.common import connect
+from server.jobs.reminders import deliver_reminder, reminder_job_data, sweep_reminders
 from server.relay import Relay
-from server.reminders import deliver_reminder, reminder_job_data, sweep_reminders
 from server.services import Services
 from server.settings import QUEUE_SEND, QUEUES, Settings
 from store.records import Tenant, User

@@ -134,8 +134,8 @@ def test_jobs_run_twice_send_nothing_twice(
     sandbox: TwilioSandbox,
     llm: ScriptedModel,
 ) -> None:
-    from server.outbound import send_whatsapp_message
-    from server.turns import process_ai_response
+    from server.jobs.send import send_whatsapp_message
+    from server.jobs.turn import process_ai_response
 
     llm.say("Resposta.")
     post_inbound(client, settings, tenant, inbound_form(tenant, "Oi"))

@@ -11,8 +11,8 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
 from channels.sandbox.twilio import TwilioSandbox
-from server import runs
-from server.jobcommon import connect
+from server.jobs import runner
+from server.jobs.common import connect
 from server.settings import Settings, get_settings
 from store import repository as repo
 from store.records import Tenant
@@ -178,9 +178,9 @@ def test_a_crashed_tool_step_is_finished_before_the_messages_that_came_after_it(
         first, _ = repo.unanswered_inbound(conn, _conversation_id(settings))
         conversation = repo.conversation_by_id(conn, first.conversation_id)
         assert conversation is not None
-        graph = runs.compile_graph(conn)
+        graph = runner.compile_graph(conn)
         config: RunnableConfig = {"configurable": {"thread_id": conversation.thread_id}}
-        crashed = {"messages": [runs.human_message(first), AIMessage("", tool_calls=[call])],
+        crashed = {"messages": [runner.human_message(first), AIMessage("", tool_calls=[call])],
                    "route": "finance", "active_specialist": "finance"}  # fmt: skip
         graph.update_state(config, crashed, as_node="finance")
         assert graph.get_state(config).next, "the tool step is pending, as after a crash"

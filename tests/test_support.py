@@ -13,9 +13,9 @@ from rq import Queue, SimpleWorker
 
 from channels.sandbox.twilio import TwilioSandbox
 from graphs.prompts import HANDOFF_REPLY, HANDOFF_RETURN_REPLY
-from server import runs, support
-from server.auth import Role, mint_token
-from server.jobcommon import connect
+from server.api.auth import Role, mint_token
+from server.jobs import handoff, runner
+from server.jobs.common import connect
 from server.settings import QUEUES, Settings
 from store import repository as repo
 from store.records import Tenant
@@ -299,16 +299,16 @@ def test_a_hand_back_after_a_crash_resumes_the_thread_once(
     with connect(settings, str(tenant.id)) as conn:
         conversation = repo.conversation_by_id(conn, handed_off)  # type: ignore[arg-type]
         assert conversation is not None
-        support._resume(conn, settings, conversation, [{"type": "response", "args": "Oi"}], "c1")
-        graph = runs.compile_graph(conn)
+        handoff._resume(conn, settings, conversation, [{"type": "response", "args": "Oi"}], "c1")
+        graph = runner.compile_graph(conn)
         config: Any = {"configurable": {"thread_id": conversation.thread_id}}
-        assert not runs.waiting_for_human(graph.get_state(config))
+        assert not runner.waiting_for_human(graph.get_state(config))
 
-    assert support.hand_back(str(tenant.id), handed_off, "ana@acme", "", "c2") == "handed back"
-    assert support.hand_back(str(tenant.id), handed_off, "ana@acme", "", "c3") == "not with staff"
+    assert handoff.hand_back(str(tenant.id), handed_off, "ana@acme", "", "c2") == "handed back"
+    assert handoff.hand_back(str(tenant.id), handed_off, "ana@acme", "", "c3") == "not with staff"
 
     with connect(settings, str(tenant.id)) as conn:
-        messages = runs.compile_graph(conn).get_state(config).values["messages"]
+        messages = runner.compile_graph(conn).get_state(config).values["messages"]
     assert [m.text for m in messages].count("Oi") == 1, "the exchange joined the thread once"
     assert rows(settings, "select state from conversations") == [("ACTIVE",)]
     assert rows(settings, "select count(*) from ai_results where route_reason = "

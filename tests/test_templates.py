@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from channels.sandbox.twilio import TwilioSandbox
-from server.auth import Role, mint_token
-from server.reminders import deliver_reminder
+from server.api.auth import Role, mint_token
+from server.jobs.reminders import deliver_reminder
 from server.settings import Settings
 from store import repository as repo
 from store.records import Tenant, User

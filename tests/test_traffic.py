@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from channels.inbound import sign
 from channels.sandbox.twilio import TwilioSandbox
+from channels.twilio.inbound import sign
 from graphs.offline.llm_server import ChatCompletionsServer
 from server.settings import Settings
 from store.embedded import EmbeddedRedis, free_port, start_redis

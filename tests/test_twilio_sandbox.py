@@ -23,7 +23,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from channels.sandbox.twilio import TwilioSandbox
-from channels.twilio_client import RedirectingHttpClient, make_twilio_client
+from channels.twilio.client import RedirectingHttpClient, make_twilio_client
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "sandbox-token"

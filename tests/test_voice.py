@@ -28,11 +28,11 @@ from channels.transcription import (
     language_hint,
     packaged_model_dir,
 )
-from server.auth import Role, mint_token
-from server.runs import human_message
+from server.api.auth import Role, mint_token
+from server.jobs.runner import human_message
+from server.jobs.transcribe import transcribe_audio
+from server.jobs.turn import process_ai_response
 from server.settings import Settings
-from server.transcribe import transcribe_audio
-from server.turns import process_ai_response
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, relay, rows, run_jobs
 from tests.fakes import ScriptedModel

@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import RedisError
 
-from channels.inbound import sign
+from channels.twilio.inbound import sign
+from server.api.webhooks import MAX_FORM_BYTES, InboundFastPath
 from server.app import create_app
 from server.relay import RelayProcess, relay_once
 from server.services import Services
 from server.settings import QUEUE_PROCESS, Settings
-from server.webhooks import MAX_FORM_BYTES, InboundFastPath
 from store.embedded import free_port
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, queued_jobs, rows, run_jobs

@@ -1,7 +1,7 @@
 """Reminders: a WhatsApp message to the user at a time of their choosing.
 
 `schedule_reminder` stores the reminder in UTC and, after its transaction commits, schedules
-the delivery job for its time with RQ (`server/reminders.py`). Where no Redis is bound (Studio,
+the delivery job for its time with RQ (`server/jobs/reminders.py`). Where no Redis is bound (Studio,
 evals) or Redis refuses, the row alone is enough: the relay's sweep queues the delivery of any
 reminder still scheduled a little after its time. A cancelled reminder stays in the table, and
 its job, when it runs, finds it cancelled and sends nothing. Writes are idempotent per run step
@@ -105,7 +105,7 @@ def _queue_delivery(scope: Scope, row: dict[str, Any]) -> None:
     if redis is None:
         log.info("no redis bound; the relay's sweep will deliver the reminder", reminder=row["id"])
         return
-    from server.reminders import schedule_delivery  # the job's home; loaded only when needed
+    from server.jobs.reminders import schedule_delivery  # the job's home; loaded only when needed
 
     try:
         schedule_delivery(redis, scope.tenant_id, row["id"], row["correlation_id"], row["due_at"])

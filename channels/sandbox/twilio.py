@@ -2,7 +2,7 @@
 
 The sandbox answers ``/2010-04-01/Accounts/{AccountSid}/Messages`` requests and WhatsApp
 typing indicators (``POST /v2/Indicators/Typing.json``) with Twilio-shaped JSON, so the
-official ``twilio`` client (see :func:`channels.twilio_client.make_twilio_client`) works
+official ``twilio`` client (see :func:`channels.twilio.client.make_twilio_client`) works
 against it unchanged. Messages created with a ``StatusCallback`` get status callbacks
 (``sent`` then ``delivered`` by default), signed like Twilio's, from a background thread.
 Tests drive it in-process; other processes use the ``/sandbox/*`` control endpoints:

@@ -21,8 +21,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict
 
-from server.auth import Principal, Role, require_roles
-from server.errors import ApiError
+from server.api.auth import Principal, Role, require_roles
+from server.api.errors import ApiError
 from server.services import Services
 from store.cache import forget_tenant, forget_user
 from store.scoping import platform_scope, tenant_scope

@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from redis import RedisError
 
 from server.api._resource import RULES, not_found, scoped, services_of
-from server.auth import Principal, Role, require_roles
-from server.erasure import clean_redis
-from server.errors import ApiError
+from server.api.auth import Principal, Role, require_roles
+from server.api.errors import ApiError
+from server.jobs.erasure import clean_redis
 from server.services import Services
 from store import userdata
 from store.scoping import tenant_scope

@@ -27,9 +27,9 @@ from server.api._resource import (
     services_of,
     to_db,
 )  # fmt: skip
+from server.api.auth import Principal, Role, current_principal, require_roles
 from server.api.data_rights import erase_user
-from server.auth import Principal, Role, current_principal, require_roles
-from server.errors import ApiError
+from server.api.errors import ApiError
 from server.services import Services
 from store.cache import forget_tenant
 from store.identity import Feature, entitlement

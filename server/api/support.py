@@ -18,11 +18,11 @@ from pydantic import Field
 from channels.policy import window_open
 from channels.templates import TEMPLATE_MAX_CHARS, render
 from server.api._resource import RULES, Strict, not_found, scoped, services_of
-from server.auth import Principal, Role, require_roles
-from server.errors import ApiError
-from server.queueing import enqueue_send, enqueue_support_job
+from server.api.auth import Principal, Role, require_roles
+from server.api.errors import ApiError
+from server.jobs.queue import enqueue_send, enqueue_support_job
+from server.jobs.templating import TemplateUnavailable, closed_window_send, has_approved
 from server.services import Services
-from server.templating import TemplateUnavailable, closed_window_send, has_approved
 from store import conversations
 from store import repository as repo
 from store import templates as templates_store

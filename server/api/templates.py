@@ -1,7 +1,7 @@
 """The templates API (`/api/v1/tenants/{tenant_id}/templates`): WhatsApp templates per purpose.
 
 Outside WhatsApp's 24-hour window a message goes out only as the tenant's approved template for
-its purpose (`channels.templates`, `server.templating`). Tenant admins (and platform admins)
+its purpose (`channels.templates`, `server.jobs.templating`). Tenant admins (and platform admins)
 register each template Twilio holds (its HX Content SID, its approved text with {{1}}...
 placeholders, and which named variable fills each placeholder), and record its approval
 status, by hand or read from Twilio's Content API (`POST .../templates/{id}/sync`). Support
@@ -28,10 +28,10 @@ from channels.templates import (
     definition_problems,
 )
 from server.api._resource import ALL_ROLES, RULES, Strict, db_error, not_found, scoped, services_of
+from server.api.auth import Principal, Role, require_roles
+from server.api.errors import ApiError
 from server.api.routes import LOCALE
-from server.auth import Principal, Role, require_roles
-from server.errors import ApiError
-from server.jobcommon import twilio_for
+from server.jobs.common import twilio_for
 from server.services import Services
 from store import repository as repo
 from store import templates as store

@@ -28,8 +28,8 @@ from rq.job import Job
 from rq.queue import EnqueueData
 
 from graphs.language import language_of_locale
-from server.date_notice_text import format_moment, user_zone
-from server.jobcommon import connect, redis_for
+from server.jobs.common import connect, redis_for
+from server.jobs.date_notice_text import format_moment, user_zone
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_SEND, Settings, get_settings
 from store import conversations
@@ -38,7 +38,7 @@ from store import repository as repo
 log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
-REMINDER_JOB = "server.reminders.deliver_reminder"
+REMINDER_JOB = "server.jobs.reminders.deliver_reminder"
 SWEEP_GRACE_SECONDS = 15.0
 """How late a scheduled reminder may be before the sweep takes its job for lost. RQ's scheduler
 moves due jobs every second; when the worker holding its lock dies, another takes over only
@@ -79,7 +79,7 @@ def deliver_reminder(tenant_id: str, reminder_id: int, correlation_id: str) -> s
     """
     # Imported here: the API's relay imports this module for the sweep, and must not load the
     # send path (which pulls in LangGraph through the channel policy).
-    from server.outbound import queue_next_send
+    from server.jobs.send import queue_next_send
 
     settings = get_settings()
     bind_correlation_id(correlation_id, reminder_id=reminder_id, job="deliver_reminder")

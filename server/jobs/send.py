@@ -3,7 +3,7 @@
 A conversation's outbound messages leave one at a time in outbox order: a job sends only the
 oldest pending row and then queues the next. Before calling Twilio it checks the user's opt-out,
 the 24-hour window and the sender's rate; afterwards Twilio's error code decides: retry with
-backoff, fall back to the approved template for the message's purpose (`server.templating`),
+backoff, fall back to the approved template for the message's purpose (`server.jobs.templating`),
 or fail with the reason kept on the row.
 """
 
@@ -31,11 +31,11 @@ from channels.policy import (
 from channels.ratelimit import SenderRateLimiter
 from channels.templates import template_purpose
 from server import metrics
-from server.jobcommon import connect, redis_for, twilio_for
+from server.jobs.common import connect, redis_for, twilio_for
+from server.jobs.queue import enqueue_send, send_job_data
+from server.jobs.templating import TemplateSend, TemplateUnavailable, closed_window_send
 from server.logs import bind_correlation_id
-from server.queueing import enqueue_send, send_job_data
 from server.settings import QUEUE_SEND, Settings, get_settings
-from server.templating import TemplateSend, TemplateUnavailable, closed_window_send
 from store import repository as repo
 from store.locks import send_lock, try_lock, unlock
 from store.records import Message, Tenant, User

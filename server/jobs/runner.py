@@ -136,7 +136,7 @@ def _history(conn: Conn, conversation: Conversation, before: int) -> list[AnyMes
 
 @contextmanager
 def _tools_bound(conn: Conn, tenant: Tenant, settings: Settings) -> Iterator[None]:
-    from server.jobcommon import redis_for
+    from server.jobs.common import redis_for
 
     redis = redis_for(settings) if settings.redis_url else None
     with bind_resources(ToolResources(conn=conn, tenant_id=str(tenant.id), redis=redis)):

@@ -12,7 +12,7 @@ from redis import Redis
 from rq import get_current_job
 from twilio.rest import Client
 
-from channels.twilio_client import make_twilio_client
+from channels.twilio.client import make_twilio_client
 from server.services import redis_client
 from server.settings import Settings
 from store.records import Tenant

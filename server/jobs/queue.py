@@ -14,9 +14,9 @@ from rq.queue import EnqueueData
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
 from store.records import Message
 
-PROCESS_JOB = "server.turns.process_ai_response"
-SEND_JOB = "server.outbound.send_whatsapp_message"
-TRANSCRIBE_JOB = "server.transcribe.transcribe_audio"
+PROCESS_JOB = "server.jobs.turn.process_ai_response"
+SEND_JOB = "server.jobs.send.send_whatsapp_message"
+TRANSCRIBE_JOB = "server.jobs.transcribe.transcribe_audio"
 _RETRY_INTERVALS = [5, 30, 120]
 
 
@@ -70,9 +70,9 @@ def enqueue_send(redis: Redis, message: Message) -> Job:
 def enqueue_support_job(
     redis: Redis, settings: Settings, job: str, *args: object, cid: str, description: str
 ) -> Job:
-    """Queue one of the support jobs (`server.support.hand_back`, `take_over`) now."""
+    """Queue one of the support jobs (`server.jobs.handoff.hand_back`, `take_over`) now."""
     return Queue(QUEUE_PROCESS, connection=redis).enqueue(
-        f"server.support.{job}",
+        f"server.jobs.handoff.{job}",
         args=args,
         job_timeout=settings.job_timeout,
         retry=_retry(settings),

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from graphs.language import fold
 from graphs.settings import EmbeddingSettings, LLMSettings
 from graphs.structured import invoke_structured
-from server.jobcommon import connect
+from server.jobs.common import connect
 from server.logs import bind_correlation_id
 from server.privacy import flush_traces, tracing_config
 from server.settings import get_settings

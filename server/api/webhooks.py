@@ -22,9 +22,14 @@ from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
 from twilio.twiml.messaging_response import MessagingResponse
 
-from channels.inbound import InboundMessage, InvalidInboundError, is_valid_signature, parse_inbound
+from channels.twilio.inbound import (
+    InboundMessage,
+    InvalidInboundError,
+    is_valid_signature,
+    parse_inbound,
+)
 from server import metrics
-from server.errors import ApiError, error_response
+from server.api.errors import ApiError, error_response
 from server.logs import bind_correlation_id, new_correlation_id
 from server.services import Services
 from store import repository as repo

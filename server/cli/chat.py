@@ -17,8 +17,8 @@ import httpx
 import requests
 from twilio.base.exceptions import TwilioException
 
-from channels.inbound import sign
-from channels.twilio_client import make_twilio_client
+from channels.twilio.client import make_twilio_client
+from channels.twilio.inbound import sign
 from server.settings import Settings
 
 
@@ -242,7 +242,7 @@ def _prompt_lines() -> Iterable[str]:
 
 def run_chat_from_settings(settings: Settings, args: argparse.Namespace) -> int:
     """Run `conversa chat` against the service described by `settings`."""
-    from server import demo  # the demo tenant is the default identity
+    from server.cli import demo  # the demo tenant is the default identity
 
     try:
         client = ChatClient(

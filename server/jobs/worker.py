@@ -115,9 +115,9 @@ def run_worker(settings: Settings, queues: Sequence[str] = QUEUES, *, burst: boo
     if unknown:
         raise ValueError(f"Unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}.")
     # Import the jobs (LangGraph, LangChain, Twilio) once here, before RQ forks per job.
-    import server.outbound
-    import server.transcribe
-    import server.turns  # noqa: F401
+    import server.jobs.send
+    import server.jobs.transcribe
+    import server.jobs.turn  # noqa: F401
 
     redis = redis_client(settings.redis_url)
     worker = CorrelatedWorker([Queue(name, connection=redis) for name in queues], connection=redis)

@@ -28,9 +28,9 @@ RS256 has no fallback in any environment: without a valid (2048-bit or larger) R
 every token is refused with `AuthConfigError`.
 
 Errors over HTTP. `current_principal` and `require_roles` raise the project's `ApiError`, so the
-body is the common `{"error": {"code", "message"}}`. `server.errors` renders no headers but
+body is the common `{"error": {"code", "message"}}`. `server.api.errors` renders no headers but
 `Retry-After`, so 401 answers carry no `WWW-Authenticate: Bearer` header (adding one needs a
-`headers` field on `ApiError`, in `server/errors.py`).
+`headers` field on `ApiError`, in `server/api/errors.py`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from fastapi import Depends, Request
 from jwt import exceptions as jwt_errors
 
-from server.errors import ApiError
+from server.api.errors import ApiError
 from server.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -28,9 +28,9 @@ from channels.transcription import (
     packaged_model_dir,
 )
 from server import metrics
-from server.jobcommon import connect, final_attempt, redis_for
+from server.jobs.common import connect, final_attempt, redis_for
+from server.jobs.queue import turn_job_data
 from server.logs import bind_correlation_id
-from server.queueing import turn_job_data
 from server.settings import QUEUE_PROCESS, Settings, VoiceSettings, get_settings
 from store import identity
 from store import repository as repo

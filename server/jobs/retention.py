@@ -15,13 +15,13 @@ import psycopg
 import structlog
 from redis import Redis
 
-from server.jobcommon import connect_platform
-from server.queueing import enqueue_once_per_interval
+from server.jobs.common import connect_platform
+from server.jobs.queue import enqueue_once_per_interval
 from server.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
 
-PRUNE_JOB = "server.retention.prune_checkpoints"
+PRUNE_JOB = "server.jobs.retention.prune_checkpoints"
 _SCHEDULE_KEY = "conversa:retention:scheduled"
 
 

@@ -19,7 +19,7 @@ from uuid import UUID
 
 import httpx
 
-from server.chat import ChatClient, converse
+from server.cli.chat import ChatClient, converse
 from server.settings import Settings, get_settings
 from store.embedded import free_port
 
@@ -50,7 +50,7 @@ def _process(
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", *args],
+            [sys.executable, "-m", "server.cli.main", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -114,7 +114,7 @@ def _hand_back_left_over(settings: Settings, tenant_id: UUID) -> None:
     """
     import psycopg
 
-    from server.queueing import enqueue_support_job
+    from server.jobs.queue import enqueue_support_job
     from server.services import redis_client
     from store.conversations import WITH_STAFF
 
@@ -235,7 +235,7 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
 
 def _console_link(settings: Settings, api_url: str, tenant_id: UUID) -> str:
     """The support console's URL, signed in as a support agent of the demo tenant."""
-    from server.auth import AuthConfigError, Role, mint_token
+    from server.api.auth import AuthConfigError, Role, mint_token
 
     try:
         token = mint_token(

@@ -22,12 +22,13 @@ from channels.splitting import split_body
 from channels.typing import TypingIndicator
 from graphs.language import detect_language, language_of_locale
 from graphs.state import Language
-from server import metrics, runs, support
-from server.jobcommon import connect, final_attempt, redis_for, twilio_for
+from server import metrics
+from server.jobs import handoff, runner
+from server.jobs.common import connect, final_attempt, redis_for, twilio_for
+from server.jobs.memories import FEATURE as MEMORY_FEATURE
+from server.jobs.memories import has_first_person_cue
+from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
-from server.memories import FEATURE as MEMORY_FEATURE
-from server.memories import has_first_person_cue
-from server.outbound import queue_next_send
 from server.settings import QUEUE_PROCESS, Settings, get_settings
 from store import conversations, identity
 from store import repository as repo
@@ -176,7 +177,7 @@ def _answer(
                 reason="The user wrote while a person had the conversation.",
             )  # fmt: skip
         if left is not None:
-            support.schedule_auto_return(conn, settings, tenant, conversation.id)
+            handoff.schedule_auto_return(conn, settings, tenant, conversation.id)
         log.info("conversation is with a person; message kept for staff")
         return
     if keyword == "data_request":
@@ -208,7 +209,7 @@ def _answer(
             _enqueue_extraction(turn)
         return
     if result is not None and result.interrupted:
-        support.handed_off(conn, settings, tenant, conversation.id, result)
+        handoff.handed_off(conn, settings, tenant, conversation.id, result)
     if result is not None and result.reply:
         purpose = "handoff" if result.interrupted else "reply"
         turn.finish(split_body(result.reply), kind="reply", purpose=purpose)
@@ -242,7 +243,7 @@ def _fold_into_next(turn: Turn, rights: identity.Entitlement, used: int) -> bool
     with conn.transaction():  # the checkpoint shares the connection: all or nothing
         store_turns.mark_superseded(conn, turn.ids, newer[0].id)
         store_turns.mark_result_superseded(conn, turn.cid, turn.ids)
-        runs.drop_unsent_reply(conn, {"configurable": {"thread_id": conversation.thread_id}})
+        runner.drop_unsent_reply(conn, {"configurable": {"thread_id": conversation.thread_id}})
     metrics.observe_superseded_turn("folded")
     log.info("reply not sent: newer messages overtook it; folded into the next turn",
              newer=[m.id for m in newer], waited=round(waited, 1))  # fmt: skip
@@ -282,7 +283,7 @@ def _enqueue_extraction(turn: Turn) -> None:
         return
     try:
         Queue(QUEUE_PROCESS, connection=redis_for(turn.settings)).enqueue(
-            "server.memories.extract_memories",
+            "server.jobs.memories.extract_memories",
             args=(str(turn.tenant.id), str(turn.conversation.id), turn.ids, turn.cid),
             job_timeout=turn.settings.job_timeout,
             meta={"correlation_id": turn.cid},
@@ -336,13 +337,13 @@ def _notice_for(pending: list[Message]) -> str:
     return "media" if types else "unsupported"
 
 
-def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | None:
+def _run_graph(turn: Turn, rights: identity.Entitlement) -> runner.RunResult | None:
     """Run the graph for the turn; None when it failed for good (the failure is recorded)."""
     conn, settings, conversation, tenant, pending, cid, ids = (
         turn.conn, turn.settings, turn.conversation, turn.tenant, turn.pending, turn.cid, turn.ids,
     )  # fmt: skip
-    context = runs.context_for(tenant, turn.user, rights)
-    config = runs.run_config(tenant, turn.user, conversation, cid, ids)
+    context = runner.context_for(tenant, turn.user, rights)
+    config = runner.run_config(tenant, turn.user, conversation, cid, ids)
     started = time.monotonic()
     typing_client = twilio_for(settings, tenant) if tenant.typing_indicator else None
     try:
@@ -352,7 +353,7 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
             after=settings.typing_after_seconds,
             every=settings.typing_refresh_seconds,
         ):
-            result = runs.run_turn(
+            result = runner.run_turn(
                 conn, settings, tenant=tenant, user=turn.user, conversation=conversation,
                 pending=pending, context=context, config=config,
             )  # fmt: skip
@@ -362,7 +363,7 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
         with conn.transaction():
             repo.record_ai_result(
                 conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
-                reply=None, model=context.model, error=error, duration_ms=runs.ms_since(started),
+                reply=None, model=context.model, error=error, duration_ms=runner.ms_since(started),
             )  # fmt: skip
             if final:
                 repo.mark_processed(conn, ids, "failed", f"The assistant failed: {error}")
@@ -377,7 +378,7 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runs.RunResult | Non
         repo.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
             reply=result.reply, model=context.model, error=None,
-            duration_ms=runs.ms_since(started), route=result.route,
+            duration_ms=runner.ms_since(started), route=result.route,
             route_reason=result.route_reason, tool_calls=result.tool_calls,
             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
             interrupted=result.interrupted,

@@ -37,8 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare_api(args.workers or get_settings().api_workers)  # before prometheus-client loads
     import uvicorn
 
+    from server.api.auth import check_auth_config
     from server.app import create_app
-    from server.auth import check_auth_config
     from server.modelcheck import check_model_at_start
     from store.migrate import check_at_head
     from store.scoping import check_app_role
@@ -68,8 +68,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from server.metrics_env import prepare_worker
 
     prepare_worker()  # before prometheus-client loads
+    from server.jobs.worker import run_worker
     from server.modelcheck import check_model_at_start
-    from server.worker import run_worker
     from store.migrate import check_at_head
     from store.scoping import check_app_role
 
@@ -88,7 +88,7 @@ def cmd_check(_: argparse.Namespace) -> int:
     """Check PostgreSQL, Redis, the migrations and the chat model as a worker sees them (exit 1
     if a backend fails or the model cannot call tools)."""
     from graphs.probe import probe_model
-    from server.health import check_backends, ready
+    from server.api.health import check_backends, ready
 
     settings = _resolved()
     assert settings.database_url and settings.redis_url
@@ -115,9 +115,9 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_sweep(_: argparse.Namespace) -> int:
     """Enqueue, once, every stored message that is due a job, overdue reminders, and the date
     notices due now (what the API's relay does)."""
-    from server.date_notices import sweep_date_notices
+    from server.jobs.date_notices import sweep_date_notices
+    from server.jobs.reminders import sweep_reminders
     from server.relay import relay_once
-    from server.reminders import sweep_reminders
     from server.services import Services
 
     services = Services.build(_resolved())
@@ -133,7 +133,7 @@ def cmd_sweep(_: argparse.Namespace) -> int:
 
 def cmd_prune(_: argparse.Namespace) -> int:
     """Prune old LangGraph checkpoints once, keeping each thread's latest (what the job does)."""
-    from server.retention import prune_checkpoints
+    from server.jobs.retention import prune_checkpoints
 
     _resolved()
     print(f"pruned {prune_checkpoints()} thread(s)")
@@ -142,14 +142,14 @@ def cmd_prune(_: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the whole service on embedded components with a terminal chat."""
-    from server.demo import run_demo
+    from server.cli.demo import run_demo
 
     return run_demo(says=args.say or [], timeout=args.timeout, listen=args.listen)
 
 
 def cmd_seed_demo(_: argparse.Namespace) -> int:
     """Create (or refresh) the demo tenant and user that `chat` talks as by default."""
-    from server.demo import DEMO_SENDER, DEMO_USER, seed_demo
+    from server.cli.demo import DEMO_SENDER, DEMO_USER, seed_demo
 
     settings = _resolved()
     assert settings.database_url
@@ -160,14 +160,14 @@ def cmd_seed_demo(_: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Chat with a running service as a WhatsApp user."""
-    from server.chat import run_chat_from_settings
+    from server.cli.chat import run_chat_from_settings
 
     return run_chat_from_settings(_settings(), args)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Print a management API token signed with the configured JWT key."""
-    from server.auth import AuthConfigError, Role, mint_token
+    from server.api.auth import AuthConfigError, Role, mint_token
 
     settings = _settings()
     role, tenant, ttl = Role(args.role), args.tenant, args.ttl
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from pydantic import ValidationError
 
-        from server.auth import AuthConfigError
+        from server.api.auth import AuthConfigError
         from server.metrics_env import MetricsPortError
         from store.migrate import MigrationsPendingError
         from store.scoping import AppRoleError

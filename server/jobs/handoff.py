@@ -30,10 +30,10 @@ from channels.splitting import split_body
 from graphs.context import Context
 from graphs.language import detect_language
 from graphs.prompts import HANDOFF_RETURN_REPLY
-from server import runs
-from server.jobcommon import connect, redis_for
+from server.jobs import runner
+from server.jobs.common import connect, redis_for
+from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
-from server.outbound import queue_next_send
 from server.settings import QUEUE_PROCESS, Settings, get_settings
 from store import conversations, identity
 from store import repository as repo
@@ -44,11 +44,11 @@ log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
 
-AUTO_RETURN_JOB = "server.support.auto_return"
+AUTO_RETURN_JOB = "server.jobs.handoff.auto_return"
 
 
 def handed_off(
-    conn: Conn, settings: Settings, tenant: Tenant, conversation_id: UUID, result: runs.RunResult
+    conn: Conn, settings: Settings, tenant: Tenant, conversation_id: UUID, result: runner.RunResult
 ) -> None:
     """Record that a turn paused on a handoff: the conversation is with a person now."""
     reason = result.route_reason or "A specialist asked for a person."
@@ -60,7 +60,7 @@ def handed_off(
     schedule_auto_return(conn, settings, tenant, conversation_id)
 
 
-def _specialist(result: runs.RunResult) -> str:
+def _specialist(result: runner.RunResult) -> str:
     names = [call["name"] for call in result.tool_calls]
     return "specialist" if "request_human" in names else "router"
 
@@ -136,26 +136,26 @@ def _prepare(
     tenant = repo.tenant_by_id(conn, conversation.tenant_id)
     user = repo.user_by_id(conn, conversation.user_id)
     assert tenant is not None and user is not None
-    context = runs.context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
-    return tenant, context, runs.run_config(tenant, user, conversation, cid, [])
+    context = runner.context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
+    return tenant, context, runner.run_config(tenant, user, conversation, cid, [])
 
 
 def _resume(
     conn: Conn, settings: Settings, conversation: Conversation, resume: Any, cid: str
-) -> runs.RunResult | None:
+) -> runner.RunResult | None:
     """Resume the thread's pending interrupt, if it has one, and audit the run."""
     tenant, context, config = _prepare(conn, conversation, cid)
-    if not runs.waiting_for_human(runs.compile_graph(conn).get_state(config)):
+    if not runner.waiting_for_human(runner.compile_graph(conn).get_state(config)):
         log.info("the thread was not paused on a handoff; nothing to resume")
         return None
     started = time.monotonic()
-    result = runs.resume_turn(
+    result = runner.resume_turn(
         conn, settings, tenant=tenant, resume=resume, context=context, config=config
     )
     with conn.transaction():
         repo.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=[],
-            reply=None, model=context.model, error=None, duration_ms=runs.ms_since(started),
+            reply=None, model=context.model, error=None, duration_ms=runner.ms_since(started),
             route="handoff", route_reason="Resumed from support.", interrupted=result.interrupted,
         )  # fmt: skip
     return result
@@ -172,9 +172,9 @@ def take_over(
         if conversation is None or conversation.state != "ACTIVE":
             return "not active"
         tenant, context, config = _prepare(conn, conversation, correlation_id)
-        graph = runs.compile_graph(conn)
+        graph = runner.compile_graph(conn)
         graph.update_state(config, {"route": "handoff", "route_reason": reason}, as_node="router")
-        result = runs.resume_turn(
+        result = runner.resume_turn(
             conn, settings, tenant=tenant, resume=None, context=context, config=config
         )
         with conn.transaction():
