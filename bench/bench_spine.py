@@ -33,7 +33,7 @@ from graphs.context import Context  # noqa: E402
 from graphs.offline.model import serve  # noqa: E402
 from server.cli.chat import whatsapp_form  # noqa: E402
 from server.settings import get_settings  # noqa: E402
-from store import repository as repo  # noqa: E402
+from store import tenants  # noqa: E402
 from store.embedded import start_redis  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main() -> int:
 
     configure_logging("test", "WARNING")
     with psycopg.connect(database_url) as conn, conn.transaction():
-        tenant = repo.upsert_tenant(
+        tenant = tenants.upsert_tenant(
             conn, slug="bench", name="Bench", whatsapp_sender="whatsapp:+14155550199",
             twilio_account_sid=account, twilio_auth_token=token,
         )  # fmt: skip

@@ -41,7 +41,7 @@ from bench._common import DATA, fresh_database  # noqa: E402
 from channels.twilio.inbound import sign  # noqa: E402
 from server.cli.chat import whatsapp_form  # noqa: E402
 from server.cli.demo import stop_process  # noqa: E402
-from store import repository as repo  # noqa: E402
+from store import tenants  # noqa: E402
 from store.embedded import EmbeddedRedis, free_port, start_redis  # noqa: E402
 
 DATABASE = "conversa_bench_webhook"
@@ -489,7 +489,7 @@ def main() -> int:
         redis.flushdb()
         account, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
         with psycopg.connect(database_url) as conn, conn.transaction():
-            repo.upsert_tenant(
+            tenants.upsert_tenant(
                 conn, slug="bench", name="Bench", whatsapp_sender=SENDER,
                 twilio_account_sid=account, twilio_auth_token=token,
             )  # fmt: skip

@@ -35,7 +35,7 @@ from server.jobs.retention import schedule_retention
 from server.logs import configure_logging
 from server.services import Services
 from server.settings import QUEUE_PROCESS, QUEUE_SEND, QUEUE_TRANSCRIBE, Settings
-from store import repository as repo
+from store import inbox
 from store.records import Message
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ BATCH = 500
 def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: int = BATCH) -> int:
     """Enqueue every message that is due a job; return how many were enqueued."""
     with pool.connection() as conn, conn.transaction():
-        claimed = repo.claim_due(
+        claimed = inbox.claim_due(
             conn,
             outbox_min_age_seconds=settings.outbox_min_age_seconds,
             stale_after_seconds=settings.stale_job_seconds,
@@ -76,7 +76,7 @@ def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: in
                 Queue(QUEUE_SEND, connection=redis).enqueue_many(sends, pipeline=pipe)
             pipe.execute()
         # Marked only once Redis has the jobs: if it is down, the rows stay due.
-        repo.mark_relayed(conn, [m.id for m in claimed])
+        inbox.mark_relayed(conn, [m.id for m in claimed])
     counts = {"turns": len(turns), "voice": len(voice), "sends": len(sends)}
     log.debug("relayed stored messages to the queues", **counts)
     return len(claimed)

@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from redis import Redis
 
 from server.settings import Settings, get_settings
-from store import repository as repo
+from store import tenants
 from store.embedded import start_postgres, start_redis
 from store.records import Tenant
 from store.scoping import use_role, use_role_async
@@ -94,7 +94,7 @@ class TenantDirectory:
     def by_sender(self, sender: str) -> Tenant | None:
         """Look the tenant up in the database (and remember it)."""
         with self._pool.connection() as conn:
-            tenant = repo.tenant_by_sender(conn, sender)
+            tenant = tenants.tenant_by_sender(conn, sender)
         if tenant is not None and self._ttl > 0:
             self._entries[sender] = (time.monotonic() + self._ttl, tenant)
         return tenant

@@ -24,8 +24,7 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
-from store import identity
-from store import repository as repo
+from store import identity, tenants
 
 log = structlog.get_logger(__name__)
 
@@ -82,8 +81,8 @@ def load_profile(
     conn: psycopg.Connection[Any], tenant_id: UUID | str, user_id: UUID | str
 ) -> Profile | None:
     """Read the profile from the database (the connection scoped to the tenant); None if gone."""
-    tenant = repo.tenant_by_id(conn, UUID(str(tenant_id)))
-    user = repo.user_by_id(conn, UUID(str(user_id)))
+    tenant = tenants.tenant_by_id(conn, UUID(str(tenant_id)))
+    user = tenants.user_by_id(conn, UUID(str(user_id)))
     if tenant is None or user is None or user.tenant_id != tenant.id:
         return None
     rights = identity.entitlement(conn, tenant.id, user.id)

@@ -7,6 +7,7 @@ message opens a new conversation. The graph and the channel read the state; staf
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -14,8 +15,10 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
 
-from store.records import Conversation
+from store.query import all_rows, columns, one
+from store.records import Conversation, Message
 
 State = Literal["ACTIVE", "WAITING_USER", "HANDOFF", "CLOSED"]
 ActorKind = Literal["user", "assistant", "staff", "system"]
@@ -190,3 +193,61 @@ def latest_for_user(conn: psycopg.Connection, user_id: UUID) -> Conversation | N
             (user_id,),
         )
         return cur.fetchone()
+
+
+_CONV = columns(Conversation)
+_MSG = columns(Message)
+
+
+def conversation_by_id(conn: psycopg.Connection, conversation_id: UUID) -> Conversation | None:
+    """Return one conversation by id."""
+    return one(
+        conn, Conversation, f"select {_CONV} from conversations where id = %s", (conversation_id,)
+    )
+
+
+def record_ai_result(
+    conn: psycopg.Connection,
+    *,
+    conversation: Conversation,
+    correlation_id: str,
+    inbound_ids: Sequence[int],
+    reply: str | None,
+    model: str | None,
+    error: str | None,
+    duration_ms: int,
+    route: str | None = None,
+    route_reason: str | None = None,
+    tool_calls: Sequence[dict[str, Any]] = (),
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    interrupted: bool = False,
+) -> None:
+    """Keep what one graph run produced (or why it failed), for people to audit."""
+    conn.execute(
+        """insert into ai_results (tenant_id, conversation_id, thread_id, correlation_id,
+               inbound_message_ids, reply, model, error, duration_ms, route, route_reason,
+               tool_calls, prompt_tokens, completion_tokens, interrupted)
+           values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (conversation.tenant_id, conversation.id, conversation.thread_id, correlation_id,
+         list(inbound_ids), reply, model, error, duration_ms, route, route_reason,
+         Jsonb(list(tool_calls)), prompt_tokens, completion_tokens, interrupted),
+    )  # fmt: skip
+
+
+def recent_history(
+    conn: psycopg.Connection, conversation_id: UUID, before_id: int, limit: int
+) -> list[Message]:
+    """The last `limit` answered or sent messages before `before_id`, oldest first."""
+    rows = all_rows(
+        conn,
+        Message,
+        f"""select {_MSG} from messages
+            where conversation_id = %s and id < %s
+              and (body <> '' or transcription_status = 'done')
+              and ((direction = 'inbound' and processed_at is not null)
+                   or (direction = 'outbound' and purpose = 'reply'))
+            order by id desc limit %s""",
+        (conversation_id, before_id, limit),
+    )
+    return rows[::-1]

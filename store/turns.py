@@ -9,8 +9,8 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import tuple_row
 
+from store.inbox import unanswered_inbound
 from store.records import Message
-from store.repository import unanswered_inbound
 
 SUPERSEDED = "superseded"
 """The final status of inbound messages whose turn was folded into the next one: the next
@@ -19,7 +19,7 @@ turn's reply answers them (the thread keeps them, and what their turn's tools di
 
 def newer_inbound(conn: psycopg.Connection, conversation_id: UUID, after_id: int) -> list[Message]:
     """Return the conversation's unanswered inbound messages newer than `after_id`, in order
-    (as `repository.unanswered_inbound` sees them: none behind a voice note still heard)."""
+    (as `inbox.unanswered_inbound` sees them: none behind a voice note still heard)."""
     return [m for m in unanswered_inbound(conn, conversation_id) if m.id > after_id]
 
 

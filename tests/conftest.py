@@ -30,7 +30,7 @@ from server.cli.chat import whatsapp_form
 from server.relay import relay_once
 from server.services import Services
 from server.settings import QUEUES, Settings, get_settings
-from store import repository as repo
+from store import tenants
 from store.embedded import EmbeddedRedis, start_postgres, start_redis
 from store.migrate import migrate
 from store.records import Tenant
@@ -197,7 +197,7 @@ def tenant(settings: Settings, sandbox: TwilioSandbox) -> Tenant:
     sandbox.add_account(account_sid, token)
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        return repo.upsert_tenant(
+        return tenants.upsert_tenant(
             conn,
             slug="acme",
             name="Acme",

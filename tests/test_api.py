@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from server.api._resource import RULES
 from server.api.auth import Role, mint_token
 from server.settings import Settings
-from store import repository as repo
+from store import tenants
 from store.records import Tenant
 from store.scoping import APP_ROLE, tenant_scope, use_role
 from tests.conftest import rows
@@ -36,7 +36,7 @@ def other(settings: Settings) -> Tenant:
     """A second tenant, to try to reach."""
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        other = repo.upsert_tenant(
+        other = tenants.upsert_tenant(
             conn,
             slug="globex",
             name="Globex",
@@ -44,7 +44,7 @@ def other(settings: Settings) -> Tenant:
             twilio_account_sid="AC" + secrets.token_hex(16),
             twilio_auth_token="t" * 32,
         )
-        repo.upsert_user(
+        tenants.upsert_user(
             conn,
             other.id,
             wa_id="5511911112222",
@@ -339,7 +339,7 @@ def test_pooled_connections_never_leak_another_tenants_rows(
 
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        repo.upsert_user(
+        tenants.upsert_user(
             conn,
             tenant.id,
             wa_id="5511900000001",

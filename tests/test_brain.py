@@ -23,7 +23,7 @@ from server.jobs import runner
 from server.jobs.common import connect
 from server.jobs.retention import prune_checkpoints, schedule_retention
 from server.settings import QUEUE_PROCESS, Settings
-from store import repository as repo
+from store import conversations, inbox, tenants
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, queued_jobs, relay, rows, run_jobs, say
 from tests.fakes import FakeLangSmith, ScriptedModel
@@ -114,9 +114,9 @@ def test_a_crashed_run_resumes_from_its_checkpoint_without_writing_twice(
     # The script ends here: the model's next call fails, as a worker dying there would.
 
     with connect(settings, str(tenant.id)) as conn:
-        pending = repo.unanswered_inbound(conn, _conversation_id(settings))
-        conversation = repo.conversation_by_id(conn, pending[0].conversation_id)
-        user = repo.user_by_id(conn, conversation.user_id)  # type: ignore[union-attr]
+        pending = inbox.unanswered_inbound(conn, _conversation_id(settings))
+        conversation = conversations.conversation_by_id(conn, pending[0].conversation_id)
+        user = tenants.user_by_id(conn, conversation.user_id)  # type: ignore[union-attr]
         assert conversation is not None and user is not None
         context = Context(tenant_id=str(tenant.id), user_id=str(user.id), features=["finance"])
         config = runner.run_config(tenant, user, conversation, "cid", [m.id for m in pending])

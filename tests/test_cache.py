@@ -16,7 +16,7 @@ from redis.retry import Retry
 from server.api.auth import Role, mint_token
 from server.jobs.common import connect
 from server.settings import Settings
-from store import repository as repo
+from store import tenants
 from store.cache import cached_profile, forget_tenant, forget_user, load_profile
 from store.records import Tenant, User
 
@@ -27,7 +27,7 @@ PREFIX = "/api/v1"
 def user(settings: Settings, tenant: Tenant) -> User:
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        return repo.upsert_user(
+        return tenants.upsert_user(
             conn, tenant.id, wa_id="5511900000009", address="whatsapp:+5511900000009",
             profile_name="Ana",
         )  # fmt: skip

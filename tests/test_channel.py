@@ -18,7 +18,7 @@ from channels.twilio.inbound import sign
 from server.jobs.send import send_whatsapp_message
 from server.jobs.turn import process_ai_response
 from server.settings import QUEUE_SEND, Settings, get_settings
-from store import repository as repo
+from store import tenants
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
@@ -46,7 +46,7 @@ def _configure(settings: Settings, tenant: Tenant, **changes: Any) -> Tenant:
         "twilio_auth_token": tenant.twilio_auth_token,
     } | changes
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        return repo.upsert_tenant(conn, **fields)
+        return tenants.upsert_tenant(conn, **fields)
 
 
 # -- opt-out -------------------------------------------------------------------------------------

@@ -27,8 +27,7 @@ from nodes.memory import retrieve_memories
 from server.jobs.common import connect
 from server.jobs.memories import extract_memories, has_first_person_cue
 from server.settings import Settings
-from store import memory
-from store import repository as repo
+from store import inbox, memory, tenants
 from store.embedded import free_port
 from store.migrate import check_at_head
 from store.records import Tenant
@@ -70,7 +69,7 @@ TARGETS = {
 def _user(settings: Settings, tenant: Tenant, wa_id: str) -> str:
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        user = repo.upsert_user(
+        user = tenants.upsert_user(
             conn, tenant.id, wa_id=wa_id, address=f"whatsapp:+{wa_id}", profile_name=None
         )
     return str(user.id)
@@ -143,7 +142,7 @@ def test_memories_are_isolated_between_users_and_tenants(
 
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        other = repo.upsert_tenant(
+        other = tenants.upsert_tenant(
             conn, slug="globex", name="Globex", whatsapp_sender="whatsapp:+14155550999",
             twilio_account_sid="AC" + secrets.token_hex(16), twilio_auth_token="t" * 32,
         )  # fmt: skip
@@ -294,7 +293,7 @@ def test_offline_embeddings_use_the_e5_query_and_passage_sides() -> None:
 def _inbound(settings: Settings, tenant: Tenant, body: str, wa_id: str = "5511900000001") -> Any:
     assert settings.database_url
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        message = repo.store_inbound(
+        message = inbox.store_inbound(
             conn, tenant_id=tenant.id, wa_id=wa_id, profile_name=None,
             provider_sid="SM" + uuid.uuid4().hex, kind="text", body=body,
             from_address=f"whatsapp:+{wa_id}", to_address=tenant.whatsapp_sender, media=[],

@@ -19,8 +19,7 @@ from server.jobs import runner
 from server.jobs.memories import extract_memories
 from server.privacy import mask_trace
 from server.settings import Settings
-from store import identity, memory, pii
-from store import repository as repo
+from store import identity, inbox, memory, pii, tenants
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import FakeLangSmith, ScriptedModel
@@ -114,7 +113,7 @@ def _set_tenant(settings: Settings, **values: str) -> None:
 def _inbound(settings: Settings, tenant: Tenant, body: str) -> Any:
     assert settings.database_url
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        message = repo.store_inbound(
+        message = inbox.store_inbound(
             conn, tenant_id=tenant.id, wa_id="5511900000001", profile_name=None,
             provider_sid="SM" + uuid.uuid4().hex, kind="text", body=body,
             from_address="whatsapp:+5511900000001", to_address=tenant.whatsapp_sender,
@@ -163,7 +162,7 @@ def test_extraction_keeps_what_a_keep_tenant_with_full_traces_said(
 def _tool_context(settings: Settings, tenant: Tenant, policy: str) -> Context:
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        user = repo.upsert_user(
+        user = tenants.upsert_user(
             conn, tenant.id, wa_id="5511900000001", address="whatsapp:+5511900000001",
             profile_name=None,
         )  # fmt: skip
@@ -209,11 +208,11 @@ def test_the_run_context_carries_the_tenants_rule(settings: Settings, tenant: Te
     _set_tenant(settings, trace_privacy="masked")
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
-        fresh = repo.tenant_by_id(conn, tenant.id)
+        fresh = tenants.tenant_by_id(conn, tenant.id)
     assert fresh is not None and fresh.pii_policy == "keep"
     user_context = _tool_context(settings, tenant, "keep")
     with psycopg.connect(settings.database_url) as conn:
-        user = repo.user_by_id(conn, uuid.UUID(user_context.user_id))
+        user = tenants.user_by_id(conn, uuid.UUID(user_context.user_id))
     assert user is not None
     rights = identity.Entitlement(frozenset(), None, None)
     assert runner.context_for(fresh, user, rights).pii_policy == "mask"

@@ -14,7 +14,7 @@ from channels.sandbox.twilio import TwilioSandbox
 from server.jobs import runner
 from server.jobs.common import connect
 from server.settings import Settings, get_settings
-from store import repository as repo
+from store import conversations, inbox
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
@@ -175,8 +175,8 @@ def test_a_crashed_tool_step_is_finished_before_the_messages_that_came_after_it(
     call = {"name": "record_transaction", "id": "call_1",
             "args": {"kind": "expense", "amount": "30", "category": "transport"}}  # fmt: skip
     with connect(settings, str(tenant.id)) as conn:
-        first, _ = repo.unanswered_inbound(conn, _conversation_id(settings))
-        conversation = repo.conversation_by_id(conn, first.conversation_id)
+        first, _ = inbox.unanswered_inbound(conn, _conversation_id(settings))
+        conversation = conversations.conversation_by_id(conn, first.conversation_id)
         assert conversation is not None
         graph = runner.compile_graph(conn)
         config: RunnableConfig = {"configurable": {"thread_id": conversation.thread_id}}

@@ -17,7 +17,7 @@ from server.api.auth import Role, mint_token
 from server.jobs import handoff, runner
 from server.jobs.common import connect
 from server.settings import QUEUES, Settings
-from store import repository as repo
+from store import conversations
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, rows, run_jobs, say, wait_until
 from tests.fakes import ScriptedModel
@@ -297,7 +297,7 @@ def test_a_hand_back_after_a_crash_resumes_the_thread_once(
     )
     # A first hand-back resumed the thread, then its worker died before recording the state.
     with connect(settings, str(tenant.id)) as conn:
-        conversation = repo.conversation_by_id(conn, handed_off)  # type: ignore[arg-type]
+        conversation = conversations.conversation_by_id(conn, handed_off)  # type: ignore[arg-type]
         assert conversation is not None
         handoff._resume(conn, settings, conversation, [{"type": "response", "args": "Oi"}], "c1")
         graph = runner.compile_graph(conn)

@@ -16,7 +16,7 @@ from channels.sandbox.twilio import TwilioSandbox
 from server.api.auth import Role, mint_token
 from server.jobs.reminders import deliver_reminder
 from server.settings import Settings
-from store import repository as repo
+from store import outbox
 from store.records import Tenant, User
 from tests.conftest import rows, run_jobs
 from tests.templating import register_template
@@ -162,7 +162,7 @@ def test_a_message_missing_a_variable_fails_rather_than_half_filled(
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
         ((conversation,),) = conn.execute("select id from conversations").fetchall()
-        message = repo.insert_outbound(
+        message = outbox.insert_outbound(
             conn,
             tenant_id=tenant.id,
             conversation_id=conversation,

@@ -11,7 +11,7 @@ from langchain_core.messages import ToolMessage
 
 from graphs.context import Context
 from server.settings import Settings
-from store import repository as repo
+from store import conversations, inbox, tenants
 from store.records import Tenant, User
 
 ALL_FEATURES = ["finance", "relationships", "long_term_memory", "reminders"]
@@ -21,7 +21,7 @@ def make_user(settings: Settings, tenant: Tenant, phone: str = "5511988887777") 
     """Create (or find) a WhatsApp user of `tenant`, without a conversation."""
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        return repo.upsert_user(
+        return tenants.upsert_user(
             conn, tenant.id, wa_id=phone, address=f"whatsapp:+{phone}", profile_name="Ana"
         )
 
@@ -32,16 +32,16 @@ def make_user_with_conversation(
     """Store an inbound message from `phone`, which creates the user and an open conversation."""
     assert settings.database_url
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        message = repo.store_inbound(
+        message = inbox.store_inbound(
             conn, tenant_id=tenant.id, wa_id=phone, profile_name="Ana",
             provider_sid="SM" + secrets.token_hex(16), kind="text", body=body,
             from_address=f"whatsapp:+{phone}", to_address=tenant.whatsapp_sender, media=[],
             payload={}, correlation_id=uuid.uuid4().hex,
         )  # fmt: skip
         assert message is not None
-        conversation = repo.conversation_by_id(conn, message.conversation_id)
+        conversation = conversations.conversation_by_id(conn, message.conversation_id)
         assert conversation is not None
-        user = repo.user_by_id(conn, conversation.user_id)
+        user = tenants.user_by_id(conn, conversation.user_id)
         assert user is not None
         return user
 
@@ -50,7 +50,7 @@ def make_tenant(settings: Settings, slug: str = "other") -> Tenant:
     """Create a second tenant (its Twilio account is not in the sandbox)."""
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
-        return repo.upsert_tenant(
+        return tenants.upsert_tenant(
             conn, slug=slug, name=slug.title(), whatsapp_sender="whatsapp:+14155550199",
             twilio_account_sid="AC" + secrets.token_hex(16),
             twilio_auth_token=secrets.token_hex(16),

@@ -23,8 +23,7 @@ from server.api.errors import ApiError
 from server.jobs.queue import enqueue_send, enqueue_support_job
 from server.jobs.templating import TemplateUnavailable, closed_window_send, has_approved
 from server.services import Services
-from store import conversations
-from store import repository as repo
+from store import conversations, inbox, outbox, tenants
 from store import templates as templates_store
 from store.records import Message, Tenant, User
 from store.scoping import tenant_scope
@@ -137,7 +136,7 @@ def _conversation(conn: Any, tenant_id: UUID, item_id: UUID) -> dict[str, Any]:
 
 def _template_available(conn: Any, tenant_id: UUID) -> bool:
     """Whether the tenant has an approved 'staff_followup' template for a closed window."""
-    tenant = repo.tenant_by_id(conn, tenant_id)
+    tenant = tenants.tenant_by_id(conn, tenant_id)
     return tenant is not None and has_approved(conn, tenant, "staff")
 
 
@@ -225,10 +224,10 @@ def reply(
         closed = not window_open(head["last_inbound_at"])
         if closed and not body.use_template:
             raise ApiError(409, "window_closed", _window_closed(conn, tenant_id))
-        user = repo.user_by_id(conn, head["user_id"])
-        tenant = repo.tenant_by_id(conn, tenant_id)
+        user = tenants.user_by_id(conn, head["user_id"])
+        tenant = tenants.tenant_by_id(conn, tenant_id)
         assert user is not None and tenant is not None
-        message = repo.insert_outbound(
+        message = outbox.insert_outbound(
             conn, tenant_id=tenant_id, conversation_id=item_id, idempotency_key=key,
             body=body.text, from_address=tenant.whatsapp_sender, to_address=user.address,
             correlation_id=f"staff-{secrets.token_hex(8)}", purpose="staff",
@@ -245,7 +244,7 @@ def reply(
         # After the commit, so the send job finds the row; the relay would send it otherwise.
         enqueue_send(services.redis, message)
         with services.pool.connection() as conn, tenant_scope(conn, tenant_id):
-            repo.mark_enqueued(conn, [message.id])
+            inbox.mark_enqueued(conn, [message.id])
     return {"message_id": message.id, "status": message.status}
 
 

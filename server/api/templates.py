@@ -33,8 +33,8 @@ from server.api.errors import ApiError
 from server.api.routes import LOCALE
 from server.jobs.common import twilio_for
 from server.services import Services
-from store import repository as repo
 from store import templates as store
+from store import tenants
 
 router = APIRouter(prefix="/api/v1")
 
@@ -195,7 +195,7 @@ def sync_template(
     Content API reports it."""
     with scoped(services, principal, tenant_id, "read template") as conn:
         template = store.get_template(conn, tenant_id, item_id)
-        tenant = repo.tenant_by_id(conn, tenant_id)
+        tenant = tenants.tenant_by_id(conn, tenant_id)
     if template is None or tenant is None:
         raise not_found("template")
     client = twilio_for(services.settings, tenant)

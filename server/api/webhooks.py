@@ -32,7 +32,7 @@ from server import metrics
 from server.api.errors import ApiError, error_response
 from server.logs import bind_correlation_id, new_correlation_id
 from server.services import Services
-from store import repository as repo
+from store import inbox, outbox
 from store.records import Message, Tenant
 from store.scoping import tenant_scope
 
@@ -195,7 +195,7 @@ async def _store(
     assert pool is not None, "the app opens the webhook's pool in its lifespan"
     try:
         async with pool.connection() as conn:
-            return await repo.store_inbound_async(
+            return await inbox.store_inbound_async(
                 conn,
                 tenant_id=tenant.id,
                 wa_id=inbound.wa_id,
@@ -279,7 +279,7 @@ def _apply_status(
     services: Services, tenant: Tenant, sid: str, status: str, code: int | None
 ) -> bool:
     with services.pool.connection() as conn, tenant_scope(conn, tenant.id):
-        return repo.apply_status(conn, tenant.id, sid, status, code)
+        return outbox.apply_status(conn, tenant.id, sid, status, code)
 
 
 @router.post("/webhooks/status", status_code=204, responses=_RESPONSES)

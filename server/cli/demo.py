@@ -257,10 +257,10 @@ def seed_demo(database_url: str) -> UUID:
     """Create (or refresh) the demo tenant and its demo user; return the tenant's id."""
     import psycopg
 
-    from store import repository as repo
+    from store import tenants
 
     with psycopg.connect(database_url) as conn, conn.transaction():
-        tenant = repo.upsert_tenant(
+        tenant = tenants.upsert_tenant(
             conn,
             slug="demo",
             name="Conversa Demo",
@@ -268,7 +268,7 @@ def seed_demo(database_url: str) -> UUID:
             twilio_account_sid=DEMO_ACCOUNT_SID,
             twilio_auth_token=DEMO_AUTH_TOKEN,
         )
-        repo.upsert_user(
+        tenants.upsert_user(
             conn,
             tenant.id,
             wa_id=DEMO_USER.removeprefix("whatsapp:+"),

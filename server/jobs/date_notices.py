@@ -34,9 +34,8 @@ from server.jobs.date_notice_text import notice_text, user_zone
 from server.jobs.queue import enqueue_once_per_interval
 from server.logs import bind_correlation_id
 from server.settings import Settings, get_settings
-from store import conversations
+from store import conversations, outbox, tenants
 from store import date_notices as store
-from store import repository as repo
 from store.identity import entitlement
 from store.records import Tenant
 
@@ -95,7 +94,7 @@ def send_date_notices(tenant_id: str, now: datetime | str | None = None) -> int:
     correlation_id = uuid.uuid4().hex
     bind_correlation_id(correlation_id, tenant_id=tenant_id, job="send_date_notices")
     with connect(settings, tenant_id) as conn:
-        tenant = repo.tenant_by_id(conn, UUID(tenant_id))
+        tenant = tenants.tenant_by_id(conn, UUID(tenant_id))
         if tenant is None:
             log.warning("no such tenant; nothing to do")
             return 0
@@ -138,7 +137,7 @@ def _queue_notice(
     if conversation is None:
         log.info("date notice skipped: the user has no conversation", date_id=due.id)
         return None
-    user = repo.user_by_id(conn, due.user_id)
+    user = tenants.user_by_id(conn, due.user_id)
     assert user is not None
     language = language_of_locale(due.user_locale or tenant.default_locale)
     text = notice_text(
@@ -150,7 +149,7 @@ def _queue_notice(
         notice_id = store.claim_notice(conn, tenant.id, due.id, occurs_on)
         if notice_id is None:
             return None
-        message = repo.insert_outbound(
+        message = outbox.insert_outbound(
             conn, tenant_id=tenant.id, conversation_id=conversation.id,
             idempotency_key=f"date_notice:{due.id}:{occurs_on.isoformat()}", body=text.body,
             from_address=tenant.whatsapp_sender, to_address=user.address,
@@ -170,9 +169,9 @@ def sweep_date_notices(now: datetime | str | None = None) -> int:
     settings = get_settings()
     # Listing tenants is the only cross-tenant read; each tenant's work is scoped to it.
     with connect_platform(settings) as conn:
-        tenants = store.tenant_ids(conn)
+        due_tenants = store.tenant_ids(conn)
     queued = 0
-    for tenant_id in tenants:
+    for tenant_id in due_tenants:
         try:
             queued += send_date_notices(str(tenant_id), moment)
         except Exception:

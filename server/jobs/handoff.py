@@ -35,8 +35,7 @@ from server.jobs.common import connect, redis_for
 from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_PROCESS, Settings, get_settings
-from store import conversations, identity
-from store import repository as repo
+from store import conversations, identity, outbox, tenants
 from store.locks import conversation_lock, held
 from store.records import Conversation, Tenant
 
@@ -96,7 +95,7 @@ def hand_back(
     settings = get_settings()
     bind_correlation_id(correlation_id, job="hand_back", conversation_id=conversation_id)
     with connect(settings, tenant_id) as conn, held(conn, conversation_lock(conversation_id)):
-        conversation = repo.conversation_by_id(conn, UUID(conversation_id))
+        conversation = conversations.conversation_by_id(conn, UUID(conversation_id))
         if conversation is None or conversation.state not in conversations.WITH_STAFF:
             log.info("nothing to hand back", state=conversation and conversation.state)
             return "not with staff"
@@ -133,8 +132,8 @@ def _prepare(
     conn: Conn, conversation: Conversation, cid: str
 ) -> tuple[Tenant, Context, RunnableConfig]:
     """The tenant, run context and thread config to run `conversation`'s graph."""
-    tenant = repo.tenant_by_id(conn, conversation.tenant_id)
-    user = repo.user_by_id(conn, conversation.user_id)
+    tenant = tenants.tenant_by_id(conn, conversation.tenant_id)
+    user = tenants.user_by_id(conn, conversation.user_id)
     assert tenant is not None and user is not None
     context = runner.context_for(tenant, user, identity.entitlement(conn, tenant.id, user.id))
     return tenant, context, runner.run_config(tenant, user, conversation, cid, [])
@@ -153,7 +152,7 @@ def _resume(
         conn, settings, tenant=tenant, resume=resume, context=context, config=config
     )
     with conn.transaction():
-        repo.record_ai_result(
+        conversations.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=[],
             reply=None, model=context.model, error=None, duration_ms=runner.ms_since(started),
             route="handoff", route_reason="Resumed from support.", interrupted=result.interrupted,
@@ -168,7 +167,7 @@ def take_over(
     settings = get_settings()
     bind_correlation_id(correlation_id, job="take_over", conversation_id=conversation_id)
     with connect(settings, tenant_id) as conn, held(conn, conversation_lock(conversation_id)):
-        conversation = repo.conversation_by_id(conn, UUID(conversation_id))
+        conversation = conversations.conversation_by_id(conn, UUID(conversation_id))
         if conversation is None or conversation.state != "ACTIVE":
             return "not active"
         tenant, context, config = _prepare(conn, conversation, correlation_id)
@@ -197,8 +196,8 @@ def auto_return(tenant_id: str, conversation_id: str) -> str:
     cid = f"auto-return-{conversation_id}"
     bind_correlation_id(cid, job="auto_return", conversation_id=conversation_id)
     with connect(settings, tenant_id) as conn, held(conn, conversation_lock(conversation_id)):
-        conversation = repo.conversation_by_id(conn, UUID(conversation_id))
-        tenant = repo.tenant_by_id(conn, UUID(tenant_id))
+        conversation = conversations.conversation_by_id(conn, UUID(conversation_id))
+        tenant = tenants.tenant_by_id(conn, UUID(tenant_id))
         handoff = conversations.handoff_of(conn, UUID(conversation_id))
         if conversation is None or tenant is None or handoff is None:
             return "missing"
@@ -239,9 +238,9 @@ def _send(
     cid: str, *, purpose: str,
 ) -> None:  # fmt: skip
     """Put `parts` in the conversation's outbox (once per `key`)."""
-    user = repo.user_by_id(conn, conversation.user_id)
+    user = tenants.user_by_id(conn, conversation.user_id)
     assert user is not None
-    repo.insert_outbound_parts(
+    outbox.insert_outbound_parts(
         conn, tenant=tenant, conversation_id=conversation.id, to_address=user.address,
         parts=[part for text in parts for part in split_body(text)], key=key,
         correlation_id=cid, purpose=purpose,

@@ -28,8 +28,7 @@ from server.jobs.common import connect
 from server.logs import bind_correlation_id
 from server.privacy import flush_traces, tracing_config
 from server.settings import get_settings
-from store import identity, memory, pii
-from store import repository as repo
+from store import conversations, identity, inbox, memory, pii, tenants
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +94,7 @@ def extract_memories(
         return "nothing to read"
     knobs = EmbeddingSettings()
     with connect(settings, tenant_id) as conn:
-        conversation = repo.conversation_by_id(conn, UUID(conversation_id))
+        conversation = conversations.conversation_by_id(conn, UUID(conversation_id))
         if conversation is None:
             log.warning("no such conversation; nothing to remember")
             return "missing"
@@ -104,7 +103,7 @@ def extract_memories(
             return "disabled"
         texts = []
         for message_id in message_ids:
-            message = repo.message_by_id(conn, message_id)
+            message = inbox.message_by_id(conn, message_id)
             if (
                 message is not None
                 and message.conversation_id == conversation.id
@@ -115,7 +114,7 @@ def extract_memories(
         text = "\n".join(texts)
         if not has_first_person_cue(text):
             return "no cue"
-        tenant = repo.tenant_by_id(conn, conversation.tenant_id)
+        tenant = tenants.tenant_by_id(conn, conversation.tenant_id)
         if tenant is None:
             return "missing"
         policy = pii.effective_policy(tenant.pii_policy, tenant.trace_privacy)

@@ -32,8 +32,7 @@ from server.jobs.common import connect, redis_for
 from server.jobs.date_notice_text import format_moment, user_zone
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_SEND, Settings, get_settings
-from store import conversations
-from store import repository as repo
+from store import conversations, outbox, tenants
 
 log = structlog.get_logger(__name__)
 
@@ -113,8 +112,8 @@ def _deliver(
     conn: Conn, tenant_id: UUID, reminder: dict[str, Any], correlation_id: str
 ) -> UUID | None:
     """Write the reminder's message to the outbox; return its conversation (None: failed)."""
-    tenant = repo.tenant_by_id(conn, tenant_id)
-    user = repo.user_by_id(conn, reminder["user_id"])
+    tenant = tenants.tenant_by_id(conn, tenant_id)
+    user = tenants.user_by_id(conn, reminder["user_id"])
     assert tenant is not None and user is not None
     conversation = conversations.latest_for_user(conn, user.id)
     if conversation is None:
@@ -128,7 +127,7 @@ def _deliver(
     language = language_of_locale(user.locale or tenant.default_locale)
     # The reminder's time as its template's `when` shows it, in the user's time zone.
     local = reminder["due_at"].astimezone(user_zone(user.timezone, tenant.timezone))
-    message = repo.insert_outbound(
+    message = outbox.insert_outbound(
         conn, tenant_id=tenant.id, conversation_id=conversation.id,
         idempotency_key=f"reminder:{reminder['id']}",
         body=_BODY[language].format(text=reminder["text"]),

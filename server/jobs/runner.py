@@ -38,8 +38,7 @@ from server import metrics
 from server.metrics_llm import LLMMetrics
 from server.privacy import flush_traces, tracers_for
 from server.settings import Settings, get_settings
-from store import identity
-from store import repository as repo
+from store import conversations, identity
 from store.memory import memory_store
 from store.pii import effective_policy
 from store.records import Conversation, Message, Tenant, User
@@ -126,7 +125,7 @@ def human_message(message: Message) -> HumanMessage:
 def _history(conn: Conn, conversation: Conversation, before: int) -> list[AnyMessage]:
     """The conversation's recent exchange from Postgres, for a thread with no checkpoint."""
     history: list[AnyMessage] = []
-    for message in repo.recent_history(conn, conversation.id, before, HISTORY_REBUILD):
+    for message in conversations.recent_history(conn, conversation.id, before, HISTORY_REBUILD):
         if message.direction == "inbound":
             history.append(human_message(message))
         else:

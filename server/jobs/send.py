@@ -36,7 +36,7 @@ from server.jobs.queue import enqueue_send, send_job_data
 from server.jobs.templating import TemplateSend, TemplateUnavailable, closed_window_send
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_SEND, Settings, get_settings
-from store import repository as repo
+from store import conversations, inbox, outbox, tenants
 from store.locks import send_lock, try_lock, unlock
 from store.records import Message, Tenant, User
 
@@ -73,14 +73,14 @@ def send_whatsapp_message(
             log.info("another job is sending this message")
             return "in flight"
         try:
-            message = repo.message_by_id(conn, message_id)
+            message = inbox.message_by_id(conn, message_id)
             if message is None or message.direction != "outbound":
                 log.warning("no such outbound message; nothing to do")
                 return "missing"
             if message.status not in ("pending", "dispatching"):
                 log.info("already handled", status=message.status)
                 return message.status
-            first = repo.first_pending_outbound(conn, message.conversation_id)
+            first = outbox.first_pending_outbound(conn, message.conversation_id)
             if first is not None and first.id != message.id:
                 log.info("an earlier message goes first; it will queue this one", first=first.id)
                 return "waiting"
@@ -109,12 +109,12 @@ def _already_sent(settings: Settings, tenant: Tenant, message: Message) -> Any |
 
 
 def _send(conn: Conn, settings: Settings, message: Message) -> str:
-    conversation = repo.conversation_by_id(conn, message.conversation_id)
-    tenant = repo.tenant_by_id(conn, message.tenant_id)
-    user = repo.user_by_id(conn, conversation.user_id) if conversation else None
+    conversation = conversations.conversation_by_id(conn, message.conversation_id)
+    tenant = tenants.tenant_by_id(conn, message.tenant_id)
+    user = tenants.user_by_id(conn, conversation.user_id) if conversation else None
     assert conversation is not None and tenant is not None and user is not None
     if user.opted_out_at is not None and message.purpose not in _COMPLIANCE:
-        repo.mark_failed(conn, message.id, "Not sent: the user opted out (STOP).",
+        outbox.mark_failed(conn, message.id, "Not sent: the user opted out (STOP).",
                          status="suppressed")  # fmt: skip
         metrics.observe_send("suppressed")
         log.info("suppressed: the user opted out")
@@ -131,18 +131,18 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
         except (TwilioException, requests.RequestException) as exc:
             raise _Retry(f"could not check an interrupted send: {_describe(exc)}", None) from exc
         if earlier is not None:
-            repo.mark_sent(conn, message.id, str(earlier.sid), str(earlier.status or "queued"))
+            outbox.mark_sent(conn, message.id, str(earlier.sid), str(earlier.status or "queued"))
             metrics.observe_send("sent")
             log.warning("an interrupted send had got through; recorded it, not sending again",
                         provider_sid=earlier.sid)  # fmt: skip
             return "sent"
-    repo.begin_send(conn, message.id)
+    outbox.begin_send(conn, message.id)
     return _create(conn, settings, message, tenant, user, use_template=template)
 
 
 def _no_template(conn: Conn, message: Message, exc: TemplateUnavailable) -> str:
     """Fail a message that needs a template it cannot have, with the reason (code 63016)."""
-    repo.mark_failed(conn, message.id, exc.reason, error_code=OUTSIDE_WINDOW)
+    outbox.mark_failed(conn, message.id, exc.reason, error_code=OUTSIDE_WINDOW)
     metrics.observe_send("failed", OUTSIDE_WINDOW)
     purpose = template_purpose(message.purpose)
     metrics.observe_template_send(purpose, exc.outcome)
@@ -191,13 +191,13 @@ def _create(
                      purpose=template.purpose, language=template.language)  # fmt: skip
             return _create(conn, settings, message, tenant, user, use_template=template)
         if code == UNSUBSCRIBED:
-            repo.set_opted_out(conn, user.id, opted_out=True)
-        repo.mark_failed(conn, message.id, error, error_code=code)
+            tenants.set_opted_out(conn, user.id, opted_out=True)
+        outbox.mark_failed(conn, message.id, error, error_code=code)
         metrics.observe_send("failed", code)
         log.error("send failed", error=error, code=code)
         return "failed"
     template_sid = use_template.content_sid if use_template is not None else None
-    repo.mark_sent(conn, message.id, str(sent.sid), str(sent.status or "queued"), template_sid)
+    outbox.mark_sent(conn, message.id, str(sent.sid), str(sent.status or "queued"), template_sid)
     metrics.observe_send("sent")
     if use_template is not None:
         metrics.observe_template_send(use_template.purpose, "sent")
@@ -227,13 +227,13 @@ def _retry_or_fail(
     conn: Conn, settings: Settings, message: Message, attempt: int, retry: _Retry
 ) -> str:
     if attempt + 1 >= settings.send_max_attempts:
-        repo.mark_failed(conn, message.id, f"{retry.error} (gave up after {attempt + 1} tries)",
+        outbox.mark_failed(conn, message.id, f"{retry.error} (gave up after {attempt + 1} tries)",
                          error_code=retry.code)  # fmt: skip
         metrics.observe_send("failed", retry.code)
         log.error("send failed for good", error=retry.error, attempts=attempt + 1)
         queue_next_send(conn, settings, message.conversation_id, after=message.id)
         return "failed"
-    repo.record_attempt(conn, message.id, retry.error, retry.code)
+    outbox.record_attempt(conn, message.id, retry.error, retry.code)
     metrics.observe_send("retrying", retry.code)
     delay = backoff(settings, attempt)
     job = send_job_data(message, attempt + 1)
@@ -241,7 +241,7 @@ def _retry_or_fail(
         timedelta(seconds=delay), job.func, args=job.args, job_timeout=job.timeout,
         meta=job.meta, description=job.description,
     )  # fmt: skip
-    repo.mark_enqueued(conn, [message.id])
+    inbox.mark_enqueued(conn, [message.id])
     log.warning("send failed; retrying", error=retry.error, delay=round(delay, 2))
     return "retrying"
 
@@ -251,7 +251,7 @@ def queue_next_send(
 ) -> None:
     """Queue the send of the conversation's oldest outbound message still waiting, if any
     (other than `after`, the one just handled: a send never re-queues itself)."""
-    following = repo.first_pending_outbound(conn, conversation_id)
+    following = outbox.first_pending_outbound(conn, conversation_id)
     if following is not None and following.id != after:
         enqueue_send(redis_for(settings), following)
-        repo.mark_enqueued(conn, [following.id])
+        inbox.mark_enqueued(conn, [following.id])

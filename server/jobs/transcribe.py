@@ -2,7 +2,7 @@
 
 The relay sends an inbound message with audio here instead of to `process_ai_response`; the
 turn job does not answer a conversation past a voice note still waiting for its transcript
-(`repo.unanswered_inbound`). This job settles the voice note (done, failed or skipped, with
+(`inbox.unanswered_inbound`). This job settles the voice note (done, failed or skipped, with
 the reason kept on the message) and then queues the turn, which answers the transcript as the
 user's text, or asks the user to type when there is none. Run again, it changes nothing and
 only queues the turn again (harmless: turns are idempotent).
@@ -32,8 +32,7 @@ from server.jobs.common import connect, final_attempt, redis_for
 from server.jobs.queue import turn_job_data
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_PROCESS, Settings, VoiceSettings, get_settings
-from store import identity
-from store import repository as repo
+from store import conversations, identity, inbox, tenants
 from store.locks import transcribe_lock, try_lock, unlock
 from store.records import Message, Tenant, User
 
@@ -48,7 +47,7 @@ def transcribe_audio(tenant_id: str, message_id: int, correlation_id: str) -> st
     settings = get_settings()
     bind_correlation_id(correlation_id, message_id=message_id, job="transcribe_audio")
     with connect(settings, tenant_id) as conn:
-        message = repo.message_by_id(conn, message_id)
+        message = inbox.message_by_id(conn, message_id)
         if message is None or message.direction != "inbound":
             log.warning("no such inbound message; nothing to do")
             return "missing"
@@ -69,14 +68,14 @@ def transcribe_audio(tenant_id: str, message_id: int, correlation_id: str) -> st
 
 def _settle(conn: Conn, settings: Settings, voice: VoiceSettings, message: Message) -> str:
     """Transcribe the message, or record why not; return the outcome."""
-    conversation = repo.conversation_by_id(conn, message.conversation_id)
+    conversation = conversations.conversation_by_id(conn, message.conversation_id)
     assert conversation is not None
-    tenant = repo.tenant_by_id(conn, conversation.tenant_id)
-    user = repo.user_by_id(conn, conversation.user_id)
+    tenant = tenants.tenant_by_id(conn, conversation.tenant_id)
+    user = tenants.user_by_id(conn, conversation.user_id)
     assert tenant is not None and user is not None
     skip = _skip_reason(conn, tenant, user)
     if skip is not None:
-        repo.record_transcript(conn, message.id, status="skipped", error=skip)
+        inbox.record_transcript(conn, message.id, status="skipped", error=skip)
         log.info("voice note not transcribed", reason=skip)
         return "skipped"
     item = next(m for m in message.media if is_audio(str(m.get("content_type", ""))))
@@ -98,13 +97,13 @@ def _settle(conn: Conn, settings: Settings, voice: VoiceSettings, message: Messa
         transient = not isinstance(exc, TranscriptionFailed) or exc.transient
         error = f"{type(exc).__name__}: {exc}"
         if transient and not final_attempt():
-            repo.note_transcription_attempt(conn, message.id, error)
+            inbox.note_transcription_attempt(conn, message.id, error)
             log.warning("voice note not transcribed yet; the job will retry", error=error)
             raise
         return _fail(conn, message, error)
     if not transcript.text:
         return _fail(conn, message, "nothing was said (empty transcript)")
-    repo.record_transcript(
+    inbox.record_transcript(
         conn, message.id, status="done", transcript=transcript.text,
         language=transcript.language, confidence=transcript.confidence,
         unsure=transcript.unsure, audio_seconds=seconds or transcript.seconds,
@@ -128,23 +127,23 @@ def _skip_reason(conn: Conn, tenant: Tenant, user: User) -> str | None:
 
 
 def _fail(conn: Conn, message: Message, error: str) -> str:
-    repo.record_transcript(conn, message.id, status="failed", error=error)
+    inbox.record_transcript(conn, message.id, status="failed", error=error)
     log.warning("voice note could not be transcribed; the user is asked to type", error=error)
     return "failed"
 
 
 def _queue_turn(conn: Conn, settings: Settings, message: Message) -> None:
     """Queue the turn that answers the settled voice note (and what waited behind it)."""
-    current = repo.message_by_id(conn, message.id)
+    current = inbox.message_by_id(conn, message.id)
     if current is None or current.processed_at is not None:
         return
     try:
         Queue(QUEUE_PROCESS, connection=redis_for(settings)).enqueue_many(
             [turn_job_data(settings, current)]
         )
-        repo.mark_enqueued(conn, [current.id])
+        inbox.mark_enqueued(conn, [current.id])
     except RedisError as exc:  # the relay queues it instead, at its next pass
-        repo.requeue_inbound(conn, current.id)
+        inbox.requeue_inbound(conn, current.id)
         log.warning("could not queue the turn; the relay will", error=str(exc))
 
 

@@ -30,8 +30,7 @@ from server.jobs.memories import has_first_person_cue
 from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
 from server.settings import QUEUE_PROCESS, Settings, get_settings
-from store import conversations, identity
-from store import repository as repo
+from store import conversations, identity, inbox, outbox, tenants
 from store import turns as store_turns
 from store.cache import cached_profile, forget_user
 from store.locks import conversation_lock, try_lock, unlock
@@ -47,14 +46,14 @@ def process_ai_response(tenant_id: str, message_id: int, correlation_id: str) ->
     settings = get_settings()
     bind_correlation_id(correlation_id, message_id=message_id, job="process_ai_response")
     with connect(settings, tenant_id) as conn:
-        message = repo.message_by_id(conn, message_id)
+        message = inbox.message_by_id(conn, message_id)
         if message is None or message.direction != "inbound":
             log.warning("no such inbound message; nothing to do")
             return "missing"
         if message.processed_at is not None:
             log.info("already answered")
             return "already answered"
-        conversation = repo.conversation_by_id(conn, message.conversation_id)
+        conversation = conversations.conversation_by_id(conn, message.conversation_id)
         assert conversation is not None
         lock, outcome = conversation_lock(conversation.id), "busy"
         while True:
@@ -63,13 +62,13 @@ def process_ai_response(tenant_id: str, message_id: int, correlation_id: str) ->
                 return outcome
             try:
                 _debounce(conn, settings, conversation)
-                while pending := repo.unanswered_inbound(conn, conversation.id):
+                while pending := inbox.unanswered_inbound(conn, conversation.id):
                     _answer(conn, settings, conversation, pending)
                     outcome = "answered"
             finally:
                 unlock(conn, lock)
             # A message committed while we held the lock may have had its job turned away.
-            if not repo.unanswered_inbound(conn, conversation.id):
+            if not inbox.unanswered_inbound(conn, conversation.id):
                 return outcome
 
 
@@ -116,7 +115,7 @@ class Turn:
     def close(self, status: str, reason: str) -> None:
         """Close the turn's messages without a reply, with the reason kept on them."""
         with self.conn.transaction():
-            repo.mark_processed(self.conn, self.ids, status, reason)
+            inbox.mark_processed(self.conn, self.ids, status, reason)
 
     def notify(self, notice: str, purpose: str = "notice") -> None:
         """Answer the turn with one of the channel's fixed notices (no model)."""
@@ -126,12 +125,12 @@ class Turn:
         """Put the answer in the outbox and close the messages, atomically; then send."""
         key = f"{kind}:{self.ids[0]}-{self.ids[-1]}"
         with self.conn.transaction():
-            repo.insert_outbound_parts(
+            outbox.insert_outbound_parts(
                 self.conn, tenant=self.tenant, conversation_id=self.conversation.id,
                 to_address=self.user.address, parts=parts, key=key, correlation_id=self.cid,
                 purpose=purpose,
             )  # fmt: skip
-            repo.mark_processed(self.conn, self.ids, "answered")
+            inbox.mark_processed(self.conn, self.ids, "answered")
         log.info("turn answered", parts=len(parts), purpose=purpose)
         queue_next_send(self.conn, self.settings, self.conversation.id)
 
@@ -140,8 +139,8 @@ def _answer(
     conn: Conn, settings: Settings, conversation: Conversation, pending: list[Message]
 ) -> None:
     """Answer one turn: the waiting messages, merged, in arrival order."""
-    tenant = repo.tenant_by_id(conn, conversation.tenant_id)
-    user = repo.user_by_id(conn, conversation.user_id)
+    tenant = tenants.tenant_by_id(conn, conversation.tenant_id)
+    user = tenants.user_by_id(conn, conversation.user_id)
     assert tenant is not None and user is not None
     keyword, upto = _last_keyword(pending)
     # Answer up to a keyword now; what follows it is the next turn, under the new choice.
@@ -156,7 +155,7 @@ def _answer(
 
     opted_out = user.opted_out_at is not None
     if (keyword == "opt_out" and not opted_out) or (keyword == "opt_in" and opted_out):
-        repo.set_opted_out(conn, user.id, opted_out=keyword == "opt_out")
+        tenants.set_opted_out(conn, user.id, opted_out=keyword == "opt_out")
         forget_user(redis_for(settings), tenant.id, user.id)
         turn.notify(keyword, purpose=keyword)
         log.info("opt choice recorded", choice=keyword)
@@ -165,10 +164,10 @@ def _answer(
         turn.close("suppressed", "The user opted out (STOP).")
         log.info("user opted out; message kept, no answer")
         return
-    current = repo.conversation_by_id(conn, conversation.id)
+    current = conversations.conversation_by_id(conn, conversation.id)
     if current is not None and current.state in conversations.WITH_STAFF:
         with conn.transaction():
-            repo.mark_processed(
+            inbox.mark_processed(
                 conn, turn.ids, "handoff", "With a person: kept for support staff, not answered."
             )
             # The user wrote back: the ball is in staff's court again.
@@ -262,7 +261,7 @@ def _model_answers_next(
         return False
     if _refusal(turn.user, rights, used + len(newer)) is not None:  # the next turn's quota check
         return False
-    current = repo.conversation_by_id(turn.conn, turn.conversation.id)
+    current = conversations.conversation_by_id(turn.conn, turn.conversation.id)
     return current is not None and current.state not in conversations.WITH_STAFF
 
 
@@ -361,12 +360,12 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runner.RunResult | N
         error = f"{type(exc).__name__}: {exc}"
         final = final_attempt()
         with conn.transaction():
-            repo.record_ai_result(
+            conversations.record_ai_result(
                 conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
                 reply=None, model=context.model, error=error, duration_ms=runner.ms_since(started),
             )  # fmt: skip
             if final:
-                repo.mark_processed(conn, ids, "failed", f"The assistant failed: {error}")
+                inbox.mark_processed(conn, ids, "failed", f"The assistant failed: {error}")
         log.error("graph run failed", error=error, final_attempt=final)
         if final:
             return None
@@ -375,7 +374,7 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runner.RunResult | N
         turn.pending = [m for m in pending if m.id in result.answered]
         ids, cid = turn.ids, turn.cid
     with conn.transaction():
-        repo.record_ai_result(
+        conversations.record_ai_result(
             conn, conversation=conversation, correlation_id=cid, inbound_ids=ids,
             reply=result.reply, model=context.model, error=None,
             duration_ms=runner.ms_since(started), route=result.route,

@@ -1,0 +1,188 @@
+"""The outbox: outbound messages queued by a turn or a job, sent by the send job, in order.
+
+Every function takes an open `psycopg.Connection`; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from store.query import columns, one, value
+from store.records import Message, Tenant
+
+_MSG = columns(Message)
+
+
+def insert_outbound(
+    conn: psycopg.Connection,
+    *,
+    tenant_id: UUID,
+    conversation_id: UUID,
+    idempotency_key: str,
+    body: str,
+    from_address: str,
+    to_address: str,
+    correlation_id: str,
+    purpose: str = "reply",
+    sent_by: str | None = None,
+    template_variables: Mapping[str, str] | None = None,
+) -> Message:
+    """Queue a message in the outbox; a second call with the same key returns the first row.
+
+    `template_variables` are the named values its template takes if the 24-hour window is
+    closed when it is sent (`server.jobs.templating`)."""
+    inserted = one(
+        conn,
+        Message,
+        f"""insert into messages (tenant_id, conversation_id, direction, idempotency_key,
+                body, from_address, to_address, status, correlation_id, purpose, sent_by,
+                template_variables)
+            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s, %s, %s, %s)
+            on conflict (tenant_id, idempotency_key) do nothing
+            returning {_MSG}""",
+        (tenant_id, conversation_id, idempotency_key, body, from_address, to_address,
+         correlation_id, purpose, sent_by, Jsonb(dict(template_variables or {}))),
+    )  # fmt: skip
+    if inserted is not None:
+        return inserted
+    existing = one(
+        conn,
+        Message,
+        f"select {_MSG} from messages where tenant_id = %s and idempotency_key = %s",
+        (tenant_id, idempotency_key),
+    )
+    assert existing is not None
+    return existing
+
+
+def insert_outbound_parts(
+    conn: psycopg.Connection,
+    *,
+    tenant: Tenant,
+    conversation_id: UUID,
+    to_address: str,
+    parts: Sequence[str],
+    key: str,
+    correlation_id: str,
+    purpose: str,
+    template_variables: Mapping[str, str] | None = None,
+) -> list[Message]:
+    """Queue the parts of one answer in order, each once (`key:index`), from the tenant's sender.
+
+    Each part carries `template_variables` (a template's `text` defaults to the part's body)."""
+    queued = []
+    for index, body in enumerate(parts):
+        queued.append(insert_outbound(
+            conn, tenant_id=tenant.id, conversation_id=conversation_id,
+            idempotency_key=f"{key}:{index}", body=body, from_address=tenant.whatsapp_sender,
+            to_address=to_address, correlation_id=correlation_id, purpose=purpose,
+            template_variables=template_variables,
+        ))  # fmt: skip
+    return queued
+
+
+def mark_sent(
+    conn: psycopg.Connection,
+    message_id: int,
+    provider_sid: str,
+    status: str,
+    template_sid: str | None = None,
+) -> None:
+    """Record that Twilio accepted an outbound message (a callback may already be ahead)."""
+    # message_status_rank's body: store/migrations/0002_channel.sql
+    conn.execute(
+        """update messages set provider_sid = %s, template_sid = %s, error = null,
+               error_code = null, processed_at = now(),
+               status = case when message_status_rank(status) < message_status_rank(%s)
+                             then %s else status end,
+               status_updated_at = now()
+           where id = %s""",
+        (provider_sid, template_sid, status, status, message_id),
+    )
+
+
+def mark_failed(
+    conn: psycopg.Connection,
+    message_id: int,
+    error: str,
+    *,
+    error_code: int | None = None,
+    status: str = "failed",
+) -> None:
+    """Close a message that could not be handled, with a reason a person can read."""
+    conn.execute(
+        """update messages set status = %s, error = %s, error_code = %s, processed_at = now(),
+               status_updated_at = now()
+           where id = %s""",
+        (status, error, error_code, message_id),
+    )
+
+
+def begin_send(conn: psycopg.Connection, message_id: int) -> None:
+    """Mark a send as under way, durably, before Twilio is called (a crash leaves it so).
+
+    'dispatching' is ours alone (Twilio reports a 'sending' of its own) and ranks below every
+    Twilio status, so whatever Twilio answers moves the message past it."""
+    conn.execute(
+        """update messages set status = 'dispatching', attempts = attempts + 1,
+               status_updated_at = now()
+           where id = %s and status in ('pending', 'dispatching')""",
+        (message_id,),
+    )
+
+
+def record_attempt(conn: psycopg.Connection, message_id: int, error: str, code: int | None) -> None:
+    """Note a failed send that will be retried: back to pending, with the reason."""
+    conn.execute(
+        "update messages set status = 'pending', error = %s, error_code = %s where id = %s",
+        (error, code, message_id),
+    )
+
+
+def apply_status(
+    conn: psycopg.Connection,
+    tenant_id: UUID,
+    provider_sid: str,
+    status: str,
+    error_code: int | None,
+) -> bool:
+    """Record a delivery status from Twilio; it applies only if it moves the message forward."""
+    # message_status_rank's body: store/migrations/0002_channel.sql
+    updated = value(
+        conn,
+        """update messages set status = %s, error_code = coalesce(%s, error_code),
+               status_updated_at = now()
+           where tenant_id = %s and provider_sid = %s and direction = 'outbound'
+             and message_status_rank(status) < message_status_rank(%s)
+           returning id""",
+        (status, error_code, tenant_id, provider_sid, status),
+    )
+    message_id = updated or value(
+        conn,
+        "select id from messages where tenant_id = %s and provider_sid = %s",
+        (tenant_id, provider_sid),
+    )
+    conn.execute(
+        """insert into message_status_events
+               (tenant_id, message_id, provider_sid, status, error_code, applied)
+           values (%s, %s, %s, %s, %s, %s)""",
+        (tenant_id, message_id, provider_sid, status, error_code, updated is not None),
+    )
+    return updated is not None
+
+
+def first_pending_outbound(conn: psycopg.Connection, conversation_id: UUID) -> Message | None:
+    """Return the conversation's oldest outbound message still waiting to be sent."""
+    return one(
+        conn,
+        Message,
+        f"""select {_MSG} from messages
+            where conversation_id = %s and direction = 'outbound'
+              and status in ('pending', 'dispatching')
+            order by id limit 1""",
+        (conversation_id,),
+    )
