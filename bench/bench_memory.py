@@ -142,7 +142,7 @@ def main() -> int:
         scope_session(conn, tenant)
         return conn, memory.memory_store(conn, embeddings=memory_embeddings, dims=384)
 
-    from graphs.embeddings import OfflineEmbeddings
+    from store.embeddings import OfflineEmbeddings
 
     memory_embeddings = OfflineEmbeddings()
     connections = {t: run(t) for t in tenant_ids}

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from graphs.embeddings import default_embeddings
+from store.embeddings import default_embeddings
 
 FACTS = {
     "dog_pt": "O cachorro do usuário se chama Rex.", "allergy_pt": "Sou alérgica a amendoim.",

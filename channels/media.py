@@ -1,11 +1,11 @@
-"""Download a media file Twilio hosts for a message, treating its URL as an attacker's input.
+"""Download a media file the provider hosts for a message, treating its URL as an attacker's input.
 
 The URL comes from a webhook form, so every hop is checked before a byte is sent: the scheme
 (HTTPS when the policy requires it), the host (on the allow-list), and the address the host
 resolves to, at connect time, so a DNS answer cannot change between check and use (no private,
 loopback, link-local or reserved address unless the allow-list names that host itself).
 Redirects are followed by hand, only to allowed hosts and at most `max_redirects` times. The
-tenant's Twilio credentials go only to the URL's own origin, never across a redirect. The size
+channel's credentials go only to the URL's own origin, never across a redirect. The size
 cap holds while streaming, a deadline bounds the whole download (a slow, endless stream), the
 declared content type must match the file's first bytes, and the audio's duration is capped.
 The temporary file is removed however the download or its use ends.
@@ -239,7 +239,7 @@ def download_media(
     content_type: str,
     *,
     policy: MediaPolicy,
-    credentials: tuple[str, str] | None = None,
+    auth: httpx.Auth | None = None,
 ) -> Iterator[DownloadedMedia]:
     """Download and check the audio at `url`, declared as `content_type`; yield it on disk.
 
@@ -253,7 +253,7 @@ def download_media(
     path = Path(name)
     try:
         with os.fdopen(handle, "wb") as out:
-            size = _fetch(url, content_type, policy, credentials, out)
+            size = _fetch(url, content_type, policy, auth, out)
         seconds = probe_seconds(path, policy.max_audio_seconds)
         yield DownloadedMedia(path=path, content_type=content_type, size=size, seconds=seconds)
     finally:
@@ -264,7 +264,7 @@ def _fetch(
     url: str,
     content_type: str,
     policy: MediaPolicy,
-    credentials: tuple[str, str] | None,
+    auth: httpx.Auth | None,
     out: Any,
 ) -> int:
     deadline = time.monotonic() + policy.max_seconds
@@ -280,9 +280,8 @@ def _fetch(
     ) as client:
         for hop in range(policy.max_redirects + 1):
             same_origin = (current.scheme, current.host, _port(current)) == origin
-            auth = httpx.BasicAuth(*credentials) if credentials and same_origin else None
             try:
-                with client.stream("GET", current, auth=auth) as response:
+                with client.stream("GET", current, auth=auth if same_origin else None) as response:
                     if response.status_code in _REDIRECTS:
                         location = response.headers.get("location")
                         if not location:

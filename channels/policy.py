@@ -1,14 +1,13 @@
-"""What the WhatsApp channel decides on its own: opt-out keywords, notices, Twilio error codes."""
+"""What the WhatsApp channel decides on its own, whatever the provider: opt-out keywords, the
+24-hour window, requests to erase one's data, and the notices that answer them."""
 
 from __future__ import annotations
 
-import enum
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 
-from graphs.language import fold
-from graphs.state import Language
+from graphs.language import Language, fold
 
 OPT_OUT_WORDS = frozenset({"stop", "parar", "sair", "cancelar"})
 OPT_IN_WORDS = frozenset({"start", "voltar"})
@@ -109,32 +108,3 @@ NOTICES: dict[str, dict[Language, str]] = {
         "that runs this service, through its official channels, with this WhatsApp number.",
     },
 }
-
-
-class SendOutcome(enum.Enum):
-    """What to do after Twilio refused a message."""
-
-    RETRY = "retry"
-    """Transient (network, 5xx, 429, 63018 rate limit): retry with backoff."""
-
-    TEMPLATE = "template"
-    """Outside the 24-hour window (63016): send the tenant's approved template instead."""
-
-    FAIL = "fail"
-    """Permanent (21610, 21211, 21614, 63003 and any other): fail now, no retry."""
-
-
-RATE_LIMITED = 63018
-OUTSIDE_WINDOW = 63016
-UNSUBSCRIBED = 21610
-
-
-def classify_twilio_error(status: int | None, code: int | None) -> SendOutcome:
-    """Decide the fate of a failed send from Twilio's HTTP status and error code."""
-    if code == OUTSIDE_WINDOW:
-        return SendOutcome.TEMPLATE
-    if code == RATE_LIMITED or status == 429 or (status is not None and status >= 500):
-        return SendOutcome.RETRY
-    if status is None and code is None:  # the request never got an answer
-        return SendOutcome.RETRY
-    return SendOutcome.FAIL

@@ -7,28 +7,30 @@ from types import TracebackType
 from typing import Self
 
 import structlog
-from twilio.rest import Client
+
+from channels.base import Channel
 
 log = structlog.get_logger(__name__)
 
 
 class TypingIndicator:
-    """Send the typing indicator for `message_sid` after `after` s, then every `every` s.
+    """Show typing in reply to `provider_message_id` after `after` s, then every `every` s.
 
     Use as a context manager around the slow work; nothing is sent when the work finishes
     sooner than `after`. Failures are logged and never interrupt the work.
     """
 
     def __init__(
-        self, client: Client | None, message_sid: str, *, after: float, every: float
+        self, channel: Channel | None, provider_message_id: str, *, after: float, every: float
     ) -> None:
-        self._client, self._sid, self._after, self._every = client, message_sid, after, every
+        self._channel, self._message_id = channel, provider_message_id
+        self._after, self._every = after, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="typing", daemon=True)
         self.sent = 0
 
     def __enter__(self) -> Self:
-        if self._client is not None and self._after > 0:
+        if self._channel is not None and self._after > 0:
             self._thread.start()
         return self
 
@@ -43,10 +45,8 @@ class TypingIndicator:
         wait = self._after
         while not self._stop.wait(wait):
             try:
-                assert self._client is not None
-                self._client.messaging.v2.typing_indicator.create(
-                    channel="whatsapp", message_id=self._sid
-                )
+                assert self._channel is not None
+                self._channel.send_typing(self._message_id)
                 self.sent += 1
             except Exception as exc:
                 log.warning("typing indicator failed", error=str(exc))

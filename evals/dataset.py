@@ -7,15 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from graphs.prompts import FEATURE_NAMES
-from graphs.state import Language, Route
+from graphs.features import FEATURES, ROUTES
+from graphs.language import Language
 from nodes.specialists import SPECIALISTS
 
 DATASET_PATH = Path(__file__).with_name("dataset.jsonl")
 """The evaluation set shipped with the code."""
-
-ROUTES: tuple[str, ...] = get_args(Route)
-"""The routes the router may choose."""
 
 TOOL_NAMES = frozenset(tool.name for s in SPECIALISTS.values() for tool in s.tools)
 """Every tool a specialist may call (the names the graph, the offline model and this set share)."""
@@ -49,7 +46,7 @@ class Example:
     @property
     def plan(self) -> list[str]:
         """The features the run context gets."""
-        return list(FEATURE_NAMES) if self.features is None else list(self.features)
+        return list(FEATURES) if self.features is None else list(self.features)
 
     @classmethod
     def from_dict(cls, data: Any) -> Example:
@@ -65,7 +62,7 @@ class Example:
         if data["language"] not in get_args(Language):
             raise DatasetError(f"language must be one of {get_args(Language)}")
         if data["route"] not in ROUTES:
-            raise DatasetError(f"route {data['route']!r} is not one of {ROUTES}")
+            raise DatasetError(f"route {data['route']!r} is not one of {tuple(ROUTES)}")
         tools = data.get("tools", [])
         if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
             raise DatasetError("'tools' must be a list of tool names")
@@ -77,8 +74,8 @@ class Example:
         _check_meaning(args)
         features = data.get("features")
         if features is not None:
-            if not isinstance(features, list) or any(f not in FEATURE_NAMES for f in features):
-                raise DatasetError(f"'features' must be a list of {sorted(FEATURE_NAMES)}")
+            if not isinstance(features, list) or any(f not in FEATURES for f in features):
+                raise DatasetError(f"'features' must be a list of {sorted(FEATURES)}")
             features = tuple(features)
         return cls(
             id=data["id"],
@@ -103,13 +100,13 @@ class Example:
 
 def _check_meaning(args: dict[str, Any]) -> None:
     """Refuse an expected amount or category that the tools themselves would refuse."""
-    from tools import categories
+    from store import categories
     from tools._runtime import ToolError
     from tools.amounts import parse_amount
 
     if "category" in args and categories.find(str(args["category"])) is None:
         raise DatasetError(
-            f"category {args['category']!r} is not on the canonical list (tools/categories.py); "
+            f"category {args['category']!r} is not on the canonical list (store/categories.py); "
             f"use one of: {categories.allowed()}"
         )
     if "amount" in args:

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tools import categories
+from store import categories
 from tools._runtime import ToolError
 from tools.amounts import parse_amount
-from tools.dates import resolve_date, resolve_datetime, resolve_month_day
+from tools.dates import resolve_date, resolve_month_day
+from tools.times import resolve_datetime
 
 _MISSING = object()
 

@@ -48,13 +48,6 @@ def _model_label() -> str:
     return Context().model
 
 
-def _quiet_logs() -> None:
-    """Keep the graph's info logs out of the table; warnings still show on stderr."""
-    from server.logs import configure_logging
-
-    configure_logging("development", "WARNING")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Describe the command's options."""
     parser = argparse.ArgumentParser(
@@ -117,7 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from evals.target import GraphTarget
 
-    _quiet_logs()
     verdicts = evaluate(examples, GraphTarget())
     print(report(verdicts, _model_label()))
     overall = score(verdicts)[0].passed
@@ -154,7 +146,6 @@ def _run_langsmith(examples: list[Example], args: argparse.Namespace) -> int:
     if not has_api_key():
         print(NO_KEY_MESSAGE, file=sys.stderr)
         return 2
-    _quiet_logs()
     try:
         results = run_experiment(
             examples,

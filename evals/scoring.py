@@ -20,8 +20,7 @@ from typing import Any
 
 from evals.dataset import Example
 from evals.meaning import arguments_match
-from graphs.language import detect_language
-from graphs.state import Language
+from graphs.language import Language, detect_language
 
 
 @dataclass(frozen=True)

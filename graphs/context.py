@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from graphs import prompts
+from graphs.features import FEATURES
 from graphs.settings import LLMSettings
 
 
@@ -29,7 +30,8 @@ class Context:
     """How the router chooses a specialist; `{choices}` and `{active}` are filled in."""
 
     finance_prompt: str = prompts.FINANCE_PROMPT
-    """The finance specialist's instructions."""
+    """The finance specialist's instructions (each specialist's field is named in
+    `graphs.features`)."""
 
     relationships_prompt: str = prompts.RELATIONSHIPS_PROMPT
     """The relationships specialist's instructions."""
@@ -58,7 +60,7 @@ class Context:
     timezone: str = "America/Sao_Paulo"
     """The user's IANA timezone."""
 
-    features: list[str] = field(default_factory=lambda: list(prompts.FEATURE_NAMES))
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
     """The features this user's plan and flags enable; the assistant offers only these."""
 
     pii_policy: str = "keep"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Literal
 
-from graphs.state import Language
+Language = Literal["pt", "en"]
+"""The languages the assistant speaks (and the channel's notices are written in)."""
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 _PT_ONLY_CHARS = frozenset("ãõçâêôàáéíóú")

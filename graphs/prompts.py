@@ -1,8 +1,11 @@
 """Prompt text. Placeholders are filled by the nodes that use them, with `render`."""
 
 import re
+from collections.abc import Collection, Iterable
 
-from tools import categories
+from graphs.features import FEATURES, ROUTES
+from graphs.language import Language
+from store import categories
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -85,13 +88,11 @@ follow-up such as "e ontem?" or "and last month?" belongs to it); switch when th
 Choose handoff only when the user wants a person, is clearly frustrated with the assistant, or
 asks for something no specialist can do. Give a short reason."""
 
-ROUTE_DESCRIPTIONS = {
-    "general": "general: conversation, greetings, help about what the assistant can do, and "
-    "remembering or recalling facts the user shares about themselves",
-    "finance": "finance: expenses, income, payments, balances, spending by category",
-    "relationships": "relationships: people, birthdays, anniversaries, important dates, reminders",
-    "handoff": "handoff: a human agent takes over the conversation",
-}
+
+def route_choices(routes: Iterable[str]) -> str:
+    """Fill the router prompt's `{choices}`: one line per route, with what it is for."""
+    return "\n".join(f"- {name}: {ROUTES[name].description}" for name in routes)
+
 
 VOICE_NOTES = """A message starting with [voice note] is what the user said in audio, transcribed.
 When it ends with (transcription unsure), start by saying briefly what you understood and ask
@@ -104,20 +105,15 @@ MEMORIES_HEADER = "What you remember about this user (use it when relevant):"
 CAPABILITIES_MARKER = "What you can do for this user:"
 """Starts the system prompt's line that lists the user's features (the offline model reads it)."""
 
-FEATURE_NAMES = {
-    "finance": {"pt": "controlar seus gastos e receitas", "en": "track your spending and income"},
-    "relationships": {
-        "pt": "lembrar pessoas e datas importantes",
-        "en": "remember people and important dates",
-    },
-    "long_term_memory": {"pt": "lembrar o que você me contar", "en": "remember what you tell me"},
-    "audio_transcription": {"pt": "entender áudios", "en": "understand voice notes"},
-    "human_handoff": {"pt": "chamar um atendente humano", "en": "bring in a human agent"},
-    "reminders": {"pt": "mandar lembretes", "en": "send you reminders"},
-}
-"""How each feature is offered to the user, in each language."""
-
 NO_FEATURES = {"pt": "conversar", "en": "chat"}
+"""What the assistant offers a user whose plan enables no feature."""
+
+
+def capabilities(features: Collection[str], language: Language) -> str:
+    """Fill `{capabilities}`: what this user's features offer them, in their language."""
+    offers = [FEATURES[name].offers[language] for name in sorted(features) if name in FEATURES]
+    return "; ".join(offers) if offers else NO_FEATURES[language]
+
 
 LANGUAGE_NAMES = {"pt": "Brazilian Portuguese", "en": "English"}
 

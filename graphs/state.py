@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
-Language = Literal["pt", "en"]
-Route = Literal["general", "finance", "relationships", "handoff"]
+from graphs.language import Language
 
 
 @dataclass
@@ -33,8 +32,8 @@ class State(InputState):
     memories: list[str] = field(default_factory=list)
     """Long-term memories relevant to this turn, retrieved before routing."""
 
-    route: Route | Literal[""] = ""
-    """Where the router sent this turn."""
+    route: str = ""
+    """Where the router sent this turn: a name in `graphs.features.ROUTES`."""
 
     route_reason: str = ""
     """Why, in the router's words (or the rule that decided without a model)."""

@@ -15,8 +15,8 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.runtime import Runtime
 
 from graphs.context import Context
-from graphs.language import detect_language, language_of_locale
-from graphs.state import Language, State
+from graphs.language import Language, detect_language, language_of_locale
+from graphs.state import State
 
 
 def _local_now(timezone: str) -> datetime:

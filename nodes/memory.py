@@ -14,14 +14,13 @@ import structlog
 from langgraph.runtime import Runtime
 
 from graphs.context import Context
-from graphs.settings import EmbeddingSettings
+from graphs.features import LONG_TERM_MEMORY
 from graphs.state import State
 from nodes.context import turn_text
 from store import memory
+from store.settings import EmbeddingSettings
 
 log = structlog.get_logger(__name__)
-
-FEATURE = "long_term_memory"
 
 
 def retrieve_memories(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -29,7 +28,7 @@ def retrieve_memories(state: State, runtime: Runtime[Context]) -> dict[str, Any]
     context = runtime.context
     if (
         context is None
-        or FEATURE not in (context.features or [])
+        or LONG_TERM_MEMORY.name not in (context.features or [])
         or runtime.store is None
         or not context.tenant_id
         or not context.user_id

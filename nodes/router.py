@@ -1,9 +1,9 @@
 """Route the turn to one specialist, or to a person.
 
 The choice is one structured-output call among the routes this user's plan enables (feature
-flags decide which exist in the choice). Two cases need no model at all: an explicit request
-for a person goes straight to handoff, and a user with only the general assistant has nothing
-to choose between.
+flags decide which exist in the choice: `graphs.features.routes_for`). Two cases need no model
+at all: an explicit request for a person goes straight to handoff, and a user with only the
+general assistant has nothing to choose between.
 """
 
 from __future__ import annotations
@@ -21,17 +21,15 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from graphs.context import Context
+from graphs.features import GENERAL, HANDOFF, routes_for
 from graphs.language import fold
-from graphs.prompts import ROUTE_DESCRIPTIONS, render
+from graphs.prompts import render, route_choices
 from graphs.state import State
 from graphs.structured import error_text, failure_reason, invoke_structured
 from nodes.context import turn_text
 from store.pii import mask_pii
 
 log = structlog.get_logger(__name__)
-
-SPECIALIST_FEATURES = {"finance": "finance", "relationships": "relationships"}
-"""The feature flag each specialist needs; `general` needs none."""
 
 ROUTER_HISTORY = 6
 """How many recent messages the router reads besides the turn itself."""
@@ -67,15 +65,6 @@ def asks_for_human(text: str) -> bool:
     return bool(_HUMAN_REQUEST.search(fold(text)))
 
 
-def routes_for(features: list[str]) -> list[str]:
-    """The routes this user's plan enables, general first."""
-    routes = ["general"]
-    routes += [route for route, feature in SPECIALIST_FEATURES.items() if feature in features]
-    if "human_handoff" in features:
-        routes.append("handoff")
-    return routes
-
-
 class RouteDecision(BaseModel):
     """Where the turn goes and why."""
 
@@ -103,22 +92,18 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     context = runtime.context or Context()
     routes = routes_for(context.features)
     text = turn_text(state.messages)
-    if "handoff" in routes and asks_for_human(text):
-        return _decided("handoff", "The user asked for a person.", state)
+    if HANDOFF.name in routes and asks_for_human(text):
+        return _decided(HANDOFF.name, "The user asked for a person.", state)
     if len(routes) == 1:
         return _decided(routes[0], "The only route this user's plan enables.", state)
     active = state.active_specialist if state.active_specialist in routes else "none"
-    system = render(
-        context.router_prompt,
-        choices="\n".join(f"- {ROUTE_DESCRIPTIONS[r]}" for r in routes),
-        active=active,
-    )
+    system = render(context.router_prompt, choices=route_choices(routes), active=active)
     model = context.router_model or context.model
     messages = [SystemMessage(system), *_recent(state.messages)]
     try:
         decision = invoke_structured(model, decision_schema(routes), messages)
     except Exception as exc:  # a bad or failed routing call must not cost the user an answer
-        fallback = active if active != "none" else "general"
+        fallback = active if active != "none" else GENERAL.name
         reason = failure_reason(exc)
         log.warning(
             "routing call failed; using a fallback",
@@ -148,7 +133,7 @@ def _loggable(exc: Exception, reason: str) -> str:
 
 def _decided(chosen: str, reason: str, state: State) -> dict[str, Any]:
     update: dict[str, Any] = {"route": chosen, "route_reason": reason}
-    if chosen != "handoff":
+    if chosen != HANDOFF.name:
         update["active_specialist"] = chosen
     log.info("routed", route=chosen, reason=reason, previous=state.active_specialist or None)
     return update

@@ -8,7 +8,7 @@ answers the model with the error, and the run goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,67 +19,65 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from graphs import features
 from graphs.context import Context
+from graphs.language import Language
 from graphs.models import load_chat_model
 from graphs.prompts import (
-    FEATURE_NAMES,
     LANGUAGE_NAMES,
     MEMORIES_HEADER,
-    NO_FEATURES,
     VOICE_NOTES,
+    capabilities,
     date_notice_promise,
     render,
 )
-from graphs.state import Language, State
+from graphs.state import State
 from tools.finance import FINANCE_TOOLS
 from tools.handoff import request_human
 from tools.memory import MEMORY_TOOLS
 from tools.relationships import RELATIONSHIP_TOOLS
+from tools.reminders import cancel_reminder, list_reminders, schedule_reminder
 
 MAX_TOOL_ROUNDS = 5
 """Model calls with tools per turn before the specialist must answer in text."""
 
-_REMINDER_TOOLS = frozenset({"schedule_reminder", "list_reminders", "cancel_reminder"})
+_REMINDER_TOOLS: tuple[BaseTool, ...] = (schedule_reminder, list_reminders, cancel_reminder)
+
+TOOLSETS: Mapping[str, tuple[BaseTool, ...]] = {
+    "memory": tuple(MEMORY_TOOLS),
+    "finance": tuple(FINANCE_TOOLS),
+    "relationships": tuple(t for t in RELATIONSHIP_TOOLS if t not in _REMINDER_TOOLS),
+    "reminders": _REMINDER_TOOLS,
+    "handoff": (request_human,),
+}
+"""The tools behind each toolset name that `graphs.features` uses."""
 
 
 @dataclass(frozen=True)
 class Specialist:
-    """One specialist: its prompt (a run-context field) and the tools it may use."""
+    """One specialist: its prompt (a run-context field) and its tools, by toolset."""
 
     name: str
     prompt_field: str
-    tools: tuple[BaseTool, ...]
-    tool_feature: Callable[[str], str | None]
-    """The feature a tool needs, by tool name (None: the specialist's own feature suffices)."""
+    toolsets: Mapping[str, tuple[BaseTool, ...]]
 
-    def allowed_tools(self, features: list[str]) -> list[BaseTool]:
-        """The tools this user's plan lets the specialist use."""
-        allowed = []
-        for candidate in self.tools:
-            needed = "human_handoff" if candidate.name == "request_human" else None
-            needed = needed or self.tool_feature(candidate.name)
-            if needed is None or needed in features:
-                allowed.append(candidate)
-        return allowed
+    @property
+    def tools(self) -> tuple[BaseTool, ...]:
+        """Every tool it may bind, in the order the model sees them."""
+        return tuple(tool for tools in self.toolsets.values() for tool in tools)
+
+    def allowed_tools(self, enabled: Collection[str]) -> list[BaseTool]:
+        """The tools the `enabled` features let the specialist use."""
+        unlocked = features.unlocked(enabled)
+        return [tool for name, tools in self.toolsets.items() if name in unlocked for tool in tools]
 
 
-def _relationships_feature(name: str) -> str | None:
-    return "reminders" if name in _REMINDER_TOOLS else None
+def _specialist(route: features.Route) -> Specialist:
+    return Specialist(route.name, route.prompt, {name: TOOLSETS[name] for name in route.toolsets})
 
 
-SPECIALISTS = {
-    "general": Specialist(
-        "general", "system_prompt", (*MEMORY_TOOLS, request_human),
-        lambda name: "long_term_memory" if name != "request_human" else None,
-    ),
-    "finance": Specialist(
-        "finance", "finance_prompt", (*FINANCE_TOOLS, request_human), lambda _: None
-    ),
-    "relationships": Specialist(
-        "relationships", "relationships_prompt", (*RELATIONSHIP_TOOLS, request_human),
-        _relationships_feature,
-    ),
-}  # fmt: skip
+SPECIALISTS = {name: _specialist(route) for name, route in features.SPECIALISTS.items()}
+"""Every specialist the graph has, by route name, built from `graphs.features`."""
 
 
 def _turn_rounds(messages: list[AnyMessage]) -> int:
@@ -104,16 +102,11 @@ def system_prompt(template: str, state: State, context: Context) -> str:
         local_time=state.local_time,
         timezone=context.timezone,
         persona=context.persona,
-        capabilities=_capabilities(context.features, language),
+        capabilities=capabilities(context.features, language),
         memories=_memories(state.memories),
-        voice_notes=VOICE_NOTES if "audio_transcription" in context.features else "",
+        voice_notes=VOICE_NOTES if features.AUDIO_TRANSCRIPTION.name in context.features else "",
         date_notices=date_notice_promise(context.date_notice_days_before),
     )
-
-
-def _capabilities(features: list[str], language: Language) -> str:
-    names = [FEATURE_NAMES[f][language] for f in sorted(features) if f in FEATURE_NAMES]
-    return "; ".join(names) if names else NO_FEATURES[language]
 
 
 def _memories(memories: list[str]) -> str:
@@ -172,7 +165,7 @@ def after_agent(state: State) -> str:
     """Run the tools the model called, or go to the reply."""
     last = state.messages[-1] if state.messages else None
     if isinstance(last, AIMessage) and last.tool_calls:
-        return f"{state.route or 'general'}_tools"
+        return f"{state.route or features.GENERAL.name}_tools"
     return "reply"
 
 
@@ -182,5 +175,5 @@ def after_tools(state: State) -> str:
         if not isinstance(message, ToolMessage):
             break
         if message.name == request_human.name and message.status != "error":
-            return "handoff"
-    return state.route or "general"
+            return features.HANDOFF.name
+    return state.route or features.GENERAL.name

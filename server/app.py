@@ -24,6 +24,7 @@ from server.metrics_scrape import ApiMetrics
 from server.relay import RelayProcess
 from server.services import Services
 from server.settings import QUEUES, Settings
+from store.migrate import ping
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +106,7 @@ def app_from_env() -> FastAPI:
 def _check(services: Services) -> dict[str, str]:
     def postgres() -> None:
         with services.pool.connection(timeout=2) as conn:
-            conn.execute("select 1")
+            ping(conn)
 
     assert services.settings.database_url
     return readiness(services.settings.database_url, postgres, services.redis)

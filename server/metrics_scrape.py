@@ -24,6 +24,7 @@ from rq.utils import str_to_date
 
 from server.metrics import multiprocess_dir
 from store.conversations import WITH_STAFF
+from store.support import staff_backlog
 
 log = structlog.get_logger(__name__)
 
@@ -86,12 +87,6 @@ class HandoffCollector:
     no tenant's rows otherwise); only counts and ages leave the database.
     """
 
-    _SQL = """
-        select state, count(*) as n,
-               coalesce(max(extract(epoch from now() - state_changed_at)), 0) as oldest
-        from conversations where state = any(%s) group by state
-    """
-
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
@@ -99,9 +94,8 @@ class HandoffCollector:
         """Count the conversations in HANDOFF and in WAITING_USER."""
         found = dict.fromkeys(WITH_STAFF, (0, 0.0))
         with self._pool.connection(timeout=2) as conn, conn.transaction():
-            conn.execute("select set_config('app.platform', 'on', true)")
-            for state, count, oldest in conn.execute(self._SQL, (list(WITH_STAFF),)).fetchall():
-                found[state] = (int(count), float(oldest))
+            for backlog in staff_backlog(conn):
+                found[backlog.state] = (backlog.count, backlog.oldest_seconds)
         conversations = GaugeMetricFamily(
             "conversa_handoff_conversations",
             "Conversations a person has: HANDOFF (the user waits for staff) and WAITING_USER "

@@ -26,15 +26,14 @@ from uuid import UUID
 import structlog
 from psycopg_pool import ConnectionPool
 from redis import Redis, RedisError
-from rq import Queue
 
 from server.jobs.date_notices import schedule_date_notices
-from server.jobs.queue import send_job_data, transcribe_job_data, turn_job_data
+from server.jobs.queue import enqueue_relayed, send_job_data, transcribe_job_data, turn_job_data
 from server.jobs.reminders import sweep_reminders
 from server.jobs.retention import schedule_retention
 from server.logs import configure_logging
 from server.services import Services
-from server.settings import QUEUE_PROCESS, QUEUE_SEND, QUEUE_TRANSCRIBE, Settings
+from server.settings import Settings
 from store import inbox
 from store.records import Message
 
@@ -68,12 +67,7 @@ def relay_once(pool: ConnectionPool, redis: Redis, settings: Settings, limit: in
         turns = [turn_job_data(settings, m) for m in firsts.values()]
         sends = [send_job_data(m) for m in claimed if m.direction == "outbound"]
         with redis.pipeline() as pipe:
-            if voice:
-                Queue(QUEUE_TRANSCRIBE, connection=redis).enqueue_many(voice, pipeline=pipe)
-            if turns:
-                Queue(QUEUE_PROCESS, connection=redis).enqueue_many(turns, pipeline=pipe)
-            if sends:
-                Queue(QUEUE_SEND, connection=redis).enqueue_many(sends, pipeline=pipe)
+            enqueue_relayed(pipe, redis, voice=voice, turns=turns, sends=sends)
             pipe.execute()
         # Marked only once Redis has the jobs: if it is down, the rows stay due.
         inbox.mark_relayed(conn, [m.id for m in claimed])

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from store.settings import DatabaseSettings
+
 QUEUE_PROCESS = "process_ai_response"
 QUEUE_SEND = "send_whatsapp_message"
 QUEUE_TRANSCRIBE = "transcribe_audio"
@@ -17,7 +19,7 @@ QUEUES = (QUEUE_SEND, QUEUE_TRANSCRIBE, QUEUE_PROCESS)
 """Every queue the workers listen on, in priority order: replies first."""
 
 
-class Settings(BaseSettings):
+class Settings(DatabaseSettings):
     """Configuration of the API, the workers and the local tools; see `.env.example`."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -26,8 +28,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     data_dir: Path = Path(".data")
-    database_url: str | None = None
-    database_app_role: str = "conversa_app"
     db_pool_max_size: int = Field(default=10, ge=1)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     redis_url: str | None = None
@@ -89,13 +89,8 @@ class Settings(BaseSettings):
     date_notice_hour: int = Field(default=9, ge=0, le=23)
     """From which local hour (the user's time zone, else the tenant's) notices go out."""
 
-    @property
-    def status_callback_url(self) -> str | None:
-        """The URL Twilio posts delivery statuses to, when status callbacks are on."""
-        return self.public_url("/webhooks/status") if self.twilio_status_callbacks else None
-
     def public_url(self, path: str) -> str:
-        """Return the URL Twilio uses to reach `path` on this service."""
+        """Return the URL a provider uses to reach `path` on this service."""
         return self.public_base_url.rstrip("/") + path
 
 

@@ -1,23 +1,18 @@
-"""Plans, subscriptions and feature flags: what one user may use, resolved in one place."""
+"""Plans, subscriptions and feature flags: what one user may use, resolved in one place.
+
+Feature names are stored as given; the one list of them is `graphs.features`, which the
+management API validates against before a name reaches a plan or an override.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
-
-Feature = Literal[
-    "finance", "relationships", "long_term_memory", "audio_transcription", "human_handoff",
-    "reminders",
-]  # fmt: skip
-FEATURES: tuple[Feature, ...] = (
-    "finance", "relationships", "long_term_memory", "audio_transcription", "human_handoff",
-    "reminders",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,4 +94,28 @@ def note_notice(conn: psycopg.Connection[Any], user_id: UUID, timezone: str) -> 
         "update usage_days set notice_sent = true where user_id = %s "
         "and day = (now() at time zone %s)::date",
         (user_id, timezone),
+    )
+
+
+def upsert_plan(
+    conn: psycopg.Connection[Any], tenant_id: UUID, *, slug: str, name: str, features: list[str]
+) -> UUID:
+    """Create the tenant's plan `slug`, or set its name and features."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            """insert into plans (tenant_id, slug, name, features) values (%s, %s, %s, %s)
+               on conflict (tenant_id, slug) do update
+                   set name = excluded.name, features = excluded.features
+               returning id""",
+            (tenant_id, slug, name, features),
+        ).fetchone()
+    assert row is not None
+    return UUID(str(row["id"]))
+
+
+def default_plan_if_unset(conn: psycopg.Connection[Any], tenant_id: UUID, plan_id: UUID) -> None:
+    """Make `plan_id` the tenant's default plan, unless it already has one."""
+    conn.execute(
+        "update tenants set default_plan_id = coalesce(default_plan_id, %s) where id = %s",
+        (plan_id, tenant_id),
     )

@@ -19,17 +19,18 @@ from store.records import Message
 _MSG = columns(Message)
 
 
+# store_inbound_message's body: store/migrations/0015_provider_ids.sql
 _STORE_INBOUND = f"""select {_MSG} from store_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s,
                                                                %s, %s, %s)"""
 
 
 class InboundFields(TypedDict):
-    """What `store_inbound` stores of an inbound message (the webhook's parsed form)."""
+    """What `store_inbound` stores of an inbound message (as the channel parsed it)."""
 
     tenant_id: UUID
     wa_id: str
     profile_name: str | None
-    provider_sid: str
+    provider_message_id: str
     kind: str
     body: str
     from_address: str
@@ -42,17 +43,17 @@ class InboundFields(TypedDict):
 
 
 def _store_inbound_params(m: InboundFields) -> tuple[Any, ...]:
-    return (m["tenant_id"], m["provider_sid"], m["wa_id"], m["from_address"], m["profile_name"],
-            m.get("enroll", True), m["kind"], m["body"], m["to_address"], Jsonb(m["media"]),
-            Jsonb(m["payload"]), m["correlation_id"])  # fmt: skip
+    return (m["tenant_id"], m["provider_message_id"], m["wa_id"], m["from_address"],
+            m["profile_name"], m.get("enroll", True), m["kind"], m["body"], m["to_address"],
+            Jsonb(m["media"]), Jsonb(m["payload"]), m["correlation_id"])  # fmt: skip
 
 
 def store_inbound(conn: psycopg.Connection, **message: Unpack[InboundFields]) -> Message | None:
     """Store an inbound message with its user and open conversation, in one statement.
 
     The statement (`store_inbound_message`) scopes itself to `tenant_id` first, so it needs no
-    transaction around it. Returns None, and changes nothing, when this `MessageSid` is already
-    stored. The relay enqueues its job (`enqueued_at` stays null until then).
+    transaction around it. Returns None, and changes nothing, when this `provider_message_id` is
+    already stored. The relay enqueues its job (`enqueued_at` stays null until then).
     """
     return one(conn, Message, _STORE_INBOUND, _store_inbound_params(message))
 

@@ -29,11 +29,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from store import pii
+from store.embeddings import embeddings as configured_embeddings
+from store.settings import EmbeddingSettings
 
 MEMORIES = "memories"
 FIELD = "text"
 MAX_TEXT = 1000
-DEFAULT_DIMS = 384
 
 
 class Owner(Protocol):
@@ -128,10 +129,7 @@ def memory_store(
     The connection must be autocommit with dict rows and scoped to the tenant, like a job's.
     """
     if embeddings is None or dims is None:
-        from graphs.embeddings import embeddings as configured
-        from graphs.settings import EmbeddingSettings
-
-        embeddings = embeddings or configured
+        embeddings = embeddings or configured_embeddings
         dims = dims or EmbeddingSettings().embeddings_dims
     return PostgresStore(conn, index=index_config(dims, embeddings))  # type: ignore[arg-type]
 
@@ -140,9 +138,7 @@ def _embedder(store: BaseStore) -> Embeddings:
     found = getattr(store, "embeddings", None)
     if isinstance(found, Embeddings):
         return found
-    from graphs.embeddings import embeddings
-
-    return embeddings
+    return configured_embeddings
 
 
 def clean_text(text: str) -> str:

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 
-from store import memory
+from store.settings import DEFAULT_DIMS
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_KEY = 7_316_224_001  # advisory lock: one migrator at a time
@@ -51,8 +50,17 @@ def _checkpointer_at_head(conn: psycopg.Connection) -> bool:
     exists = conn.execute("select to_regclass('checkpoint_migrations') is not null").fetchone()
     if not exists or not exists[0]:
         return False
+    # Imported here, not at the top: the API imports this module for its readiness check, and
+    # only that check (not the webhook's process at start) should load LangGraph.
+    from langgraph.checkpoint.postgres import PostgresSaver
+
     row = conn.execute("select max(v) from checkpoint_migrations").fetchone()
     return row is not None and row[0] == len(PostgresSaver.MIGRATIONS) - 1
+
+
+def ping(conn: psycopg.Connection) -> None:
+    """Run the cheapest query: the readiness check's proof that the database answers."""
+    conn.execute("select 1")
 
 
 def pending(database_url: str) -> list[str]:
@@ -72,16 +80,22 @@ def check_at_head(database_url: str, *, embedding_dims: int | None = None) -> No
             f"The database is missing migrations {', '.join(todo)}: run `conversa migrate`."
         )
     if embedding_dims is not None:
+        from store import memory  # see _checkpointer_at_head
+
         with psycopg.connect(database_url, autocommit=True) as conn:
             memory.check_dimensions(conn, embedding_dims)
 
 
-def migrate(database_url: str, *, embedding_dims: int = memory.DEFAULT_DIMS) -> list[str]:
+def migrate(database_url: str, *, embedding_dims: int = DEFAULT_DIMS) -> list[str]:
     """Apply every pending migration, each in its own transaction; return what was applied.
 
     LangGraph's checkpointer and store (with its `embedding_dims` vector table) create their
     tables first, so that our migrations can put row-level security on them.
     """
+    from langgraph.checkpoint.postgres import PostgresSaver  # see _checkpointer_at_head
+
+    from store import memory
+
     done: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))

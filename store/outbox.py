@@ -88,20 +88,20 @@ def insert_outbound_parts(
 def mark_sent(
     conn: psycopg.Connection,
     message_id: int,
-    provider_sid: str,
+    provider_message_id: str,
     status: str,
     template_sid: str | None = None,
 ) -> None:
-    """Record that Twilio accepted an outbound message (a callback may already be ahead)."""
+    """Record that the provider accepted an outbound message (a callback may already be ahead)."""
     # message_status_rank's body: store/migrations/0002_channel.sql
     conn.execute(
-        """update messages set provider_sid = %s, template_sid = %s, error = null,
+        """update messages set provider_message_id = %s, template_sid = %s, error = null,
                error_code = null, processed_at = now(),
                status = case when message_status_rank(status) < message_status_rank(%s)
                              then %s else status end,
                status_updated_at = now()
            where id = %s""",
-        (provider_sid, template_sid, status, status, message_id),
+        (provider_message_id, template_sid, status, status, message_id),
     )
 
 
@@ -123,10 +123,10 @@ def mark_failed(
 
 
 def begin_send(conn: psycopg.Connection, message_id: int) -> None:
-    """Mark a send as under way, durably, before Twilio is called (a crash leaves it so).
+    """Mark a send as under way, durably, before the provider is called (a crash leaves it so).
 
     'dispatching' is ours alone (Twilio reports a 'sending' of its own) and ranks below every
-    Twilio status, so whatever Twilio answers moves the message past it."""
+    provider status, so whatever the provider answers moves the message past it."""
     conn.execute(
         """update messages set status = 'dispatching', attempts = attempts + 1,
                status_updated_at = now()
@@ -146,31 +146,32 @@ def record_attempt(conn: psycopg.Connection, message_id: int, error: str, code: 
 def apply_status(
     conn: psycopg.Connection,
     tenant_id: UUID,
-    provider_sid: str,
+    provider_message_id: str,
     status: str,
     error_code: int | None,
 ) -> bool:
-    """Record a delivery status from Twilio; it applies only if it moves the message forward."""
+    """Record a delivery status the provider reported; it applies only if it moves the message
+    forward."""
     # message_status_rank's body: store/migrations/0002_channel.sql
     updated = value(
         conn,
         """update messages set status = %s, error_code = coalesce(%s, error_code),
                status_updated_at = now()
-           where tenant_id = %s and provider_sid = %s and direction = 'outbound'
+           where tenant_id = %s and provider_message_id = %s and direction = 'outbound'
              and message_status_rank(status) < message_status_rank(%s)
            returning id""",
-        (status, error_code, tenant_id, provider_sid, status),
+        (status, error_code, tenant_id, provider_message_id, status),
     )
     message_id = updated or value(
         conn,
-        "select id from messages where tenant_id = %s and provider_sid = %s",
-        (tenant_id, provider_sid),
+        "select id from messages where tenant_id = %s and provider_message_id = %s",
+        (tenant_id, provider_message_id),
     )
     conn.execute(
         """insert into message_status_events
-               (tenant_id, message_id, provider_sid, status, error_code, applied)
+               (tenant_id, message_id, provider_message_id, status, error_code, applied)
            values (%s, %s, %s, %s, %s, %s)""",
-        (tenant_id, message_id, provider_sid, status, error_code, updated is not None),
+        (tenant_id, message_id, provider_message_id, status, error_code, updated is not None),
     )
     return updated is not None
 

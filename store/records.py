@@ -31,6 +31,8 @@ class Tenant:
     handoff_message: str | None = None
     handoff_return_message: str | None = None
     handoff_auto_return_seconds: int = 1800
+    channel: str = "twilio"
+    """The provider the tenant's WhatsApp sender is on (a name in `channels.registry.PROVIDERS`)."""
     data_request_message: str | None = None
     """What a user asking for their data is told (None: the channel's default notice)."""
     pii_policy: str = "keep"
@@ -73,7 +75,7 @@ class Message:
     tenant_id: UUID
     conversation_id: UUID
     direction: str
-    provider_sid: str | None
+    provider_message_id: str | None
     idempotency_key: str | None
     kind: str
     body: str

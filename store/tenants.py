@@ -10,8 +10,9 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from store.query import columns, one
+from store.query import columns, one, value
 from store.records import Tenant, User
+from store.userdata import langgraph_deletes
 
 _TENANT = columns(Tenant)
 _USER = columns(User)
@@ -69,6 +70,25 @@ def tenant_by_id(conn: psycopg.Connection, tenant_id: UUID) -> Tenant | None:
     return one(conn, Tenant, f"select {_TENANT} from tenants where id = %s", (tenant_id,))
 
 
+def tenant_id_by_slug(conn: psycopg.Connection, slug: str) -> UUID | None:
+    """Return the id of the tenant `slug`, or None."""
+    found: UUID | None = value(conn, "select id from tenants where slug = %s", (slug,))
+    return found
+
+
+def delete_tenant(conn: psycopg.Connection, tenant_id: UUID) -> bool:
+    """Delete a tenant and everything it holds, LangGraph's rows too; False when not found.
+
+    The service's tables go by foreign keys; LangGraph's (which have none) by the tenant's
+    thread and namespace prefixes.
+    """
+    if value(conn, "delete from tenants where id = %s returning id", (tenant_id,)) is None:
+        return False
+    for _, statement, params in langgraph_deletes("like %s", f"{tenant_id}:%", f"{tenant_id}.%"):
+        conn.execute(statement, params)
+    return True
+
+
 def upsert_user(
     conn: psycopg.Connection, tenant_id: UUID, *, wa_id: str, address: str, profile_name: str | None
 ) -> User:
@@ -88,6 +108,12 @@ def upsert_user(
     )
     assert user is not None
     return user
+
+
+def has_user(conn: psycopg.Connection, tenant_id: UUID, user_id: UUID) -> bool:
+    """Whether `user_id` is one of the tenant's users."""
+    query = "select exists (select 1 from users where id = %s and tenant_id = %s)"
+    return bool(value(conn, query, (user_id, tenant_id)))
 
 
 def user_by_id(conn: psycopg.Connection, user_id: UUID) -> User | None:

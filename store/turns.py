@@ -43,6 +43,23 @@ def seconds_waited(conn: psycopg.Connection, conversation_id: UUID, first_id: in
     return float(row[0])
 
 
+def inbound_silence(conn: psycopg.Connection, conversation_id: UUID) -> tuple[float, float] | None:
+    """Seconds since the newest and since the oldest unprocessed inbound message of the
+    conversation (the debounce's clock), or None when no message waits."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(
+            """select extract(epoch from now() - max(created_at)),
+                      extract(epoch from now() - min(created_at))
+               from messages where conversation_id = %s and direction = 'inbound'
+                 and processed_at is null""",
+            (conversation_id,),
+        )
+        row = cur.fetchone()
+    if row is None or row[0] is None:
+        return None
+    return float(row[0]), float(row[1])
+
+
 def mark_superseded(conn: psycopg.Connection, message_ids: Sequence[int], newer: int) -> None:
     """Close a turn's messages as folded into the turn that answers message `newer` onwards."""
     conn.execute(

@@ -276,8 +276,8 @@ def _erase_locked(
     steps = [
         ("message_status_events",
          "delete from message_status_events where message_id = any(%s) or (tenant_id = %s "
-         "and provider_sid in (select provider_sid from messages where conversation_id = any(%s) "
-         "and provider_sid is not null))",
+         "and provider_message_id in (select provider_message_id from messages "
+         "where conversation_id = any(%s) and provider_message_id is not null))",
          (list(found.message_ids), tenant_id, conversations)),
         ("ai_results", "delete from ai_results where conversation_id = any(%s)", by_conv),
         ("conversation_transitions",
@@ -311,6 +311,19 @@ def _erase_locked(
     assert row is not None
     found.erasure_id, found.erased_at = int(row[0]), row[1]
     return found
+
+
+def erasures(
+    conn: psycopg.Connection[Any], tenant_id: UUID, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """The tenant's erasure records after the id `after`, oldest first (no personal data)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """select id, erased_by, erased_by_role, reference, counts, erased_at, jobs_removed,
+                      redis_cleaned_at
+               from data_erasures where tenant_id = %s and id > %s order by id limit %s""",
+            (tenant_id, after, limit),
+        ).fetchall()
 
 
 def mark_redis_cleaned(conn: psycopg.Connection[Any], erasure_id: int, jobs_removed: int) -> None:

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from graphs.features import FEATURES
 from server.api._resource import RULES
 from server.api.auth import Role, mint_token
 from server.settings import Settings
@@ -171,6 +172,27 @@ def test_bad_bodies_are_422_naming_the_field(
     assert response.status_code == 422
     assert field in response.text
     assert rows(settings, "select count(*) from users") == [(0,)]
+
+
+def test_an_unknown_feature_is_a_422_that_lists_the_known_ones(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    base, auth = f"{PREFIX}/tenants/{tenant.id}", _admin(client, settings, tenant)
+
+    plan = client.post(
+        f"{base}/plans", headers=auth, json={"slug": "x", "name": "X", "features": ["teleport"]}
+    )
+    override = client.post(
+        f"{base}/feature-overrides", headers=auth, json={"feature": "teleport", "enabled": True}
+    )
+
+    for response in (plan, override):
+        assert response.status_code == 422
+        message = response.json()["error"]["message"]
+        assert "unknown feature 'teleport'" in message
+        assert all(name in message for name in FEATURES)
+    assert rows(settings, "select count(*) from plans") == [(0,)]
+    assert rows(settings, "select count(*) from feature_overrides") == [(0,)]
 
 
 def test_a_subscription_to_another_tenants_plan_is_refused(

@@ -19,19 +19,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from server.api import auth
+from server.api import auth_keys
 from server.api.auth import (
-    DEV_JWT_SECRET,
-    AuthConfigError,
     AuthError,
     Principal,
     PrincipalDep,
     Role,
-    check_auth_config,
     decode_token,
     mint_token,
     require_roles,
 )
+from server.api.auth_keys import DEV_JWT_SECRET, AuthConfigError, check_auth_config
 from server.api.errors import install_error_handlers
 from server.cli.main import main
 from server.settings import Settings, get_settings
@@ -463,8 +461,8 @@ def test_development_falls_back_to_the_public_secret_and_says_so(
     monkeypatch: pytest.MonkeyPatch, app_env: str
 ) -> None:
     recorder = _Recorder()
-    monkeypatch.setattr(auth, "log", recorder)
-    monkeypatch.setattr(auth, "_dev_secret_warned", False)
+    monkeypatch.setattr(auth_keys, "log", recorder)
+    monkeypatch.setattr(auth_keys, "_dev_secret_warned", False)
     settings = _settings(app_env=app_env, jwt_secret=None)
 
     check_auth_config(settings)

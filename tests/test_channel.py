@@ -269,7 +269,8 @@ def test_status_callbacks_move_forward_only(
         ).status_code
 
     def status() -> str:
-        return rows(settings, "select status from messages where provider_sid = %s", sid)[0][0]
+        query = "select status from messages where provider_message_id = %s"
+        return rows(settings, query, sid)[0][0]
 
     assert [callback(s) for s in ("sent", "read", "delivered", "sent")] == [204] * 4
     assert status() == "read"
@@ -300,7 +301,7 @@ def test_twilios_sending_status_does_not_make_a_sent_reply_look_unsent(
 
     # The next reply is not held behind it, and the first is not sent again.
     assert [m["body"] for m in sandbox.messages] == ["Oi!", "Tudo bem!"]
-    assert rows(settings, "select status from messages where provider_sid = %s", sid) == [
+    assert rows(settings, "select status from messages where provider_message_id = %s", sid) == [
         ("sending",)
     ]
 
@@ -332,7 +333,7 @@ def test_status_callback_failure_keeps_the_error_code(
 
     assert response.status_code == 204
     assert rows(
-        settings, "select status, error_code from messages where provider_sid = %s", sid
+        settings, "select status, error_code from messages where provider_message_id = %s", sid
     ) == [("undelivered", 63024)]
 
 
@@ -366,7 +367,7 @@ def test_a_status_callback_with_nul_characters_is_recorded_cleaned(
     headers = {"X-Twilio-Signature": sign(tenant.twilio_auth_token, url, form)}
 
     assert client.post("/webhooks/status", data=form, headers=headers).status_code == 204
-    assert rows(settings, "select provider_sid, status from message_status_events") == [
+    assert rows(settings, "select provider_message_id, status from message_status_events") == [
         ("SM1", "delivered")
     ]
 
@@ -592,7 +593,7 @@ def test_transient_errors_give_up_after_the_last_attempt(
 
 
 def test_backoff_grows_and_is_bounded() -> None:
-    from server.jobs.send import backoff
+    from server.jobs.queue import send_backoff as backoff
 
     settings = Settings(send_backoff_seconds=2, send_backoff_max_seconds=30)
     for attempt, ceiling in [(0, 2), (1, 4), (2, 8), (3, 16), (4, 30), (10, 30)]:
@@ -676,8 +677,8 @@ def _as_if_killed_mid_send(settings: Settings, outbound_id: int) -> None:
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
         conn.execute(
-            "update messages set status = 'dispatching', provider_sid = null, processed_at = null "
-            "where id = %s",
+            "update messages set status = 'dispatching', provider_message_id = null, "
+            "processed_at = null where id = %s",
             (outbound_id,),
         )
 
@@ -696,9 +697,8 @@ def test_a_send_that_got_through_before_the_crash_is_not_sent_again(
     assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
 
     assert len(sandbox.messages) == 1
-    assert rows(settings, "select provider_sid from messages where id = %s", outbound_id) == [
-        (first["sid"],)
-    ]
+    query = "select provider_message_id from messages where id = %s"
+    assert rows(settings, query, outbound_id) == [(first["sid"],)]
 
 
 def test_a_send_that_died_before_twilio_is_sent_once(

@@ -7,9 +7,11 @@ import random
 import pytest
 from redis import Redis
 
-from channels.policy import SendOutcome, classify_twilio_error, is_opt_in, is_opt_out
+from channels.base import SendOutcome
+from channels.policy import is_opt_in, is_opt_out
 from channels.ratelimit import SenderRateLimiter
 from channels.splitting import MAX_BODY, split_body
+from channels.twilio.errors import classify_error
 
 
 def test_short_bodies_are_one_part() -> None:
@@ -86,7 +88,7 @@ def test_opt_in_keywords(text: str) -> None:
         (429, 20429, SendOutcome.RETRY),
         (400, 63018, SendOutcome.RETRY),
         (400, 63016, SendOutcome.TEMPLATE),
-        (400, 21610, SendOutcome.FAIL),
+        (400, 21610, SendOutcome.OPTED_OUT),
         (400, 21211, SendOutcome.FAIL),
         (400, 21614, SendOutcome.FAIL),
         (400, 63003, SendOutcome.FAIL),
@@ -95,7 +97,7 @@ def test_opt_in_keywords(text: str) -> None:
     ],
 )
 def test_twilio_error_codes(status: int | None, code: int | None, outcome: SendOutcome) -> None:
-    assert classify_twilio_error(status, code) is outcome
+    assert classify_error(status, code) is outcome
 
 
 def test_rate_limit_is_shared_through_redis(redis: Redis) -> None:

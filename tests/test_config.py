@@ -7,8 +7,9 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from graphs.settings import EmbeddingSettings, LLMSettings
+from graphs.settings import LLMSettings
 from server.settings import Settings, VoiceSettings
+from store.settings import EmbeddingSettings
 from tests.conftest import ROOT
 
 

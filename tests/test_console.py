@@ -32,7 +32,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from channels.sandbox.twilio import TwilioSandbox
 from channels.twilio.inbound import sign
 from graphs.prompts import HANDOFF_REPLY
-from server.api.auth import DEV_JWT_SECRET, Role, mint_token
+from server.api.auth import Role, mint_token
+from server.api.auth_keys import DEV_JWT_SECRET
 from server.api.console import CONTENT_SECURITY_POLICY
 from server.app import create_app
 from server.cli import demo

@@ -115,8 +115,9 @@ def ana(
          "transcript = 'transcrição do áudio da Ana sobre o jardim' "
          "where body = 'gastei 45,90 na feira orgânica ontem' returning id")  # fmt: skip
     # A delivery status from Twilio for the first reply.
-    ((sid,),) = rows(settings, "select provider_sid from messages where direction = 'outbound' "
-                     "and provider_sid is not null order by id limit 1")  # fmt: skip
+    ((sid,),) = rows(settings, "select provider_message_id from messages where direction = "
+                     "'outbound' and provider_message_id is not null "
+                     "order by id limit 1")  # fmt: skip
     status = {"MessageSid": sid, "MessageStatus": "delivered", "From": tenant.whatsapp_sender,
               "To": ANA, "AccountSid": tenant.twilio_account_sid}  # fmt: skip
     url = settings.public_url("/webhooks/status")

@@ -318,7 +318,7 @@ def test_outside_the_window_the_notice_goes_out_as_the_date_notice_template(
     work(settings)
     ((sent,),) = [sandbox.messages]
     assert sent["body"] == "Oi! amanhã: o aniversário de Maria (12/12)."
-    assert rows(settings, "select provider_sid, template_sid from messages where purpose = "
+    assert rows(settings, "select provider_message_id, template_sid from messages where purpose = "
                           "'date_notice'") == [(sent["sid"], sid)]  # fmt: skip
 
 

@@ -11,11 +11,11 @@ from tools._runtime import ToolError
 from tools.dates import (
     next_occurrence,
     resolve_date,
-    resolve_datetime,
     resolve_month_day,
     resolve_period,
     zone,
 )
+from tools.times import resolve_datetime
 
 SP = ZoneInfo("America/Sao_Paulo")
 TODAY = date(2026, 11, 25)  # a Wednesday

@@ -20,10 +20,11 @@ from langgraph.graph.message import add_messages
 from langgraph.types import interrupt
 
 from evals import run
-from evals.dataset import ROUTES, TOOL_NAMES, DatasetError, Example, load_dataset
+from evals.dataset import TOOL_NAMES, DatasetError, Example, load_dataset
 from evals.experiment import CHECKS, EVALUATORS, example_uuid, sync_dataset
 from evals.scoring import Outcome, ToolCall, format_failures, format_table, judge, score
 from evals.target import GraphTarget
+from graphs.features import ROUTES
 from server.cli.main import main as cli_main
 from tests.fakes import FakeLangSmith
 from tests.langsmith_api import forget_langsmith_settings
@@ -528,7 +529,6 @@ def offline_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Use the offline model (no OpenAI-compatible endpoint configured)."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(run, "_quiet_logs", lambda: None)
 
 
 def test_real_graph_with_the_offline_model_scores_demo_examples(

@@ -11,11 +11,11 @@ import pytest
 
 from graphs.context import Context
 from server.settings import Settings
+from store import categories
 from store.records import Tenant
 from tests.conftest import rows
 from tests.toolcontext import context_for, failed, make_tenant, make_user, ok
 from tests.tooling import replay_tool, run_tool
-from tools import categories
 from tools._runtime import ToolError
 from tools.amounts import parse_amount
 from tools.dates import local_now

@@ -84,7 +84,8 @@ def test_twilio_permanent_error_fails_at_once_with_the_reason(
     run_jobs(settings)
 
     ((status, error, sid),) = rows(
-        settings, "select status, error, provider_sid from messages where direction = 'outbound'"
+        settings,
+        "select status, error, provider_message_id from messages where direction = 'outbound'",
     )
     assert (status, sid) == ("failed", None)
     assert "Twilio error 21211" in error

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from graphs.language import detect_language
-from graphs.state import Language
+from graphs.language import Language, detect_language
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
 from graphs.offline.llm_server import ChatCompletionsServer
-from graphs.offline.model import OfflineResponder, ensure_offline_server, instance_from_schema
+from graphs.offline.model import OfflineResponder, ensure_offline_server
+from graphs.offline.schema import instance_from_schema
 from tests.fakes import ScriptedModel
 
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from channels.media import (
@@ -58,7 +59,7 @@ def policy(sandbox: TwilioSandbox, temp_dir: Path) -> MediaPolicy:
 def _refused(url: str, content_type: str, policy: MediaPolicy, account: tuple[str, str]) -> str:
     with (
         pytest.raises(MediaRefused) as caught,
-        download_media(url, content_type, policy=policy, credentials=account),
+        download_media(url, content_type, policy=policy, auth=httpx.BasicAuth(*account)),
     ):
         pytest.fail("the download should have been refused")
     return caught.value.reason
@@ -70,7 +71,8 @@ def test_a_voice_note_downloads_with_the_accounts_credentials(
     clip = speak(*SENTENCE)
     url = sandbox.add_media(clip, "audio/ogg", account_sid=account[0])
 
-    with download_media(url, "audio/ogg; codecs=opus", policy=policy, credentials=account) as m:
+    auth = httpx.BasicAuth(*account)
+    with download_media(url, "audio/ogg; codecs=opus", policy=policy, auth=auth) as m:
         assert m.path.read_bytes() == clip and m.size == len(clip)
         assert m.path.name.startswith(TEMP_PREFIX) and m.path.parent == policy.temp_dir
         assert m.seconds is not None and 1.0 < m.seconds < 6.0

@@ -20,8 +20,6 @@ from langgraph.store.memory import InMemoryStore
 from langgraph.store.postgres import PostgresStore
 
 from graphs.context import Context
-from graphs.embeddings import EmbeddingDimensionsError, OfflineEmbeddings, build_embeddings
-from graphs.settings import EmbeddingSettings
 from graphs.state import State
 from nodes.memory import retrieve_memories
 from server.jobs.common import connect
@@ -29,8 +27,10 @@ from server.jobs.memories import extract_memories, has_first_person_cue
 from server.settings import Settings
 from store import inbox, memory, tenants
 from store.embedded import free_port
+from store.embeddings import EmbeddingDimensionsError, OfflineEmbeddings, build_embeddings
 from store.migrate import check_at_head
 from store.records import Tenant
+from store.settings import EmbeddingSettings
 from tests.fakes import ScriptedModel
 from tests.tooling import replay_tool, run_tool
 from tools.memory import MEMORY_TOOLS, save_memory, search_memories
@@ -269,7 +269,7 @@ def test_the_node_recalls_relevant_memories_only_when_enabled(
 
 
 def test_the_node_works_on_langgraph_devs_in_memory_store(owner: memory.MemoryOwner) -> None:
-    from graphs.embeddings import embeddings
+    from store.embeddings import embeddings
 
     store = InMemoryStore(index={"dims": 384, "embed": embeddings, "fields": ["text"]})
     _fill(store, owner, [*DISTRACTORS[:10], TARGETS["piano"]])  # type: ignore[arg-type]
@@ -295,7 +295,7 @@ def _inbound(settings: Settings, tenant: Tenant, body: str, wa_id: str = "551190
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         message = inbox.store_inbound(
             conn, tenant_id=tenant.id, wa_id=wa_id, profile_name=None,
-            provider_sid="SM" + uuid.uuid4().hex, kind="text", body=body,
+            provider_message_id="SM" + uuid.uuid4().hex, kind="text", body=body,
             from_address=f"whatsapp:+{wa_id}", to_address=tenant.whatsapp_sender, media=[],
             payload={}, correlation_id="cid-" + uuid.uuid4().hex[:8],
         )  # fmt: skip

@@ -17,14 +17,14 @@ from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
 
 from graphs import prompts
-from graphs.language import detect_language
+from graphs.features import FEATURES
+from graphs.language import Language, detect_language
 from graphs.offline.lexicon import fold
 from graphs.offline.llm_server import ChatCompletionsServer
 from graphs.offline.model import OfflineResponder
 from graphs.offline.money import plain_amount
 from graphs.offline.nlu import choose_route, extract_facts
 from graphs.offline.tool_calls import choose_tool_call
-from graphs.state import Language
 from nodes.router import RouteDecision, decision_schema
 from server.jobs.memories import EXTRACTION_PROMPT, MemoryFacts
 from tools.finance import FINANCE_TOOLS
@@ -60,8 +60,7 @@ def llm(offline: ChatCompletionsServer) -> ChatOpenAI:
 
 def system(specialist: str, language: Language, features: list[str] | None = None) -> SystemMessage:
     """The specialist's real system prompt, filled as the graph fills it."""
-    features = list(prompts.FEATURE_NAMES) if features is None else features
-    names = [prompts.FEATURE_NAMES[f][language] for f in sorted(features)]
+    features = list(FEATURES) if features is None else features
     return SystemMessage(
         prompts.render(
             SPECIALIST_PROMPTS[specialist],
@@ -72,7 +71,7 @@ def system(specialist: str, language: Language, features: list[str] | None = Non
             timezone="America/Sao_Paulo",
             persona="",
             memories="",
-            capabilities="; ".join(names) or prompts.NO_FEATURES[language],
+            capabilities=prompts.capabilities(features, language),
         )
     )
 
@@ -80,7 +79,7 @@ def system(specialist: str, language: Language, features: list[str] | None = Non
 def route_of(llm: ChatOpenAI, text: str, routes: list[str], method: str = "json_schema") -> Any:
     router_prompt = prompts.render(
         prompts.ROUTER_PROMPT,
-        choices="\n".join(f"- {prompts.ROUTE_DESCRIPTIONS[r]}" for r in routes),
+        choices=prompts.route_choices(routes),
         active="none",
     )
     router = llm.with_structured_output(decision_schema(routes), method=method)  # type: ignore[arg-type]
@@ -688,7 +687,7 @@ def test_amounts_are_not_taken_from_dates_or_times() -> None:
 
 
 def test_the_offline_models_categories_and_amounts_are_what_the_tools_accept() -> None:
-    from tools import categories
+    from store import categories
     from tools.amounts import parse_amount
 
     for word, name in categories.words().items():

@@ -110,7 +110,7 @@ def test_sigterm_on_the_api_finishes_requests_in_flight_refuses_new_ones_and_los
     assert response.startswith("HTTP/1.1 200"), response
     assert api.returncode in (0, -signal.SIGTERM), stack.logs()
     assert traffic.refused > 0, "connections after the stop were refused"
-    stored = {sid for (sid,) in rows(settings, "select provider_sid from messages")}
+    stored = {sid for (sid,) in rows(settings, "select provider_message_id from messages")}
     assert form["MessageSid"] in stored, "the request in flight was stored"
     assert set(traffic.accepted) <= stored, "every webhook that got a 200 is in the database"
 

@@ -115,7 +115,7 @@ def _inbound(settings: Settings, tenant: Tenant, body: str) -> Any:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         message = inbox.store_inbound(
             conn, tenant_id=tenant.id, wa_id="5511900000001", profile_name=None,
-            provider_sid="SM" + uuid.uuid4().hex, kind="text", body=body,
+            provider_message_id="SM" + uuid.uuid4().hex, kind="text", body=body,
             from_address="whatsapp:+5511900000001", to_address=tenant.whatsapp_sender,
             media=[], payload={}, correlation_id="cid-" + uuid.uuid4().hex[:8],
         )  # fmt: skip

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ from rq.registry import ScheduledJobRegistry
 from channels.sandbox.twilio import TwilioSandbox
 from graphs.context import Context
 from server.cli.main import main
+from server.jobs import queue
 from server.jobs.common import connect
-from server.jobs.reminders import deliver_reminder, reminder_job_data, sweep_reminders
+from server.jobs.queue import reminder_job_data
+from server.jobs.reminders import deliver_reminder, sweep_reminders
 from server.relay import Relay
 from server.services import Services
 from server.settings import QUEUE_SEND, QUEUES, Settings
@@ -57,7 +60,9 @@ def bound(settings: Settings, tenant: Tenant, redis: Redis) -> Iterator[None]:
     """Run tools as a worker's graph run does: on the job's connection, with its Redis."""
     with (
         connect(settings, str(tenant.id)) as conn,
-        bind_resources(ToolResources(conn, str(tenant.id), redis)),
+        bind_resources(
+            ToolResources(conn, str(tenant.id), partial(queue.schedule_reminder, redis))
+        ),
     ):
         yield
 
@@ -220,7 +225,7 @@ def test_a_reminder_is_sent_at_its_time_by_a_worker_with_the_scheduler(
     assert (status, purpose, key) == ("delivered", "reminder", f"reminder:{reminder}")
     assert created_at >= due, "never before its time"
     wait_until(
-        lambda: rows(settings, "select provider_sid = %s from messages where id = %s",
+        lambda: rows(settings, "select provider_message_id = %s from messages where id = %s",
                      sent["sid"], message_id) == [(True,)],
         what="the send to be recorded",
     )  # fmt: skip

@@ -16,9 +16,10 @@ from langgraph.types import Command
 
 from graphs.assistant import build_graph
 from graphs.context import Context
+from graphs.features import routes_for
 from graphs.prompts import HANDOFF_REPLY
 from nodes.reply import HISTORY_WINDOW, stale_messages
-from nodes.router import asks_for_human, routes_for
+from nodes.router import asks_for_human
 from nodes.specialists import MAX_TOOL_ROUNDS
 from tests.fakes import ScriptedModel
 

@@ -55,7 +55,8 @@ def test_message_travels_end_to_end(
     # Stored: the inbound answered, the outbound sent with Twilio's sid, one ai_result.
     messages = rows(
         settings,
-        "select direction, status, provider_sid, body, correlation_id from messages order by id",
+        "select direction, status, provider_message_id, body, correlation_id from messages "
+        "order by id",
     )
     assert [(m[0], m[1]) for m in messages] == [("inbound", "answered"), ("outbound", "queued")]
     assert messages[0][2] == form["MessageSid"]

@@ -193,7 +193,7 @@ def test_template_sends_must_fit_the_template(
 def test_content_variables_that_are_not_an_object_are_21656(
     sandbox: TwilioSandbox, variables: str
 ) -> None:
-    from channels.sandbox._http import ApiError
+    from channels.sandbox._wire import ApiError
 
     sid = sandbox.add_content("{{1}} às {{2}}", account_sid=ACCOUNT_SID)
     with pytest.raises(ApiError) as info:

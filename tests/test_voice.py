@@ -370,7 +370,7 @@ def test_an_unsure_transcript_is_marked_for_the_model() -> None:
 
     message = Message(
         id=7, tenant_id=uuid4(), conversation_id=uuid4(), direction="inbound",
-        provider_sid="MM1", idempotency_key=None, kind="media", body="", from_address="a",
+        provider_message_id="MM1", idempotency_key=None, kind="media", body="", from_address="a",
         to_address="b", media=[{"url": "https://api.twilio.com/m", "content_type": "audio/ogg"}],
         status="received", error=None, error_code=None, purpose="reply", template_sid=None,
         attempts=0, correlation_id="c", created_at=datetime.now(UTC), enqueued_at=None,

@@ -34,7 +34,7 @@ def make_user_with_conversation(
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         message = inbox.store_inbound(
             conn, tenant_id=tenant.id, wa_id=phone, profile_name="Ana",
-            provider_sid="SM" + secrets.token_hex(16), kind="text", body=body,
+            provider_message_id="SM" + secrets.token_hex(16), kind="text", body=body,
             from_address=f"whatsapp:+{phone}", to_address=tenant.whatsapp_sender, media=[],
             payload={}, correlation_id=uuid.uuid4().hex,
         )  # fmt: skip

@@ -14,19 +14,20 @@ from __future__ import annotations
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from langchain_core.messages import AIMessage
 from langgraph.prebuilt import ToolRuntime
-from redis import Redis
 
 from graphs.context import Context
 from store.scoping import dedicated_connection
+from store.settings import DatabaseSettings
 
 
 class ToolError(Exception):
@@ -117,13 +118,21 @@ def _calling_message(state: object) -> AIMessage | None:
     return None
 
 
+ReminderScheduler = Callable[[str, int, str, datetime], object]
+"""Schedule a stored reminder's delivery: (tenant id, reminder id, correlation id, due at)."""
+
+
 @dataclass
 class ToolResources:
-    """A job's tenant-scoped connection and Redis client, shared with its tools."""
+    """What a job lends its tools: its tenant-scoped connection and how to schedule a reminder.
+
+    The worker binds the scheduler (an RQ job at the reminder's time); tools never import the
+    jobs, so they run the same under `langgraph dev`, where nothing is bound.
+    """
 
     conn: psycopg.Connection[dict[str, Any]]
     tenant_id: str
-    redis: Redis | None = None
+    schedule_reminder: ReminderScheduler | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -140,10 +149,10 @@ def bind_resources(resources: ToolResources) -> Iterator[None]:
         _bound.reset(token)
 
 
-def bound_redis() -> Redis | None:
-    """The Redis client bound by the worker, if any."""
+def bound_scheduler() -> ReminderScheduler | None:
+    """The reminder scheduler bound by the worker, if any."""
     resources = _bound.get()
-    return resources.redis if resources is not None else None
+    return resources.schedule_reminder if resources is not None else None
 
 
 @contextmanager
@@ -159,9 +168,7 @@ def tool_db(scope: Scope) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         with resources.lock, resources.conn.transaction():
             yield resources.conn
         return
-    from server.settings import get_settings
-
-    settings = get_settings()
+    settings = DatabaseSettings()
     if not settings.database_url:
         raise ToolError("No database is configured (DATABASE_URL); this tool cannot run here.")
     with (

@@ -1,14 +1,15 @@
-"""Understand the dates and times users write, in Portuguese or English, relative to their "now".
+"""Understand the dates users write, in Portuguese or English, relative to their "today".
 
-Pure functions: every one takes the user's local today (or now) and returns a value or raises
-`ToolError` with the formats it accepts, so the model can try again. Day and month written with
-numbers are read in Brazilian order: "12/03" is the 12th of March.
+Pure functions: every one takes the user's local today and returns a value or raises `ToolError`
+with the formats it accepts, so the model can try again. Day and month written with numbers are
+read in Brazilian order: "12/03" is the 12th of March. Times of day, and the words shared with
+them (counts, units), are read by :mod:`tools.times` on top of these.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,10 +23,6 @@ DATE_FORMATS = (
     'hoje/today, ontem/yesterday, anteontem, amanhã/tomorrow, a weekday ("sexta passada", '
     '"last friday", "segunda que vem", "next monday"), "há 3 dias"/"3 days ago", "12/03" '
     '(day/month), "12/03/2025", "2025-03-12", "12 de março", "March 12"'
-)
-DATETIME_FORMATS = (
-    '"2026-11-26T09:00" (local time), "em 10 minutos", "daqui a 2 horas", "in 5 minutes", '
-    '"amanhã às 9h", "tomorrow at 9am", "hoje às 18:30", "sexta às 14h", "26/11 às 9h"'
 )
 PERIODS = "today, yesterday, this_week, last_week, this_month, last_month, this_year, YYYY-MM"
 
@@ -65,7 +62,7 @@ _NUMBERS = {
     "tres": 3, "three": 3, "quatro": 4, "four": 4, "cinco": 5, "five": 5, "dez": 10, "ten": 10,
     "quinze": 15, "fifteen": 15, "vinte": 20, "twenty": 20, "trinta": 30, "thirty": 30,
 }  # fmt: skip
-_UNITS = {
+UNITS = {
     "min": "minutes", "mins": "minutes", "minuto": "minutes", "minutos": "minutes",
     "minute": "minutes", "minutes": "minutes",
     "h": "hours", "hr": "hours", "hrs": "hours", "hora": "hours", "horas": "hours",
@@ -81,7 +78,7 @@ _DAY_MONTH_NAME = re.compile(
     r"(\d{1,2})(?:st|nd|rd|th|o|º)?(?: de)? ([a-z]+)\.?(?:,? (?:de )?(\d{4}))?"
 )
 _MONTH_NAME_DAY = re.compile(r"([a-z]+)\.? (\d{1,2})(?:st|nd|rd|th)?(?:,? (\d{4}))?")
-_FILLER = re.compile(r"^(?:n[oa]s? |n[ae]st[ae] |est[ae] |ess[ae] |this |on |em |dia )+")
+FILLER = re.compile(r"^(?:n[oa]s? |n[ae]st[ae] |est[ae] |ess[ae] |this |on |em |dia )+")
 
 
 def normalize(text: str) -> str:
@@ -111,25 +108,26 @@ def resolve_date(text: str, today: date, *, lean: Direction = "past") -> date:
     Without a year, "12/03" is the nearest such day in the `lean` direction (today included);
     so is a bare weekday ("sexta").
     """
-    found = _date(normalize(text), today, lean)
+    found = parse_date(normalize(text), today, lean)
     if found is None:
         raise ToolError(f"Could not understand the date {text!r}. Accepted: {DATE_FORMATS}.")
     return found
 
 
-def _date(text: str, today: date, lean: Direction) -> date | None:
+def parse_date(text: str, today: date, lean: Direction) -> date | None:
+    """Return the date normalized `text` means, or None when it is no known form."""
     if not text:
         return None
     if text in _OFFSETS:
         return today + timedelta(days=_OFFSETS[text])
     ago = text.startswith(("ha ", "faz ")) or text.endswith((" atras", " ago"))
-    if ago and (match := _AGO.fullmatch(text)) and (count := _count(match[1])) is not None:
-        return today - timedelta(**{_UNITS[match[2]]: count})
+    if ago and (match := _AGO.fullmatch(text)) and (count := count_word(match[1])) is not None:
+        return today - timedelta(**{UNITS[match[2]]: count})
     if match := _ISO_DATE.fullmatch(text):
         return _valid(int(match[1]), int(match[2]), int(match[3]))
     if match := re.fullmatch(r"(\d{1,2})[/.-](\d{1,2})(?:[/.-](\d{2}|\d{4}))?", text):
         return _day_month(int(match[1]), int(match[2]), _year(match[3]), today, lean)
-    words = _FILLER.sub("", text)
+    words = FILLER.sub("", text)
     if (match := _DAY_MONTH_NAME.fullmatch(words)) and match[2] in MONTHS:
         return _day_month(int(match[1]), MONTHS[match[2]], _year(match[3]), today, lean)
     if (match := _MONTH_NAME_DAY.fullmatch(words)) and match[1] in MONTHS:
@@ -139,7 +137,8 @@ def _date(text: str, today: date, lean: Direction) -> date | None:
     return _weekday(words, today, lean)
 
 
-def _count(word: str) -> int | None:
+def count_word(word: str) -> int | None:
+    """Read a count written in digits or as a small number word ("3", "três", "three")."""
     return int(word) if word.isdigit() else _NUMBERS.get(word)
 
 
@@ -212,7 +211,7 @@ def resolve_month_day(text: str) -> tuple[int, int, int | None]:
     For birthdays and anniversaries: "12/03", "12 de março", "March 12", "1990-03-12".
     """
     clean = normalize(text)
-    words = _FILLER.sub("", clean)
+    words = FILLER.sub("", clean)
     parts: tuple[int, int, int | None] | None = None
     if match := _ISO_DATE.fullmatch(clean):
         parts = (int(match[2]), int(match[3]), int(match[1]))
@@ -245,124 +244,6 @@ def next_occurrence(month: int, day: int, today: date) -> date:
         if found >= today:
             return found
     raise AssertionError("unreachable: next year always has the day")
-
-
-# -- datetimes -------------------------------------------------------------------------------
-
-
-def resolve_datetime(text: str, now: datetime) -> datetime:
-    """Return the moment `text` means, as an aware datetime in `now`'s timezone.
-
-    `now` is the user's local time (aware). A time alone ("às 15h") is today, or tomorrow
-    when that hour has passed; a weekday or a day without a year is the next one.
-    """
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    found = _datetime(normalize(text), now)
-    if found is None:
-        raise ToolError(
-            f"Could not understand the time {text!r}. Accepted: {DATETIME_FORMATS}. "
-            "A date alone is not enough: say the time too."
-        )
-    return found
-
-
-def _datetime(text: str, now: datetime) -> datetime | None:
-    tz = now.tzinfo
-    assert tz is not None
-    if match := re.fullmatch(r"(\d{4}-\d{2}-\d{2})[t ](\d{1,2}:\d{2}(?::\d{2})?)(.*)", text):
-        try:
-            parsed = datetime.fromisoformat(f"{match[1]}T{match[2]}{match[3].upper()}")
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            return _localize(parsed, now)
-        return parsed.astimezone(tz)
-    if match := _RELATIVE.fullmatch(text):
-        count, unit = _count(match["n"]), _UNITS.get(match["unit"])
-        # "9h" alone is nine o'clock, not nine hours from now: hours need "em"/"in".
-        explicit = match["pre"] or match["post"] or (match["space"] and unit != "hours")
-        if count is not None and unit is not None and explicit:
-            return now + timedelta(**{unit: count})
-    if text in ("meia hora", "em meia hora", "daqui a meia hora", "in half an hour",
-                "half an hour"):  # fmt: skip
-        return now + timedelta(minutes=30)
-    day_text, clock = _split_time(text)
-    if clock is None:
-        return None
-    if not day_text:  # a time alone: its next occurrence
-        at = _localize(datetime.combine(now.date(), clock), now)
-        tomorrow = _localize(datetime.combine(now.date() + timedelta(1), clock), now)
-        return at if at > now else tomorrow
-    day = _date(day_text, now.date(), "future")
-    if day is None:
-        return None
-    at = _localize(datetime.combine(day, clock), now)
-    if at <= now and _is_bare_weekday(day_text):
-        at = _localize(datetime.combine(day + timedelta(7), clock), now)
-    return at
-
-
-_RELATIVE = re.compile(
-    r"(?P<pre>(?:em|daqui a|daqui|dentro de|in|within|after) )?(?P<n>\d{1,4}|[a-z]+)"
-    r"(?P<space> )?(?P<unit>[a-z]+)(?P<post> from now| a partir de agora| later| depois)?"
-)
-
-
-def _localize(naive: datetime, now: datetime) -> datetime:
-    """Attach `now`'s zone to a wall-clock time (`fold` keeps the first of a repeated hour)."""
-    return naive.replace(tzinfo=now.tzinfo)
-
-
-def _is_bare_weekday(text: str) -> bool:
-    return _FILLER.sub("", text) in WEEKDAYS
-
-
-_CLOCK = (
-    r"(?P<h>\d{1,2})(?:(?::|h|\.)(?P<m>\d{2}))?\s*(?P<suffix>h|hs|hrs|horas|am|pm|a\.m\.|p\.m\.)?"
-    r"(?: (?P<part>da manha|da tarde|da noite|de manha|de tarde|de noite|in the morning"
-    r"|in the afternoon|in the evening|at night))?"
-)
-_NAMED_TIMES = {"meio-dia": time(12), "meio dia": time(12), "noon": time(12),
-                "meia-noite": time(0), "meia noite": time(0), "midnight": time(0)}  # fmt: skip
-
-
-def _split_time(text: str) -> tuple[str, time | None]:
-    """Split "amanhã às 9h" into ("amanhã", 09:00); the time may come first or last."""
-    connector = r"(?:as|a|at|@|ao|by)"
-    for name, clock in _NAMED_TIMES.items():
-        if match := re.fullmatch(rf"(?:(.*?) )?(?:{connector} )?{name}", text):
-            return re.sub(rf"(?:^| ){connector}$", "", match[1] or "").strip(), clock
-    if match := re.fullmatch(rf"(?:(?P<day>.*?) )?(?:{connector} )?{_CLOCK}", text):
-        clock = _clock(match)
-        day = re.sub(rf"(?:^| ){connector}$", "", match["day"] or "").strip()
-        if clock is not None and (match["suffix"] or match["m"] or match["part"] or _said_at(text)):
-            return day, clock
-    if match := re.fullmatch(rf"(?:{connector} )?{_CLOCK} (?P<day>.+)", text):
-        clock = _clock(match)
-        if clock is not None and (match["suffix"] or match["m"] or match["part"]):
-            return match["day"].strip(), clock
-    return text, None
-
-
-def _said_at(text: str) -> bool:
-    """Whether a bare number is introduced as a time ("amanhã às 9"), not a day ("dia 9")."""
-    return re.search(r"(?:^| )(?:as|a|at|@)(?: \d{1,2})$", text) is not None
-
-
-def _clock(match: re.Match[str]) -> time | None:
-    hour, minute = int(match["h"]), int(match["m"] or 0)
-    suffix = (match["suffix"] or "").replace(".", "")
-    part = match["part"] or ""
-    if suffix in ("am", "pm"):
-        if not 1 <= hour <= 12:
-            return None
-        hour = hour % 12 + (12 if suffix == "pm" else 0)
-    elif any(w in part for w in ("tarde", "noite", "afternoon", "evening", "night")) and hour < 12:
-        hour += 12
-    if not (0 <= hour <= 23 and 0 <= minute <= 59):
-        return None
-    return time(hour, minute)
 
 
 # -- periods ---------------------------------------------------------------------------------

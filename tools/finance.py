@@ -1,7 +1,7 @@
 """The finance specialist's tools: record, sum up, list and delete the user's money entries.
 
 Amounts arrive as JSON numbers or text in Brazilian or English notation (`tools.amounts`) and
-become `Decimal` with two places. Categories are kept on one canonical list (`tools.categories`):
+become `Decimal` with two places. Categories are kept on one canonical list (`store.categories`):
 any synonym is stored by its canonical name and reported in the user's language. The
 user and tenant come from the run context; an id the model passes only ever finds the user's
 own entries. Writes are idempotent per run step and tool call (`tools._runtime.call_key`).
@@ -19,13 +19,13 @@ from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import Field, StrictFloat, StrictInt, StrictStr
 
-from tools import categories
+from store import categories
+from store import finance as entries
+from store.finance import Entry
 from tools._args import ToolArgs
 from tools._runtime import Scope, ToolError, call_key, scope_of, tool_db
 from tools.amounts import FORMS, parse_amount
 from tools.dates import local_now, resolve_date, resolve_period
-
-_ENTRY = "id, kind, amount, currency, category, description, occurred_on"
 
 
 def parse_currency(text: str) -> str:
@@ -43,12 +43,12 @@ def _money(value: Decimal) -> str:
     return f"{value:.2f}"
 
 
-def _describe(row: dict[str, Any], language: str) -> str:
+def _describe(entry: Entry, language: str) -> str:
     text = (
-        f"{row['kind']} #{row['id']}: {_money(row['amount'])} {row['currency']}, "
-        f"{categories.display(row['category'], language)}, on {row['occurred_on'].isoformat()}"
+        f"{entry.kind} #{entry.id}: {_money(entry.amount)} {entry.currency}, "
+        f"{categories.display(entry.category, language)}, on {entry.occurred_on.isoformat()}"
     )
-    return text + (f" ({row['description']})" if row["description"] else "")
+    return text + (f" ({entry.description})" if entry.description else "")
 
 
 def _language(runtime: ToolRuntime, scope: Scope) -> str:
@@ -122,24 +122,16 @@ def record_transaction(
     day = resolve_date(date, _today(scope), lean="past")
     call_id = call_key(runtime)
     with tool_db(scope) as conn:
-        row = conn.execute(
-            f"""insert into finance_entries (tenant_id, user_id, kind, amount, currency, category,
-                    description, occurred_on, tool_call_id)
-                values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                on conflict (tenant_id, tool_call_id) do nothing
-                returning {_ENTRY}""",
-            (scope.tenant_id, scope.user_id, kind, value, code, category,
-             description.strip(), day, call_id),
-        ).fetchone()  # fmt: skip
-        if row is None:  # this tool call already ran: answer as it did
-            row = conn.execute(
-                f"""select {_ENTRY} from finance_entries
-                    where tenant_id = %s and user_id = %s and tool_call_id = %s""",
-                (scope.tenant_id, scope.user_id, call_id),
-            ).fetchone()
-            if row is None:
+        entry = entries.insert_entry(
+            conn, scope.tenant_id, scope.user_id, kind=kind, amount=value, currency=code,
+            category=category, description=description.strip(), occurred_on=day,
+            tool_call_id=call_id,
+        )  # fmt: skip
+        if entry is None:  # this tool call already ran: answer as it did
+            entry = entries.entry_by_call(conn, scope.tenant_id, scope.user_id, call_id)
+            if entry is None:
                 raise ToolError("This tool call id was already used; call the tool again.")
-    return "Recorded " + _describe(row, _language(runtime, scope)) + "."
+    return "Recorded " + _describe(entry, _language(runtime, scope)) + "."
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -166,22 +158,13 @@ def get_balance(runtime: ToolRuntime, period: str = "this_month") -> str:
     scope = scope_of(runtime.context)
     first, last = resolve_period(period, _today(scope))
     with tool_db(scope) as conn:
-        rows = conn.execute(
-            """select currency,
-                      coalesce(sum(amount) filter (where kind = 'income'), 0) as income,
-                      coalesce(sum(amount) filter (where kind = 'expense'), 0) as expenses
-               from finance_entries
-               where tenant_id = %s and user_id = %s and deleted_at is null
-                 and occurred_on between %s and %s
-               group by currency order by currency""",
-            (scope.tenant_id, scope.user_id, first, last),
-        ).fetchall()
+        rows = entries.totals(conn, scope.tenant_id, scope.user_id, first, last)
     totals = [
         {
-            "currency": r["currency"],
-            "income": _money(r["income"]),
-            "expenses": _money(r["expenses"]),
-            "balance": _money(r["income"] - r["expenses"]),
+            "currency": r.currency,
+            "income": _money(r.income),
+            "expenses": _money(r.expenses),
+            "balance": _money(r.income - r.expenses),
         }
         for r in rows
     ]
@@ -201,22 +184,15 @@ def spending_by_category(runtime: ToolRuntime, period: str = "this_month") -> st
     scope = scope_of(runtime.context)
     first, last = resolve_period(period, _today(scope))
     with tool_db(scope) as conn:
-        rows = conn.execute(
-            """select category, currency, sum(amount) as total, count(*) as entries
-               from finance_entries
-               where tenant_id = %s and user_id = %s and deleted_at is null
-                 and kind = 'expense' and occurred_on between %s and %s
-               group by category, currency order by sum(amount) desc, category""",
-            (scope.tenant_id, scope.user_id, first, last),
-        ).fetchall()
+        rows = entries.expenses_by_category(conn, scope.tenant_id, scope.user_id, first, last)
     language = _language(runtime, scope)
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:  # entries stored before the canonical list may still use a synonym
-        found = categories.find(r["category"])
-        name = categories.display(found.name, language) if found else r["category"]
-        line = merged.setdefault((name, r["currency"]), {"total": Decimal(0), "entries": 0})
-        line["total"] += r["total"]
-        line["entries"] += r["entries"]
+        found = categories.find(r.category)
+        name = categories.display(found.name, language) if found else r.category
+        line = merged.setdefault((name, r.currency), {"total": Decimal(0), "entries": 0})
+        line["total"] += r.total
+        line["entries"] += r.entries
     totals = [
         {"category": name, "currency": currency, "total": _money(line["total"]),
          "entries": line["entries"]}
@@ -245,25 +221,20 @@ def list_transactions(runtime: ToolRuntime, limit: int = 10) -> str:
     scope = scope_of(runtime.context)
     language = _language(runtime, scope)
     with tool_db(scope) as conn:
-        rows = conn.execute(
-            f"""select {_ENTRY} from finance_entries
-                where tenant_id = %s and user_id = %s and deleted_at is null
-                order by occurred_on desc, id desc limit %s""",
-            (scope.tenant_id, scope.user_id, limit),
-        ).fetchall()
-    entries = [
+        rows = entries.recent_entries(conn, scope.tenant_id, scope.user_id, limit)
+    listed = [
         {
-            "id": r["id"],
-            "kind": r["kind"],
-            "amount": _money(r["amount"]),
-            "currency": r["currency"],
-            "category": categories.display(r["category"], language),
-            "description": r["description"],
-            "date": r["occurred_on"].isoformat(),
+            "id": r.id,
+            "kind": r.kind,
+            "amount": _money(r.amount),
+            "currency": r.currency,
+            "category": categories.display(r.category, language),
+            "description": r.description,
+            "date": r.occurred_on.isoformat(),
         }
         for r in rows
     ]
-    return json.dumps({"transactions": entries}, ensure_ascii=False)
+    return json.dumps({"transactions": listed}, ensure_ascii=False)
 
 
 # -- delete ----------------------------------------------------------------------------------
@@ -284,26 +255,18 @@ def delete_transaction(transaction_id: int, runtime: ToolRuntime) -> str:
     scope = scope_of(runtime.context)
     call_id = call_key(runtime)
     with tool_db(scope) as conn:
-        row = conn.execute(
-            f"""select {_ENTRY}, deleted_at, deleted_by_tool_call_id from finance_entries
-                where tenant_id = %s and user_id = %s and id = %s for update""",
-            (scope.tenant_id, scope.user_id, transaction_id),
-        ).fetchone()
-        if row is None:
+        entry = entries.lock_entry(conn, scope.tenant_id, scope.user_id, transaction_id)
+        if entry is None:
             raise ToolError(
                 f"There is no entry #{transaction_id} for this user. "
                 "Call list_transactions to see the user's entries and their numbers."
             )
-        if row["deleted_at"] is not None:
-            if row["deleted_by_tool_call_id"] != call_id:
+        if entry.deleted_at is not None:
+            if entry.deleted_by_tool_call_id != call_id:
                 raise ToolError(f"Entry #{transaction_id} was already deleted.")
         else:
-            conn.execute(
-                """update finance_entries set deleted_at = now(), deleted_by_tool_call_id = %s
-                   where id = %s""",
-                (call_id, transaction_id),
-            )
-    return "Deleted " + _describe(row, _language(runtime, scope)) + "."
+            entries.delete_entry(conn, transaction_id, call_id)
+    return "Deleted " + _describe(entry, _language(runtime, scope)) + "."
 
 
 FINANCE_TOOLS = [

@@ -19,8 +19,9 @@ from langgraph.prebuilt import ToolRuntime
 from langgraph.store.base import BaseStore
 from pydantic import Field
 
-from graphs.settings import EmbeddingSettings
+from graphs.features import LONG_TERM_MEMORY
 from store import memory, pii
+from store.settings import EmbeddingSettings
 from tools._args import ToolArgs
 from tools._runtime import Scope, ToolError, call_key, scope_of, tool_db
 
@@ -54,7 +55,7 @@ def _store(runtime: ToolRuntime, scope: Scope) -> Iterator[BaseStore]:
 
 def _enabled(runtime: ToolRuntime) -> Scope:
     scope = scope_of(runtime.context)
-    if "long_term_memory" not in (runtime.context.features or []):
+    if LONG_TERM_MEMORY.name not in (runtime.context.features or []):
         raise ToolError("Long-term memory is not enabled for this user; do not offer it.")
     return scope
 

@@ -17,6 +17,8 @@ from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import Field
 
+from store import relationships as people
+from store.relationships import SavedDate
 from tools._args import ToolArgs
 from tools._runtime import ToolError, call_key, scope_of, tool_db
 from tools.dates import local_now, next_occurrence, resolve_date, resolve_month_day
@@ -57,32 +59,17 @@ def remember_person(name: str, runtime: ToolRuntime, relation: str = "", notes: 
     name, relation, notes = _name(name), relation.strip(), notes.strip()
     call_id = call_key(runtime)
     with tool_db(scope) as conn:
-        row = conn.execute(
-            """select id, name, relation, notes, last_tool_call_id from people
-               where tenant_id = %s and user_id = %s and lower(name) = lower(%s) for update""",
-            (scope.tenant_id, scope.user_id, name),
-        ).fetchone()
-        if row is None or row["last_tool_call_id"] != call_id:
-            row = conn.execute(
-                """insert into people (tenant_id, user_id, name, relation, notes, last_tool_call_id)
-                   values (%s, %s, %s, %s, %s, %s)
-                   on conflict (tenant_id, user_id, lower(name)) do update set
-                       relation = case when excluded.relation <> '' then excluded.relation
-                                       else people.relation end,
-                       notes = case
-                           when excluded.notes = ''
-                             or strpos(lower(people.notes), lower(excluded.notes)) > 0
-                               then people.notes
-                           when people.notes = '' then excluded.notes
-                           else right(people.notes || E'\\n' || excluded.notes, 2000) end,
-                       last_tool_call_id = excluded.last_tool_call_id, updated_at = now()
-                   returning id, name, relation, notes""",
-                (scope.tenant_id, scope.user_id, name, relation, notes, call_id),
-            ).fetchone()
-    assert row is not None
-    who = row["name"] + (f" ({row['relation']})" if row["relation"] else "")
-    known = f" Notes: {row['notes']}" if row["notes"] else ""
-    return f"Remembered {who} as person #{row['id']}.{known}"
+        known = people.lock_person(conn, scope.tenant_id, scope.user_id, name)
+        if known is None or known.last_tool_call_id != call_id:
+            person = people.remember_person(
+                conn, scope.tenant_id, scope.user_id, name=name, relation=relation,
+                notes=notes, tool_call_id=call_id,
+            )  # fmt: skip
+        else:
+            person = known
+    who = person.name + (f" ({person.relation})" if person.relation else "")
+    noted = f" Notes: {person.notes}" if person.notes else ""
+    return f"Remembered {who} as person #{person.id}.{noted}"
 
 
 # -- important dates -------------------------------------------------------------------------
@@ -108,11 +95,11 @@ def _day_text(month: int, day: int, year: int | None) -> str:
     return f"{day} {_MONTH_NAMES[month - 1]}" + (f" {year}" if year else "")
 
 
-def _date_text(row: dict[str, Any], person: str) -> str:
-    what = row["label"] or row["kind"]
-    when = _day_text(row["month"], row["day"], row["year"])
-    repeat = "every year" if row["yearly"] else "once"
-    return f"Saved {person}'s {what} on {when} ({repeat}), date #{row['id']}."
+def _date_text(saved: SavedDate, person: str) -> str:
+    what = saved.label or saved.kind
+    when = _day_text(saved.month, saved.day, saved.year)
+    repeat = "every year" if saved.yearly else "once"
+    return f"Saved {person}'s {what} on {when} ({repeat}), date #{saved.id}."
 
 
 @tool(args_schema=AddImportantDateArgs)
@@ -136,34 +123,15 @@ def add_important_date(
         year = resolve_date(date, local_now(scope.timezone).date(), lean="future").year
     call_id = call_key(runtime)
     with tool_db(scope) as conn:
-        done = conn.execute(
-            """select d.id, d.kind, d.month, d.day, d.year, d.yearly, d.label, p.name
-               from important_dates d
-               join people p on p.tenant_id = d.tenant_id and p.id = d.person_id
-               where d.tenant_id = %s and d.tool_call_id = %s and p.user_id = %s""",
-            (scope.tenant_id, call_id, scope.user_id),
-        ).fetchone()
+        done = people.date_by_call(conn, scope.tenant_id, scope.user_id, call_id)
         if done is not None:
-            return _date_text(done, done["name"])
-        person = conn.execute(
-            """insert into people (tenant_id, user_id, name) values (%s, %s, %s)
-               on conflict (tenant_id, user_id, lower(name)) do update set updated_at = now()
-               returning id, name""",
-            (scope.tenant_id, scope.user_id, name),
-        ).fetchone()
-        assert person is not None
-        row = conn.execute(
-            """insert into important_dates (tenant_id, person_id, kind, month, day, year, yearly,
-                   label, tool_call_id)
-               values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-               on conflict (tenant_id, person_id, kind, month, day, label) do update set
-                   year = coalesce(excluded.year, important_dates.year),
-                   yearly = excluded.yearly, tool_call_id = excluded.tool_call_id
-               returning id, kind, month, day, year, yearly, label""",
-            (scope.tenant_id, person["id"], kind, month, day, year, yearly, label, call_id),
-        ).fetchone()
-    assert row is not None
-    return _date_text(row, person["name"])
+            return _date_text(done, done.name)
+        person = people.ensure_person(conn, scope.tenant_id, scope.user_id, name)
+        saved = people.save_date(
+            conn, scope.tenant_id, person.id, kind=kind, month=month, day=day, year=year,
+            yearly=yearly, label=label, tool_call_id=call_id,
+        )  # fmt: skip
+    return _date_text(saved, person.name)
 
 
 class UpcomingDatesArgs(ToolArgs):
@@ -183,32 +151,27 @@ def upcoming_dates(runtime: ToolRuntime, days: int = 30) -> str:
     today = local_now(scope.timezone).date()
     last = today + timedelta(days=days)
     with tool_db(scope) as conn:
-        rows = conn.execute(
-            """select d.kind, d.month, d.day, d.year, d.yearly, d.label, p.name, p.relation
-               from important_dates d
-               join people p on p.tenant_id = d.tenant_id and p.id = d.person_id
-               where p.tenant_id = %s and p.user_id = %s""",
-            (scope.tenant_id, scope.user_id),
-        ).fetchall()
+        rows = people.dates_of_user(conn, scope.tenant_id, scope.user_id)
     found = []
     for r in rows:
-        if r["yearly"]:
-            when = next_occurrence(r["month"], r["day"], today)
+        if r.yearly:
+            when = next_occurrence(r.month, r.day, today)
         else:
-            when = Date(r["year"], r["month"], r["day"])
+            assert r.year is not None  # a date that does not recur always has its year
+            when = Date(r.year, r.month, r.day)
         if not today <= when <= last:
             continue
         item: dict[str, Any] = {
             "date": when.isoformat(),
             "in_days": (when - today).days,
             "weekday": when.strftime("%A"),
-            "person": r["name"],
-            "relation": r["relation"],
-            "kind": r["kind"],
-            "label": r["label"],
+            "person": r.name,
+            "relation": r.relation,
+            "kind": r.kind,
+            "label": r.label,
         }
-        if r["yearly"] and r["year"] is not None:
-            item["years"] = when.year - r["year"]
+        if r.yearly and r.year is not None:
+            item["years"] = when.year - r.year
         found.append(item)
     found.sort(key=lambda item: (item["date"], item["person"].lower()))
     return json.dumps(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import uuid4
 
 import structlog
@@ -22,9 +21,13 @@ from pydantic import Field
 from redis import RedisError
 
 from graphs.context import Context
+from graphs.features import REMINDERS
+from store import reminders
+from store.reminders import Reminder, Scheduled
 from tools._args import ToolArgs
-from tools._runtime import Scope, ToolError, bound_redis, call_key, scope_of, tool_db
-from tools.dates import local_now, resolve_datetime, zone
+from tools._runtime import Scope, ToolError, bound_scheduler, call_key, scope_of, tool_db
+from tools.dates import local_now, zone
+from tools.times import resolve_datetime
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +37,7 @@ MAX_AHEAD = timedelta(days=2 * 366)
 
 def _reminders_allowed(context: Context | None) -> Scope:
     scope = scope_of(context)
-    if context is not None and "reminders" not in context.features:
+    if context is not None and REMINDERS.name not in context.features:
         raise ToolError(
             "Reminders are not part of this user's plan. Tell the user you cannot set them."
         )
@@ -77,44 +80,34 @@ def schedule_reminder(text: str, when: str, runtime: ToolRuntime) -> str:
         raise ToolError(f"{when!r} is too far ahead; reminders go at most two years ahead.")
     call_id = call_key(runtime)
     with tool_db(scope) as conn:
-        row = conn.execute(
-            """insert into reminders (tenant_id, user_id, text, due_at, correlation_id,
-                   tool_call_id)
-               values (%s, %s, %s, %s, %s, %s)
-               on conflict (tenant_id, tool_call_id) do nothing
-               returning id, due_at, correlation_id""",
-            (scope.tenant_id, scope.user_id, text, due.astimezone(UTC), uuid4().hex, call_id),
-        ).fetchone()
+        row = reminders.insert_reminder(
+            conn, scope.tenant_id, scope.user_id, text=text, due_at=due.astimezone(UTC),
+            correlation_id=uuid4().hex, tool_call_id=call_id,
+        )  # fmt: skip
         fresh = row is not None
         if row is None:  # this tool call already ran: answer as it did
-            row = conn.execute(
-                """select id, due_at, correlation_id from reminders
-                   where tenant_id = %s and user_id = %s and tool_call_id = %s""",
-                (scope.tenant_id, scope.user_id, call_id),
-            ).fetchone()
+            row = reminders.reminder_by_call(conn, scope.tenant_id, scope.user_id, call_id)
             if row is None:
                 raise ToolError("This tool call id was already used; call the tool again.")
     if fresh:  # after the commit, so the job always finds the row
         _queue_delivery(scope, row)
-    return f"Scheduled reminder #{row['id']} for {_local(row['due_at'], scope)} ({scope.timezone})."
+    return f"Scheduled reminder #{row.id} for {_local(row.due_at, scope)} ({scope.timezone})."
 
 
-def _queue_delivery(scope: Scope, row: dict[str, Any]) -> None:
+def _queue_delivery(scope: Scope, row: Scheduled) -> None:
     """Schedule the delivery job; without Redis (Studio, evals) the relay's sweep delivers it."""
-    redis = bound_redis()
-    if redis is None:
-        log.info("no redis bound; the relay's sweep will deliver the reminder", reminder=row["id"])
+    schedule = bound_scheduler()
+    if schedule is None:
+        log.info("no scheduler bound; the relay's sweep will deliver the reminder", reminder=row.id)
         return
-    from server.jobs.reminders import schedule_delivery  # the job's home; loaded only when needed
-
     try:
-        schedule_delivery(redis, scope.tenant_id, row["id"], row["correlation_id"], row["due_at"])
+        schedule(scope.tenant_id, row.id, row.correlation_id, row.due_at)
     except RedisError as exc:
         log.warning("could not schedule the reminder; the relay's sweep will deliver it",
-                    reminder=row["id"], error=str(exc))  # fmt: skip
+                    reminder=row.id, error=str(exc))  # fmt: skip
         return
     with tool_db(scope) as conn:
-        conn.execute("update reminders set enqueued_at = now() where id = %s", (row["id"],))
+        reminders.mark_enqueued(conn, row.id)
 
 
 class ListRemindersArgs(ToolArgs):
@@ -129,16 +122,9 @@ def list_reminders(runtime: ToolRuntime) -> str:
     """
     scope = _reminders_allowed(runtime.context)
     with tool_db(scope) as conn:
-        rows = conn.execute(
-            """select id, text, due_at from reminders
-               where tenant_id = %s and user_id = %s and status = 'scheduled'
-               order by due_at, id limit 50""",
-            (scope.tenant_id, scope.user_id),
-        ).fetchall()
-    reminders = [
-        {"id": r["id"], "text": r["text"], "due": _local(r["due_at"], scope)} for r in rows
-    ]
-    return json.dumps({"timezone": scope.timezone, "reminders": reminders}, ensure_ascii=False)
+        rows = reminders.scheduled_for_user(conn, scope.tenant_id, scope.user_id, limit=50)
+    listed = [{"id": r.id, "text": r.text, "due": _local(r.due_at, scope)} for r in rows]
+    return json.dumps({"timezone": scope.timezone, "reminders": listed}, ensure_ascii=False)
 
 
 class CancelReminderArgs(ToolArgs):
@@ -153,36 +139,23 @@ def cancel_reminder(reminder_id: int, runtime: ToolRuntime) -> str:
     scope = _reminders_allowed(runtime.context)
     call_id = call_key(runtime)
     with tool_db(scope) as conn:
-        row = conn.execute(
-            """select id, text, due_at, status, error, cancelled_by_tool_call_id from reminders
-               where tenant_id = %s and user_id = %s and id = %s for update""",
-            (scope.tenant_id, scope.user_id, reminder_id),
-        ).fetchone()
+        row = reminders.lock_users_reminder(conn, scope.tenant_id, scope.user_id, reminder_id)
         if row is None:
             raise ToolError(
                 f"There is no reminder #{reminder_id} for this user. "
                 "Call list_reminders to see the user's reminders and their numbers."
             )
-        status = row["status"]
-        replay = row["cancelled_by_tool_call_id"] == call_id
-        if status == "scheduled":
-            conn.execute(
-                """update reminders set status = 'cancelled', cancelled_by_tool_call_id = %s,
-                       finished_at = now()
-                   where id = %s""",
-                (call_id, reminder_id),
-            )
-        elif not (status == "cancelled" and replay):
+        replay = row.cancelled_by_tool_call_id == call_id
+        if row.status == "scheduled":
+            reminders.cancel(conn, reminder_id, call_id)
+        elif not (row.status == "cancelled" and replay):
             raise ToolError(_not_cancellable(row, scope))
-    return (
-        f"Cancelled reminder #{row['id']} ({row['text']}), which was due "
-        f"{_local(row['due_at'], scope)}."
-    )
+    return f"Cancelled reminder #{row.id} ({row.text}), which was due {_local(row.due_at, scope)}."
 
 
-def _not_cancellable(row: dict[str, Any], scope: Scope) -> str:
-    if row["status"] == "cancelled":
-        return f"Reminder #{row['id']} was already cancelled."
-    if row["status"] == "delivered":
-        return f"Reminder #{row['id']} was already sent, at {_local(row['due_at'], scope)}."
-    return f"Reminder #{row['id']} could not be delivered ({row['error']}); nothing to cancel."
+def _not_cancellable(row: Reminder, scope: Scope) -> str:
+    if row.status == "cancelled":
+        return f"Reminder #{row.id} was already cancelled."
+    if row.status == "delivered":
+        return f"Reminder #{row.id} was already sent, at {_local(row.due_at, scope)}."
+    return f"Reminder #{row.id} could not be delivered ({row.error}); nothing to cancel."

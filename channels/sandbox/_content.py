@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from channels.sandbox._http import ApiError, Reply
+from channels.sandbox._wire import ApiError, Reply
 from channels.templates import PLACEHOLDER, render
 
 APPROVAL_STATUSES = frozenset(

@@ -14,7 +14,10 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-__all__ = ["RedirectingHttpClient", "make_twilio_client"]
+from channels.twilio.settings import TwilioSettings
+from store.records import Tenant
+
+__all__ = ["RedirectingHttpClient", "make_twilio_client", "twilio_for"]
 
 
 def _is_twilio_host(hostname: str | None) -> bool:
@@ -87,3 +90,12 @@ def make_twilio_client(
     else:
         http_client = RedirectingHttpClient(api_base_url, timeout=timeout)
     return Client(account_sid, auth_token, http_client=http_client)
+
+
+def twilio_for(settings: TwilioSettings, tenant: Tenant) -> Client:
+    """Return the Twilio client of `tenant` (the sandbox when TWILIO_API_BASE_URL is set)."""
+    return make_twilio_client(
+        tenant.twilio_account_sid,
+        tenant.twilio_auth_token,
+        api_base_url=settings.twilio_api_base_url,
+    )

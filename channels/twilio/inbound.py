@@ -1,42 +1,24 @@
-"""Twilio's WhatsApp webhook: signature check and parsing into a typed inbound message."""
+"""Twilio's WhatsApp webhooks: the form, its signature, and the records it becomes."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+from urllib.parse import parse_qsl
 
+import structlog
 from twilio.request_validator import RequestValidator, compare
 
-MessageKind = Literal["text", "media", "location", "button", "unsupported"]
+from channels.base import (
+    STATUSES,
+    InboundMessage,
+    InvalidRequest,
+    Media,
+    MessageKind,
+    StatusUpdate,
+)
 
-
-class InvalidInboundError(ValueError):
-    """The webhook form is not a WhatsApp message we can accept; the text says why."""
-
-
-@dataclass(frozen=True)
-class Media:
-    """One attachment Twilio hosts for us (fetched later with the tenant's credentials)."""
-
-    url: str
-    content_type: str
-
-
-@dataclass(frozen=True)
-class InboundMessage:
-    """A WhatsApp message as Twilio delivered it, normalised."""
-
-    message_sid: str
-    account_sid: str
-    from_address: str
-    to_address: str
-    wa_id: str
-    body: str
-    profile_name: str | None
-    kind: MessageKind
-    media: list[Media] = field(default_factory=list)
-    raw: dict[str, str] = field(default_factory=dict, repr=False)
+log = structlog.get_logger(__name__)
 
 
 class _Params(dict[str, str]):
@@ -69,32 +51,52 @@ def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
     return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
 
 
-def _required(form: Mapping[str, str], name: str) -> str:
+def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
+    """Parse Twilio's URL-encoded form (the last value wins for a repeated field)."""
+    if (content_type or "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        raise InvalidRequest("invalid_form", "The body must be application/x-www-form-urlencoded.")
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("invalid_form", "The form is not valid UTF-8 URL encoding.") from exc
+
+
+def without_nul(form: dict[str, str]) -> dict[str, str]:
+    """The form with NUL characters taken out, once the signature (over what was sent) holds:
+    PostgreSQL's text and jsonb cannot hold NUL, and no WhatsApp message needs one."""
+    if not any("\x00" in key or "\x00" in value for key, value in form.items()):
+        return form
+    log.info("removed NUL characters from a signed form")
+    return {key.replace("\x00", ""): value.replace("\x00", "") for key, value in form.items()}
+
+
+def required(form: Mapping[str, str], name: str) -> str:
+    """The field's value, stripped; an `InvalidRequest` when Twilio would have sent one."""
     value = (form.get(name) or "").strip()
     if not value:
-        raise InvalidInboundError(f"The form has no {name}; Twilio always sends one.")
+        raise InvalidRequest("invalid_message", f"The form has no {name}; Twilio always sends one.")
     return value
 
 
 def parse_inbound(form: Mapping[str, str]) -> InboundMessage:
-    """Turn Twilio's webhook form into an `InboundMessage`, or say what is missing."""
-    message_sid = _required(form, "MessageSid")
-    from_address = _required(form, "From")
-    to_address = _required(form, "To")
+    """Turn Twilio's webhook form into an inbound message, or say what is missing."""
+    message_sid = required(form, "MessageSid")
+    from_address = required(form, "From")
+    to_address = required(form, "To")
     if not from_address.startswith("whatsapp:") or not to_address.startswith("whatsapp:"):
-        raise InvalidInboundError("From and To must be WhatsApp addresses ('whatsapp:...').")
+        raise InvalidRequest(
+            "invalid_message", "From and To must be WhatsApp addresses ('whatsapp:...')."
+        )
     try:
         num_media = int(form.get("NumMedia") or 0)
     except ValueError as exc:
-        raise InvalidInboundError("NumMedia must be a whole number.") from exc
+        raise InvalidRequest("invalid_message", "NumMedia must be a whole number.") from exc
     if not 0 <= num_media <= 10:
-        raise InvalidInboundError("NumMedia must be between 0 and 10.")
-    media = [
-        Media(
-            url=_required(form, f"MediaUrl{i}"), content_type=form.get(f"MediaContentType{i}", "")
-        )
+        raise InvalidRequest("invalid_message", "NumMedia must be between 0 and 10.")
+    media = tuple(
+        Media(url=required(form, f"MediaUrl{i}"), content_type=form.get(f"MediaContentType{i}", ""))
         for i in range(num_media)
-    ]
+    )
     body = form.get("Body") or ""
     kind: MessageKind
     if media:
@@ -113,14 +115,27 @@ def parse_inbound(form: Mapping[str, str]) -> InboundMessage:
         kind = "unsupported"
     wa_id = (form.get("WaId") or "").strip() or from_address.removeprefix("whatsapp:")
     return InboundMessage(
-        message_sid=message_sid,
-        account_sid=(form.get("AccountSid") or "").strip(),
-        from_address=from_address,
-        to_address=to_address,
+        provider_message_id=message_sid,
+        sender=from_address,
+        recipient=to_address,
         wa_id=wa_id,
+        kind=kind,
         body=body,
         profile_name=(form.get("ProfileName") or "").strip() or None,
-        kind=kind,
         media=media,
-        raw=dict(form),
+        payload=dict(form),
     )
+
+
+def parse_status(form: Mapping[str, str]) -> StatusUpdate:
+    """Turn Twilio's status callback form into a status update, or say what is wrong."""
+    sid = (form.get("MessageSid") or "").strip()
+    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+    if not sid:
+        raise InvalidRequest("invalid_status", "The form has no MessageSid.")
+    if status not in STATUSES:
+        raise InvalidRequest("invalid_status", f"Unknown MessageStatus {status!r}.")
+    raw_code = (form.get("ErrorCode") or "").strip()
+    if raw_code and not raw_code.isdigit():
+        raise InvalidRequest("invalid_status", "ErrorCode must be a number.")
+    return StatusUpdate(sid, status, int(raw_code) if raw_code else None)

@@ -8,7 +8,7 @@ demo's common cases well enough to drive the router, memory extraction and every
 specialist (:mod:`graphs.offline.nlu`), confirms tool results in the user's language
 (:mod:`graphs.offline.replies`), and otherwise says plainly that it is an offline
 model. Other structured output requests get a minimal valid instance of the
-requested JSON schema (:func:`instance_from_schema`).
+requested JSON schema (:func:`graphs.offline.schema.instance_from_schema`).
 
 Nothing is started at import time: :func:`serve` starts a new server and
 :func:`ensure_offline_server` lazily starts (once) the process-wide one.
@@ -25,7 +25,8 @@ from datetime import date
 from types import FrameType
 from typing import Any
 
-from graphs.language import detect_language
+from graphs.features import ROUTES
+from graphs.language import Language, detect_language
 from graphs.offline.llm_server import (
     ChatCompletionsServer,
     _text_of,
@@ -34,130 +35,14 @@ from graphs.offline.llm_server import (
 )
 from graphs.offline.nlu import choose_route, extract_facts
 from graphs.offline.replies import ToolOutcome, offline_line, tool_results_reply
+from graphs.offline.schema import enum_of, instance_from_schema
 from graphs.offline.tool_calls import choose_tool_call
 from graphs.prompts import CAPABILITIES_MARKER
-from graphs.state import Language
-
-# --------------------------------------------------------------------------- #
-# JSON schema instances
-# --------------------------------------------------------------------------- #
-
-_FORMAT_EXAMPLES = {
-    "date-time": "1970-01-01T00:00:00Z",
-    "date": "1970-01-01",
-    "time": "00:00:00",
-    "email": "offline@example.com",
-    "uri": "https://example.com",
-    "url": "https://example.com",
-    "uuid": "00000000-0000-0000-0000-000000000000",
-    "duration": "PT0S",
-}
-_MAX_SCHEMA_DEPTH = 16
-
-
-def instance_from_schema(schema: dict[str, Any]) -> Any:
-    """Build a minimal JSON value that validates against ``schema``.
-
-    Objects get their required properties, enums their first value, strings
-    ``""``, numbers ``0``, booleans ``False`` and arrays ``[]``; ``$ref`` (into
-    ``$defs``/``definitions``) is resolved and ``anyOf``/``oneOf`` take the first
-    option. Good enough for the schemas pydantic and OpenAI's strict mode produce.
-    """
-    return _instance(schema, schema, 0)
-
-
-def _resolve_ref(ref: str, root: dict[str, Any]) -> dict[str, Any]:
-    if not ref.startswith("#"):
-        return {}
-    node: Any = root
-    for part in ref.lstrip("#").strip("/").split("/"):
-        if not part:
-            continue
-        part = part.replace("~1", "/").replace("~0", "~")
-        if not isinstance(node, dict) or part not in node:
-            return {}
-        node = node[part]
-    return node if isinstance(node, dict) else {}
-
-
-def _instance(schema: Any, root: dict[str, Any], depth: int) -> Any:
-    if not isinstance(schema, dict):
-        return None
-    too_deep = depth > _MAX_SCHEMA_DEPTH
-    if "$ref" in schema:
-        resolved = _resolve_ref(schema["$ref"], root)
-        siblings = {k: v for k, v in schema.items() if k != "$ref"}
-        return _instance({**resolved, **siblings}, root, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            option = options[0]
-            if too_deep:
-                option = next(
-                    (o for o in options if isinstance(o, dict) and o.get("type") == "null"),
-                    option,
-                )
-            return _instance(option, root, depth + 1)
-    if isinstance(schema.get("allOf"), list) and schema["allOf"]:
-        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-        for part in schema["allOf"]:
-            if isinstance(part, dict) and "$ref" in part:
-                part = _resolve_ref(part["$ref"], root)
-            if isinstance(part, dict):
-                merged = {**part, **merged}
-        return _instance(merged, root, depth + 1)
-
-    schema_type = schema.get("type")
-    if isinstance(schema_type, list):
-        schema_type = next((t for t in schema_type if t != "null"), "null")
-    if schema_type is None and "properties" in schema:
-        schema_type = "object"
-
-    if schema_type == "object":
-        properties = schema.get("properties") or {}
-        return {
-            name: _instance(properties.get(name, {}), root, depth + 1)
-            for name in schema.get("required") or []
-        }
-    if schema_type == "array":
-        count = int(schema.get("minItems") or 0)
-        if count and not too_deep:
-            prefix = schema.get("prefixItems") or []
-            items = [
-                _instance(
-                    prefix[i] if i < len(prefix) else schema.get("items", {}), root, depth + 1
-                )
-                for i in range(count)
-            ]
-            return items
-        return []
-    if schema_type == "string":
-        example = _FORMAT_EXAMPLES.get(schema.get("format", ""), "")
-        min_length = int(schema.get("minLength") or 0)
-        return example if len(example) >= min_length else example + "x" * min_length
-    if schema_type in ("integer", "number"):
-        value: float = 0
-        for bound, step in (("minimum", 0), ("exclusiveMinimum", 1)):
-            if isinstance(schema.get(bound), int | float) and schema[bound] + step > value:
-                value = schema[bound] + step
-        for bound, step in (("maximum", 0), ("exclusiveMaximum", 1)):
-            if isinstance(schema.get(bound), int | float) and schema[bound] - step < value:
-                value = schema[bound] - step
-        return int(value) if schema_type == "integer" else value
-    if schema_type == "boolean":
-        return False
-    return None
-
 
 # --------------------------------------------------------------------------- #
 # Offline replies
 # --------------------------------------------------------------------------- #
 
-_ROUTES = ["general", "finance", "relationships", "handoff"]
 _LANGUAGE_MARKERS: dict[str, Language] = {
     "Answer in Brazilian Portuguese": "pt",
     "Answer in English": "en",
@@ -262,26 +147,6 @@ def _forced_function(request: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _enum_of(schema: dict[str, Any], prop: str) -> list[str]:
-    """The enum of property ``prop`` of an object schema (following ``$ref``/``anyOf``)."""
-    node: Any = (schema.get("properties") or {}).get(prop) or {}
-    for _ in range(_MAX_SCHEMA_DEPTH):
-        if not isinstance(node, dict):
-            return []
-        if "$ref" in node:
-            node = _resolve_ref(node["$ref"], schema)
-        elif "enum" in node:
-            return [str(v) for v in node["enum"]]
-        elif "const" in node:
-            return [str(node["const"])]
-        elif node.get("anyOf") or node.get("oneOf") or node.get("allOf"):
-            options = node.get("anyOf") or node.get("oneOf") or node.get("allOf")
-            node = next((o for o in options if isinstance(o, dict) and o.get("type") != "null"), {})
-        else:
-            return []
-    return []
-
-
 class OfflineResponder:
     """Answer deterministically, without any real model, when no API key is set.
 
@@ -331,7 +196,7 @@ class OfflineResponder:
     def structured(self, name: str, schema: dict[str, Any], request: dict[str, Any]) -> Any:
         """Answer a structured output request for the schema called ``name``."""
         if name == "RouteDecision":
-            allowed = _enum_of(schema, "route") or _ROUTES
+            allowed = enum_of(schema, "route") or list(ROUTES)
             guess = choose_route(_turn_text(request) or last_user_text(request), allowed)
             return {"route": guess.route, "reason": guess.reason}
         if name == "MemoryFacts":

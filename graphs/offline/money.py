@@ -1,7 +1,7 @@
 """Read the money of a message for the offline model: its amount, currency and category.
 
 Amounts follow the tools' own notation rules (:mod:`tools.amounts`) and categories the tools'
-own list of words (:mod:`tools.categories`), so the offline model sends only what the tools
+own list of words (:mod:`store.categories`), so the offline model sends only what the tools
 accept, and a new synonym there is one here too.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from graphs.offline.lexicon import MONTHS_PT, rx
-from tools import categories
+from store import categories
 from tools._runtime import ToolError
 from tools.amounts import parse_amount
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from graphs.features import FINANCE, GENERAL, HANDOFF, RELATIONSHIPS, Feature
 from graphs.offline.lexicon import (
     DATE,
     HUMAN,
@@ -23,6 +24,15 @@ from graphs.offline.lexicon import (
     fold,
     rx,
 )
+
+
+def _route_of(feature: Feature) -> str:
+    assert feature.route is not None, f"{feature.name} adds no route"
+    return feature.route.name
+
+
+_FINANCE, _RELATIONSHIPS = _route_of(FINANCE), _route_of(RELATIONSHIPS)
+"""The specialist routes the rules below recognise (the registry names them)."""
 
 
 @dataclass(frozen=True)
@@ -39,22 +49,22 @@ def choose_route(text: str, allowed: list[str]) -> RouteGuess:
     wanted = _preferred_route(folded)
     if wanted.route in allowed:
         return wanted
-    fallback = "general" if "general" in allowed or not allowed else allowed[0]
+    fallback = GENERAL.name if GENERAL.name in allowed or not allowed else allowed[0]
     return RouteGuess(fallback, f"{wanted.reason} ({wanted.route} is not available)")
 
 
 def _preferred_route(folded: str) -> RouteGuess:
     if HUMAN.search(folded):
-        return RouteGuess("handoff", "The user asks for a person.")
+        return RouteGuess(HANDOFF.name, "The user asks for a person.")
     if REMINDER.search(folded):
-        return RouteGuess("relationships", "The user asks for a reminder.")
+        return RouteGuess(_RELATIONSHIPS, "The user asks for a reminder.")
     if MONEY.search(folded):
-        return RouteGuess("finance", "The message is about money.")
+        return RouteGuess(_FINANCE, "The message is about money.")
     if PEOPLE_DATES.search(folded) or (
         MEMORY_SAVE.search(folded) and (DATE.search(folded) or RELATIVE_DAY.search(folded))
     ):
-        return RouteGuess("relationships", "The message is about people or dates.")
-    return RouteGuess("general", "Conversation, help or memory.")
+        return RouteGuess(_RELATIONSHIPS, "The message is about people or dates.")
+    return RouteGuess(GENERAL.name, "Conversation, help or memory.")
 
 
 # --------------------------------------------------------------------------- #

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from graphs.state import Language
+from graphs.language import Language
 
 OFFLINE_LINES: dict[Language, dict[str, str]] = {
     "pt": {

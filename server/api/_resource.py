@@ -15,15 +15,15 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request, Response
-from psycopg import errors, sql
+from psycopg import errors
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict
 
 from server.api.auth import Principal, Role, require_roles
 from server.api.errors import ApiError
 from server.services import Services
+from store import resources
 from store.cache import forget_tenant, forget_user
 from store.scoping import platform_scope, tenant_scope
 
@@ -100,11 +100,6 @@ def db_error(exc: psycopg.Error, what: str) -> ApiError:
     raise exc
 
 
-def to_db(value: Any) -> Any:
-    """Adapt a body value for its column: objects go to jsonb; lists of text to text[]."""
-    return Jsonb(value) if isinstance(value, dict) else value
-
-
 @dataclass
 class Resource:
     """A table exposed under `/tenants/{tenant_id}/<name>`."""
@@ -128,10 +123,10 @@ class Resource:
     remove: Callable[[Services, Principal, UUID, Any], bool] | None = None
     """Delete a row by more than one DELETE (users: the full erasure); False when not found."""
 
-    def select(self) -> sql.Composed:
-        return sql.SQL("select {} from {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, self.columns)), sql.Identifier(self.table)
-        )
+    @property
+    def stored(self) -> resources.Table:
+        """The table as the store reads and writes it."""
+        return resources.Table(self.table, self.columns)
 
 
 RULES: dict[tuple[str, str], frozenset[Role]] = {}
@@ -161,26 +156,22 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             known = ", ".join(resource.filters) or "none"
             message = f"Unknown query parameter(s) {', '.join(sorted(unknown))}; filters: {known}."
             raise ApiError(422, "invalid_filter", message)
-        clauses = [sql.SQL("tenant_id = %s") if resource.table != "tenants" else sql.SQL("id = %s")]
-        params: list[Any] = [tenant_id]
-        for name, column in resource.filters.items():
-            if (value := request.query_params.get(name)) is not None:
-                clauses.append(sql.SQL("{}::text = %s").format(sql.Identifier(column)))
-                params.append(value)
-        if after is not None:
-            try:
-                params.append(key(after))
-            except ValueError as exc:
-                raise ApiError(
-                    422, "invalid_cursor", "`after` is not a cursor from this list."
-                ) from exc
-            clauses.append(sql.SQL("id > %s"))
-        query = sql.SQL("{} where {} order by id limit %s").format(
-            resource.select(), sql.SQL(" and ").join(clauses)
-        )
-        params.append(limit + 1)
+        filters = {
+            column: value
+            for name, column in resource.filters.items()
+            if (value := request.query_params.get(name)) is not None
+        }
+        try:
+            cursor = None if after is None else key(after)
+        except ValueError as exc:
+            raise ApiError(
+                422, "invalid_cursor", "`after` is not a cursor from this list."
+            ) from exc
         with scoped(services, principal, tenant_id, f"list {resource.name}") as conn:
-            rows = conn.execute(query, params).fetchall()
+            rows = resources.list_rows(
+                conn, resource.stored, tenant_id=tenant_id, filters=filters, after=cursor,
+                limit=limit + 1,
+            )  # fmt: skip
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(items=rows, next=str(rows[-1]["id"]) if more else None)
@@ -189,10 +180,7 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
         tenant_id: UUID, item_id: key, principal: Reader, services: ServicesDep
     ) -> dict[str, Any]:  # type: ignore[valid-type]
         with scoped(services, principal, tenant_id, f"read {resource.singular}") as conn:
-            row = conn.execute(
-                sql.SQL("{} where id = %s and {} = %s").format(resource.select(), _owner(resource)),
-                (item_id, tenant_id),
-            ).fetchone()
+            row = resources.get_row(conn, resource.stored, tenant_id, item_id)
         if row is None:
             raise not_found(resource.singular)
         return row
@@ -223,19 +211,13 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
         ) -> dict[str, Any]:  # type: ignore[valid-type]
             values = resource.prepare(body.model_dump())  # type: ignore[attr-defined]
             values["tenant_id"] = tenant_id
-            query = sql.SQL("insert into {} ({}) values ({}) returning {}").format(
-                sql.Identifier(resource.table),
-                sql.SQL(", ").join(map(sql.Identifier, values)),
-                sql.SQL(", ").join(sql.Placeholder() * len(values)),
-                sql.SQL(", ").join(map(sql.Identifier, resource.columns)),
-            )
             try:
                 with scoped(services, principal, tenant_id, f"create {resource.singular}") as conn:
-                    row = conn.execute(query, [to_db(v) for v in values.values()]).fetchone()
+                    row = resources.insert_row(conn, resource.stored, values)
             except psycopg.Error as exc:
                 raise db_error(exc, resource.singular) from exc
-            _forget_profiles(services, resource, tenant_id, row["id"])  # type: ignore[index]
-            return row  # type: ignore[return-value]
+            _forget_profiles(services, resource, tenant_id, row["id"])
+            return row
 
         route(
             "POST",
@@ -255,19 +237,9 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             values = resource.prepare(body.model_dump(exclude_unset=True))  # type: ignore[attr-defined]
             if not values:
                 raise ApiError(422, "empty_update", "Send at least one field to change.")
-            assignments = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values]
-            assignments.append(sql.SQL("updated_at = now()"))
-            query = sql.SQL("update {} set {} where id = %s and {} = %s returning {}").format(
-                sql.Identifier(resource.table),
-                sql.SQL(", ").join(assignments),
-                _owner(resource),
-                sql.SQL(", ").join(map(sql.Identifier, resource.columns)),
-            )
             try:
                 with scoped(services, principal, tenant_id, f"update {resource.singular}") as conn:
-                    row = conn.execute(
-                        query, [*map(to_db, values.values()), item_id, tenant_id]
-                    ).fetchone()
+                    row = resources.update_row(conn, resource.stored, tenant_id, item_id, values)
             except psycopg.Error as exc:
                 raise db_error(exc, resource.singular) from exc
             if row is None:
@@ -286,15 +258,12 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
                 if not resource.remove(services, principal, tenant_id, item_id):
                     raise not_found(resource.singular)
                 return Response(status_code=204)
-            query = sql.SQL("delete from {} where id = %s and {} = %s returning id").format(
-                sql.Identifier(resource.table), _owner(resource)
-            )
             try:
                 with scoped(services, principal, tenant_id, f"delete {resource.singular}") as conn:
-                    gone = conn.execute(query, (item_id, tenant_id)).fetchone()
+                    gone = resources.delete_row(conn, resource.stored, tenant_id, item_id)
             except psycopg.Error as exc:
                 raise db_error(exc, resource.singular) from exc
-            if gone is None:
+            if not gone:
                 raise not_found(resource.singular)
             _forget_profiles(services, resource, tenant_id, item_id)
             return Response(status_code=204)
@@ -315,7 +284,3 @@ def _forget_profiles(services: Services, resource: Resource, tenant_id: UUID, it
         forget_user(services.redis, tenant_id, item_id)
     elif resource.profile_cache == "tenant":
         forget_tenant(services.redis, tenant_id)
-
-
-def _owner(resource: Resource) -> sql.Composable:
-    return sql.Identifier("id" if resource.table == "tenants" else "tenant_id")

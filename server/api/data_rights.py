@@ -129,12 +129,7 @@ def list_erasures(
 ) -> dict[str, Any]:
     """The tenant's erasures, oldest first: who, when, rows per table; nothing about the user."""
     with scoped(services, principal, tenant_id, "list erasures") as conn:
-        rows = conn.execute(
-            """select id, erased_by, erased_by_role, reference, counts, erased_at, jobs_removed,
-                      redis_cleaned_at
-               from data_erasures where tenant_id = %s and id > %s order by id limit %s""",
-            (tenant_id, after or 0, limit + 1),
-        ).fetchall()
+        rows = userdata.erasures(conn, tenant_id, after or 0, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": rows, "next": str(rows[-1]["id"]) if more else None}

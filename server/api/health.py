@@ -13,7 +13,7 @@ import psycopg
 from redis import Redis
 
 from server.services import redis_client
-from store.migrate import pending
+from store.migrate import pending, ping
 from store.scoping import use_role
 
 OK = "ok"
@@ -59,7 +59,7 @@ def check_backends(database_url: str, redis_url: str, app_role: str | None) -> d
     def postgres() -> None:
         with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
             use_role(conn, app_role)
-            conn.execute("select 1")
+            ping(conn)
 
     redis = redis_client(redis_url)
     try:

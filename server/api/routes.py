@@ -9,11 +9,12 @@ from zoneinfo import available_timezones
 
 import psycopg
 from fastapi import APIRouter, Depends, Query, Response
-from psycopg import sql
 from psycopg.rows import dict_row
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 
+from channels.registry import PROVIDERS
 from channels.templates import CONTENT_SID
+from graphs import features
 from server.api._resource import (
     ALL_ROLES,
     RULES,
@@ -25,16 +26,15 @@ from server.api._resource import (
     not_found,
     scoped,
     services_of,
-    to_db,
 )  # fmt: skip
 from server.api.auth import Principal, Role, current_principal, require_roles
 from server.api.data_rights import erase_user
 from server.api.errors import ApiError
 from server.services import Services
+from store import resources, tenants
 from store.cache import forget_tenant
-from store.identity import Feature, entitlement
+from store.identity import entitlement
 from store.scoping import platform_scope
-from store.userdata import langgraph_deletes
 
 router = APIRouter(prefix="/api/v1")
 
@@ -59,7 +59,7 @@ TENANT_COLUMNS = (
     "persona", "system_prompt", "default_plan_id", "auto_enroll", "trace_privacy",
     "typing_indicator", "closed_window_template_sid", "closed_window_template_variables",
     "handoff_message", "handoff_return_message", "handoff_auto_return_seconds",
-    "data_request_message", "pii_policy", "created_at", "updated_at",
+    "data_request_message", "pii_policy", "channel", "created_at", "updated_at",
 )  # fmt: skip
 """What the API shows of a tenant: never its Twilio auth token."""
 
@@ -69,6 +69,7 @@ class TenantChange(Strict):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     whatsapp_sender: str | None = Field(default=None, pattern=SENDER)
+    channel: str | None = Field(default=None, description="The WhatsApp provider: twilio.")
     twilio_account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
     twilio_auth_token: SecretStr | None = Field(default=None, description="Write-only.")
     default_locale: str | None = Field(default=None, pattern=LOCALE)
@@ -98,6 +99,13 @@ class TenantChange(Strict):
 
     _tz = field_validator("timezone")(_timezone)
 
+    @field_validator("channel")
+    @classmethod
+    def _known_provider(cls, value: str | None) -> str | None:
+        if value is not None and value not in PROVIDERS:
+            raise ValueError(f"unknown channel {value!r}; use one of {', '.join(PROVIDERS)}")
+        return value
+
 
 class TenantCreate(TenantChange):
     """A new tenant (platform admins only)."""
@@ -116,10 +124,7 @@ def _tenant_values(body: TenantChange, *, exclude_unset: bool) -> dict[str, Any]
     return values
 
 
-def _tenant_select() -> sql.Composed:
-    return sql.SQL("select {} from tenants").format(
-        sql.SQL(", ").join(map(sql.Identifier, TENANT_COLUMNS))
-    )
+TENANTS = resources.Table("tenants", TENANT_COLUMNS)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
@@ -149,11 +154,7 @@ def list_tenants(
     with services.pool.connection() as conn:
         conn.row_factory = dict_row  # type: ignore[assignment]
         with platform_scope(conn, actor=principal.subject, action="list tenants"):
-            rows = conn.execute(
-                sql.SQL("{} where id > coalesce(%s, '00000000-0000-0000-0000-000000000000'::uuid) "
-                        "order by id limit %s").format(_tenant_select()),
-                (after, limit + 1),
-            ).fetchall()  # fmt: skip
+            rows = resources.list_rows(conn, TENANTS, tenant_id=None, after=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(items=rows, next=str(rows[-1]["id"]) if more else None)
@@ -165,17 +166,12 @@ def create_tenant(
 ) -> dict[str, Any]:
     """A new tenant (platform admins only; audited)."""
     values = _tenant_values(body, exclude_unset=False)
-    query = sql.SQL("insert into tenants ({}) values ({}) returning {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, values)),
-        sql.SQL(", ").join(sql.Placeholder() * len(values)),
-        sql.SQL(", ").join(map(sql.Identifier, TENANT_COLUMNS)),
-    )
     try:
         with services.pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
             with platform_scope(conn, actor=principal.subject, action="create tenant",
                                 detail={"slug": body.slug}):  # fmt: skip
-                return conn.execute(query, [to_db(v) for v in values.values()]).fetchone()  # type: ignore[return-value]
+                return resources.insert_row(conn, TENANTS, values)
     except psycopg.Error as exc:
         raise db_error(exc, "tenant") from exc
 
@@ -184,9 +180,7 @@ def create_tenant(
 def get_tenant(tenant_id: UUID, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """One tenant: platform admins any, tenant roles their own."""
     with scoped(services, principal, tenant_id, "read tenant") as conn:
-        row = conn.execute(
-            sql.SQL("{} where id = %s").format(_tenant_select()), (tenant_id,)
-        ).fetchone()
+        row = resources.get_row(conn, TENANTS, tenant_id, tenant_id)
     if row is None:
         raise not_found("tenant")
     return row
@@ -200,13 +194,9 @@ def update_tenant(
     values = _tenant_values(body, exclude_unset=True)
     if not values:
         raise ApiError(422, "empty_update", "Send at least one field to change.")
-    query = sql.SQL("update tenants set {}, updated_at = now() where id = %s returning {}").format(
-        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values),
-        sql.SQL(", ").join(map(sql.Identifier, TENANT_COLUMNS)),
-    )
     try:
         with scoped(services, principal, tenant_id, "update tenant") as conn:
-            row = conn.execute(query, [*map(to_db, values.values()), tenant_id]).fetchone()
+            row = resources.update_row(conn, TENANTS, tenant_id, tenant_id, values)
     except psycopg.Error as exc:
         raise db_error(exc, "tenant") from exc
     if row is None:
@@ -220,15 +210,8 @@ def update_tenant(
 def delete_tenant(tenant_id: UUID, principal: PlatformAdmin, services: ServicesDep) -> Response:
     """Delete a tenant and everything it holds (platform admins only; audited)."""
     with scoped(services, principal, tenant_id, "delete tenant") as conn:
-        gone = conn.execute(
-            "delete from tenants where id = %s returning id", (tenant_id,)
-        ).fetchone()
-        if gone is not None:  # LangGraph's rows go by the tenant's thread and namespace prefixes
-            for _, statement, params in langgraph_deletes(
-                "like %s", f"{tenant_id}:%", f"{tenant_id}.%"
-            ):
-                conn.execute(statement, params)
-    if gone is None:
+        gone = tenants.delete_tenant(conn, tenant_id)
+    if not gone:
         raise not_found("tenant")
     services.tenants.forget()
     forget_tenant(services.redis, tenant_id)
@@ -270,16 +253,24 @@ def _user_values(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+FeatureName = Annotated[
+    str,
+    AfterValidator(features.known),
+    Field(json_schema_extra={"enum": list(features.FEATURES)}),
+]
+"""A feature's name, checked against the one list (`graphs.features`)."""
+
+
 class PlanCreate(Strict):
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     name: str = Field(min_length=1, max_length=200)
-    features: list[Feature] = Field(default_factory=list)
+    features: list[FeatureName] = Field(default_factory=list)
     messages_per_day: int | None = Field(default=None, ge=0)
 
 
 class PlanChange(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    features: list[Feature] | None = None
+    features: list[FeatureName] | None = None
     messages_per_day: int | None = Field(default=None, ge=0)
 
 
@@ -297,7 +288,7 @@ class SubscriptionChange(Strict):
 
 
 class OverrideCreate(Strict):
-    feature: Feature
+    feature: FeatureName
     enabled: bool
     user_id: UUID | None = Field(default=None, description="Omit for a tenant-wide override")
 
@@ -339,7 +330,7 @@ RESOURCES = [
               "updated_at"),
              filters={"user_id": "user_id", "state": "state"}, read_roles=READERS),
     Resource("messages", "message", "messages",
-             ("id", "conversation_id", "direction", "provider_sid", "kind", "body",
+             ("id", "conversation_id", "direction", "provider_message_id", "kind", "body",
               "from_address", "to_address", "media", "status", "error", "error_code", "purpose",
               "correlation_id", "created_at", "processed_at", "transcription_status",
               "transcript", "transcript_language", "transcript_confidence", "transcript_unsure",
@@ -365,10 +356,7 @@ def user_features(
 ) -> dict[str, Any]:
     """The features and daily quota this user has now: plan, then tenant and user overrides."""
     with scoped(services, principal, tenant_id, "read user features") as conn:
-        exists = conn.execute(
-            "select 1 from users where id = %s and tenant_id = %s", (item_id, tenant_id)
-        ).fetchone()
-        if exists is None:
+        if not tenants.has_user(conn, tenant_id, item_id):
             raise not_found("user")
         result = entitlement(conn, tenant_id, item_id)
     return {

@@ -23,7 +23,7 @@ from server.api.errors import ApiError
 from server.jobs.queue import enqueue_send, enqueue_support_job
 from server.jobs.templating import TemplateUnavailable, closed_window_send, has_approved
 from server.services import Services
-from store import conversations, inbox, outbox, tenants
+from store import conversations, inbox, outbox, support, tenants
 from store import templates as templates_store
 from store.records import Message, Tenant, User
 from store.scoping import tenant_scope
@@ -69,18 +69,7 @@ class TakeOverBody(Strict):
 def queue(tenant_id: UUID, principal: Staff, services: ServicesDep) -> dict[str, Any]:
     """Conversations a person has, oldest handoff first, with waiting time and reason."""
     with scoped(services, principal, tenant_id, "read the support queue") as conn:
-        rows = conn.execute(
-            """select c.id, c.state, c.handoff_at, c.handoff_reason, c.handoff_route,
-                      c.claimed_by, c.claimed_at, c.last_inbound_at,
-                      extract(epoch from now() - c.handoff_at)::int as waiting_seconds,
-                      u.id as user_id, u.profile_name as user_name, u.wa_id,
-                      (select m.body from messages m where m.conversation_id = c.id
-                         and m.direction = 'inbound' order by m.id desc limit 1) as last_message
-               from conversations c join users u on u.id = c.user_id
-               where c.tenant_id = %s and c.state in ('HANDOFF', 'WAITING_USER')
-               order by c.handoff_at nulls last, c.id""",
-            (tenant_id,),
-        ).fetchall()
+        rows = support.handoff_queue(conn, tenant_id)
     return {"items": rows}
 
 
@@ -91,28 +80,16 @@ def conversation(
     """The history (with voice-note transcripts), memories, and the route that led here."""
     with scoped(services, principal, tenant_id, "read a conversation") as conn:
         head = _conversation(conn, tenant_id, item_id)
-        messages = conn.execute(
-            """select to_jsonb(m) - 'payload' - 'tenant_id' as message from messages m
-               where conversation_id = %s order by id""",
-            (item_id,),
-        ).fetchall()
-        memories = conn.execute(
-            """select key, value ->> 'text' as text, updated_at from store
-               where prefix = %s order by updated_at desc limit 50""",
-            (f"{tenant_id}.{head['user_id']}.memories",),
-        ).fetchall()
-        routed = conn.execute(
-            """select route, route_reason, tool_calls, created_at from ai_results
-               where conversation_id = %s and interrupted order by id desc limit 1""",
-            (item_id,),
-        ).fetchone()
+        messages = support.messages_for_staff(conn, item_id)
+        memories = support.user_memories(conn, tenant_id, head["user_id"])
+        routed = support.handoff_run(conn, item_id)
         history = conversations.transitions(conn, item_id)
         template = _template_available(conn, tenant_id)
     return {
         **head,
         "window_open": window_open(head["last_inbound_at"]),
         "template_available": template,
-        "messages": [row["message"] for row in messages],
+        "messages": messages,
         "memories": memories,
         "handoff_run": routed,
         "transitions": history,
@@ -120,15 +97,7 @@ def conversation(
 
 
 def _conversation(conn: Any, tenant_id: UUID, item_id: UUID) -> dict[str, Any]:
-    row = conn.execute(
-        """select c.id, c.state, c.thread_id, c.handoff_at, c.handoff_reason, c.handoff_route,
-                  c.claimed_by, c.claimed_at, c.staff_active_at, c.last_inbound_at,
-                  c.created_at, u.id as user_id, u.profile_name as user_name, u.wa_id,
-                  u.locale as user_locale
-           from conversations c join users u on u.id = c.user_id
-           where c.id = %s and c.tenant_id = %s""",
-        (item_id, tenant_id),
-    ).fetchone()
+    row = support.conversation_head(conn, tenant_id, item_id)
     if row is None:
         raise not_found("conversation")
     return dict(row)

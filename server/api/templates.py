@@ -27,11 +27,11 @@ from channels.templates import (
     TemplatePurpose,
     definition_problems,
 )
+from channels.twilio.client import twilio_for
 from server.api._resource import ALL_ROLES, RULES, Strict, db_error, not_found, scoped, services_of
 from server.api.auth import Principal, Role, require_roles
 from server.api.errors import ApiError
 from server.api.routes import LOCALE
-from server.jobs.common import twilio_for
 from server.services import Services
 from store import templates as store
 from store import tenants

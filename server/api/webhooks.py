@@ -1,18 +1,18 @@
-"""Twilio's webhooks: inbound WhatsApp messages and delivery status callbacks.
+"""The providers' webhooks: inbound WhatsApp messages and delivery statuses of ours.
 
-Both are signed by Twilio with the tenant's auth token over `PUBLIC_BASE_URL` + path. The inbound
-webhook validates, stores (one statement) and acknowledges in milliseconds; the relay
-(`server.relay`) enqueues the turn. The status callback moves an outbound message's status
-forward, never back.
+Every provider in `channels.registry.PROVIDERS` contributes its paths. A post is read, its
+tenant found by the sender it is addressed to, and its signature checked by that tenant's
+channel before anything in it is believed. Messages are stored (one statement each) and
+acknowledged in milliseconds; the relay (`server.relay`) enqueues the turn. A status moves an
+outbound message's status forward, never back.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Annotated
-from urllib.parse import parse_qsl
 
 import psycopg
 import structlog
@@ -20,14 +20,18 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
-from twilio.twiml.messaging_response import MessagingResponse
 
-from channels.twilio.inbound import (
+from channels.base import (
+    BadSignature,
+    Channel,
     InboundMessage,
-    InvalidInboundError,
-    is_valid_signature,
-    parse_inbound,
+    InvalidRequest,
+    StatusUpdate,
+    WebhookKind,
+    WebhookRequest,
+    Webhooks,
 )
+from channels.registry import PROVIDERS
 from server import metrics
 from server.api.errors import ApiError, error_response
 from server.logs import bind_correlation_id, new_correlation_id
@@ -39,24 +43,33 @@ from store.scoping import tenant_scope
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
 
-EMPTY_TWIML = str(MessagingResponse())
-TWILIO_STATUSES = frozenset(
-    {"accepted", "scheduled", "queued", "sending", "sent", "delivered", "read", "undelivered",
-     "failed", "canceled"}
-)  # fmt: skip
 _UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
 _RESPONSES = {
-    400: {"description": "Not a form Twilio would send"},
-    403: {"description": "Missing or wrong X-Twilio-Signature"},
+    400: {"description": "Not a post the provider would send"},
+    403: {"description": "Missing or wrong signature"},
     404: {"description": "No tenant owns the sender"},
-    413: {"description": "The form is larger than Twilio ever sends"},
-    503: {"description": "The database is unavailable; Twilio may retry"},
+    413: {"description": "The post is larger than the provider ever sends"},
+    503: {"description": "The database is unavailable; the provider may retry"},
 }
-
-
-INBOUND_PATH = "/webhooks/inbound"
 MAX_FORM_BYTES = 128 * 1024
 """Twilio's forms are a few kB (a 1,600-character body, ten media URLs); more is not Twilio."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One webhook path: whose it is and what it receives."""
+
+    provider: str
+    webhooks: Webhooks
+    kind: WebhookKind
+
+
+ROUTES: dict[str, Route] = {
+    path: Route(name, provider.webhooks, kind)
+    for name, provider in PROVIDERS.items()
+    for path, kind in provider.webhooks.paths.items()
+}
+"""Every provider's webhook paths."""
 
 
 def get_services(request: Request) -> Services:
@@ -83,10 +96,6 @@ class _Observed:
         metrics.observe_webhook(self.webhook, self.outcome, time.perf_counter() - self.started)
 
 
-def _twiml() -> Response:
-    return Response(content=EMPTY_TWIML, media_type="text/xml")
-
-
 def _unavailable(exc: Exception) -> ApiError:
     log.error("database unavailable", error=str(exc))
     return ApiError(
@@ -110,81 +119,32 @@ async def read_body(receive: Receive, limit: int = MAX_FORM_BYTES) -> bytes:
             return b"".join(chunks)
 
 
-def _parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
-    """Parse Twilio's URL-encoded form (the last value wins for a repeated field)."""
-    if (content_type or "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-        raise ApiError(400, "invalid_form", "The body must be application/x-www-form-urlencoded.")
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid_form", "The form is not valid UTF-8 URL encoding.") from exc
+async def read_request(services: Services, scope: Scope, receive: Receive) -> WebhookRequest:
+    """Read an ASGI request (`InboundFastPath`'s, or a route's `request.scope`) as the provider
+    signed it: at `PUBLIC_BASE_URL` + path (+ query)."""
+    url = services.settings.public_url(scope["path"])
+    query = scope.get("query_string", b"").decode("latin-1")
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    return WebhookRequest(
+        url=f"{url}?{query}" if query else url, headers=headers, body=await read_body(receive)
+    )
 
 
-@dataclass(frozen=True)
-class WebhookRequest:
-    """What the webhooks read of an HTTP request, whichever way it arrived."""
-
-    path: str
-    query: str
-    content_type: str | None
-    signature: str | None
-    body: bytes
-
-    @classmethod
-    async def of(cls, scope: Scope, receive: Receive) -> WebhookRequest:
-        """Read an ASGI request (`InboundFastPath`'s, or a route's `request.scope`)."""
-        headers = dict(scope["headers"])
-
-        def header(name: bytes) -> str | None:
-            value = headers.get(name)
-            return value.decode("latin-1") if value is not None else None
-
-        return cls(
-            path=scope["path"],
-            query=scope.get("query_string", b"").decode("latin-1"),
-            content_type=header(b"content-type"),
-            signature=header(b"x-twilio-signature"),
-            body=await read_body(receive),
-        )
-
-
-async def _signed_form(
-    services: Services, request: WebhookRequest, sender_field: str
-) -> tuple[Tenant, dict[str, str]]:
-    """Parse the form, find the tenant by its sender, and check Twilio's signature."""
-    form = _parse_form(request.content_type, request.body)
-    sender = (form.get(sender_field) or "").strip()
-    if not sender:
-        raise ApiError(
-            400, "invalid_message", f"The form has no {sender_field}; Twilio always sends one."
-        )
+async def _verified(
+    services: Services, route: Route, request: WebhookRequest
+) -> tuple[Tenant, Channel]:
+    """Find the tenant the post is addressed to, and its channel through the route's provider."""
+    sender = route.webhooks.addressee(request, route.kind)
     try:
         tenant = services.tenants.cached(sender) or await run_in_threadpool(
             services.tenants.by_sender, sender
         )
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
-    if tenant is None:
+    if tenant is None or tenant.channel != route.provider:
         raise ApiError(404, "unknown_sender", f"No tenant uses the WhatsApp sender {sender}.")
     structlog.contextvars.bind_contextvars(tenant=tenant.slug)
-    url = services.settings.public_url(request.path)
-    if request.query:
-        url += "?" + request.query
-    if not is_valid_signature(tenant.twilio_auth_token, url, form, request.signature):
-        log.warning(
-            "rejected webhook: bad signature", has_signature=bool(request.signature), url=url
-        )
-        raise ApiError(403, "invalid_signature", "X-Twilio-Signature is missing or wrong.")
-    return tenant, _without_nul(form)
-
-
-def _without_nul(form: dict[str, str]) -> dict[str, str]:
-    """The form with NUL characters taken out, once the signature (over what was sent) holds:
-    PostgreSQL's text and jsonb cannot hold NUL, and no WhatsApp message needs one."""
-    if not any("\x00" in key or "\x00" in value for key, value in form.items()):
-        return form
-    log.info("removed NUL characters from a signed form")
-    return {key.replace("\x00", ""): value.replace("\x00", "") for key, value in form.items()}
+    return tenant, PROVIDERS[route.provider].channel(services.settings, tenant)
 
 
 async def _store(
@@ -200,110 +160,123 @@ async def _store(
                 tenant_id=tenant.id,
                 wa_id=inbound.wa_id,
                 profile_name=inbound.profile_name,
-                provider_sid=inbound.message_sid,
+                provider_message_id=inbound.provider_message_id,
                 kind=inbound.kind,
                 body=inbound.body,
-                from_address=inbound.from_address,
-                to_address=inbound.to_address,
+                from_address=inbound.sender,
+                to_address=inbound.recipient,
                 media=[asdict(m) for m in inbound.media],
-                payload=inbound.raw,
+                payload=dict(inbound.payload),
                 correlation_id=cid,
                 enroll=tenant.auto_enroll,
             )
     except psycopg.errors.ForeignKeyViolation as exc:
         # The tenant was deleted by another API process after this one cached it.
         services.tenants.forget()
-        raise ApiError(404, "unknown_sender", f"No tenant uses {inbound.to_address}.") from exc
+        raise ApiError(404, "unknown_sender", f"No tenant uses {inbound.recipient}.") from exc
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
 
 
-async def accept_inbound(services: Services, read: Awaitable[WebhookRequest]) -> Response:
-    """Read, validate, store and acknowledge one inbound message; errors become their body."""
+def _apply_status(services: Services, tenant: Tenant, update: StatusUpdate) -> bool:
+    with services.pool.connection() as conn, tenant_scope(conn, tenant.id):
+        return outbox.apply_status(
+            conn, tenant.id, update.provider_message_id, update.status, update.error_code
+        )
+
+
+async def _store_messages(
+    services: Services, tenant: Tenant, messages: tuple[InboundMessage, ...], cid: str
+) -> bool:
+    """Store each message; return whether any was new (else the post was a replay)."""
+    stored = False
+    for inbound in messages:
+        structlog.contextvars.bind_contextvars(provider_message_id=inbound.provider_message_id)
+        message = await _store(services, tenant, inbound, cid)
+        if message is None:
+            log.info("duplicate message acknowledged and dropped")
+            continue
+        stored = True
+        log.info("inbound stored", message_id=message.id, kind=inbound.kind)
+    return stored
+
+
+async def _apply_statuses(
+    services: Services, tenant: Tenant, statuses: tuple[StatusUpdate, ...]
+) -> None:
+    for update in statuses:
+        try:
+            applied = await run_in_threadpool(_apply_status, services, tenant, update)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        log.info("delivery status", provider_message_id=update.provider_message_id,
+                 status=update.status, error_code=update.error_code, applied=applied)  # fmt: skip
+        metrics.observe_delivery_status(update.status, update.error_code)
+
+
+async def accept(services: Services, route: Route, read: Awaitable[WebhookRequest]) -> Response:
+    """Read, verify and act on one post; errors become their body."""
     cid = new_correlation_id()
     bind_correlation_id(cid)
+    ok = "accepted" if route.kind == "inbound" else "recorded"
     try:
-        with _Observed("inbound", ok="accepted") as seen:
-            tenant, form = await _signed_form(services, await read, "To")
+        with _Observed(route.kind, ok=ok) as seen:
+            request = await read
             try:
-                inbound = parse_inbound(form)
-            except InvalidInboundError as exc:
-                raise ApiError(400, "invalid_message", str(exc)) from exc
-            structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid)
-            message = await _store(services, tenant, inbound, cid)
-            if message is None:
-                log.info("duplicate MessageSid acknowledged and dropped")
-                seen.outcome = "duplicate"
-                return _twiml()
+                tenant, channel = await _verified(services, route, request)
+                events = channel.parse(request, route.kind)
+            except InvalidRequest as exc:
+                raise ApiError(400, exc.code, str(exc)) from exc
+            except BadSignature as exc:
+                log.warning("rejected webhook: bad signature", url=request.url)
+                raise ApiError(403, "invalid_signature", str(exc)) from exc
+            if events.messages:
+                if await _store_messages(services, tenant, events.messages, cid):
+                    services.due.set()  # the relay enqueues it now rather than at its next tick
+                else:
+                    seen.outcome = "duplicate"
+            await _apply_statuses(services, tenant, events.statuses)
     except ApiError as exc:
         return error_response(exc)
-    services.due.set()  # the relay enqueues it now rather than at its next tick
-    log.info("inbound stored", message_id=message.id, kind=inbound.kind)
-    return _twiml()
+    reply = route.webhooks.reply(route.kind)
+    return Response(content=reply.body, status_code=reply.status_code, media_type=reply.media_type)
 
 
 class InboundFastPath:
-    """ASGI middleware that answers `POST /webhooks/inbound` itself, ahead of the router.
+    """ASGI middleware that answers the providers' webhook posts itself, ahead of the router.
 
-    The webhook is the one hot path: Twilio posts every message there and waits for the ack.
-    Answering it here skips routing, dependency injection and the thread pool (the statement
-    runs on the event loop, through `Services.webhook_pool`), which roughly halves its CPU.
-    Everything else goes on to the app; the route below documents the webhook in OpenAPI and
-    runs the same `accept_inbound` when the router is used without this middleware.
+    The inbound webhook is the one hot path: the provider posts every message there and waits
+    for the ack. Answering it here skips routing, dependency injection and the thread pool (the
+    statement runs on the event loop, through `Services.webhook_pool`), which roughly halves its
+    CPU. Everything else goes on to the app; the routes below document the webhooks in OpenAPI
+    and run the same `accept` when the router is used without this middleware.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != INBOUND_PATH or scope["method"] != "POST":
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         services = scope["app"].state.services
-        response = await accept_inbound(services, WebhookRequest.of(scope, receive))
+        response = await accept(services, route, read_request(services, scope, receive))
         await response(scope, receive, send)
 
 
-@router.post(
-    INBOUND_PATH,
-    response_class=Response,
-    responses={200: {"content": {"text/xml": {}}, "description": "Accepted (or a replay)"}}
-    | _RESPONSES,
-)
-async def inbound_webhook(request: Request, services: ServicesDep) -> Response:
-    """Accept one WhatsApp message from Twilio (a `MessageSid` seen before is dropped)."""
-    return await accept_inbound(services, WebhookRequest.of(request.scope, request.receive))
+def _endpoint(route: Route) -> Callable[[Request, Services], Awaitable[Response]]:
+    async def webhook(request: Request, services: ServicesDep) -> Response:
+        return await accept(services, route, read_request(services, request.scope, request.receive))
+
+    webhook.__doc__ = f"Accept a {route.provider} {route.kind} post (a replay is acknowledged)."
+    return webhook
 
 
-def _apply_status(
-    services: Services, tenant: Tenant, sid: str, status: str, code: int | None
-) -> bool:
-    with services.pool.connection() as conn, tenant_scope(conn, tenant.id):
-        return outbox.apply_status(conn, tenant.id, sid, status, code)
-
-
-@router.post("/webhooks/status", status_code=204, responses=_RESPONSES)
-async def status_callback(request: Request, services: ServicesDep) -> Response:
-    """Record a delivery status Twilio reports for one of our messages."""
-    bind_correlation_id(new_correlation_id())
-    with _Observed("status", ok="recorded"):
-        tenant, form = await _signed_form(
-            services, await WebhookRequest.of(request.scope, request.receive), "From"
-        )
-        sid = (form.get("MessageSid") or "").strip()
-        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
-        if not sid:
-            raise ApiError(400, "invalid_status", "The form has no MessageSid.")
-        if status not in TWILIO_STATUSES:
-            raise ApiError(400, "invalid_status", f"Unknown MessageStatus {status!r}.")
-        raw_code = (form.get("ErrorCode") or "").strip()
-        if raw_code and not raw_code.isdigit():
-            raise ApiError(400, "invalid_status", "ErrorCode must be a number.")
-        code = int(raw_code) if raw_code else None
-        try:
-            applied = await run_in_threadpool(_apply_status, services, tenant, sid, status, code)
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
-    log.info("delivery status", provider_sid=sid, status=status, error_code=code, applied=applied)
-    metrics.observe_delivery_status(status, code)
-    return Response(status_code=204)
+for _path, _route in ROUTES.items():
+    _reply = _route.webhooks.reply(_route.kind)
+    router.add_api_route(
+        _path, _endpoint(_route), methods=["POST"], response_class=Response,
+        status_code=_reply.status_code, name=f"{_route.provider}_{_route.kind}",
+        responses=_RESPONSES,
+    )  # fmt: skip

@@ -21,6 +21,12 @@ from channels.twilio.client import make_twilio_client
 from channels.twilio.inbound import sign
 from server.settings import Settings
 
+# The demo tenant and user (`conversa demo` seeds them): the chat's identity unless told otherwise.
+DEMO_SENDER = "whatsapp:+14155238886"
+DEMO_USER = "whatsapp:+5511999990000"
+DEMO_ACCOUNT_SID = "AC" + "d3m0" * 8
+DEMO_AUTH_TOKEN = "demo-auth-token-not-a-secret"
+
 
 def whatsapp_form(
     *,
@@ -242,16 +248,14 @@ def _prompt_lines() -> Iterable[str]:
 
 def run_chat_from_settings(settings: Settings, args: argparse.Namespace) -> int:
     """Run `conversa chat` against the service described by `settings`."""
-    from server.cli import demo  # the demo tenant is the default identity
-
     try:
         client = ChatClient(
             api_url=f"http://{settings.api_host}:{settings.api_port}",
             public_base_url=settings.public_base_url,
-            account_sid=args.account_sid or demo.DEMO_ACCOUNT_SID,
-            auth_token=args.auth_token or demo.DEMO_AUTH_TOKEN,
-            sender=args.sender or demo.DEMO_SENDER,
-            user=args.user or demo.DEMO_USER,
+            account_sid=args.account_sid or DEMO_ACCOUNT_SID,
+            auth_token=args.auth_token or DEMO_AUTH_TOKEN,
+            sender=args.sender or DEMO_SENDER,
+            user=args.user or DEMO_USER,
             profile_name=args.name,
             twilio_api_base_url=settings.twilio_api_base_url,
         )

@@ -19,16 +19,19 @@ from uuid import UUID
 
 import httpx
 
-from server.cli.chat import ChatClient, converse
+from graphs.features import FEATURES
+from server.cli.chat import (
+    DEMO_ACCOUNT_SID,
+    DEMO_AUTH_TOKEN,
+    DEMO_SENDER,
+    DEMO_USER,
+    ChatClient,
+    converse,
+)
 from server.settings import Settings, get_settings
 from store.embedded import free_port
 
 T = TypeVar("T")
-
-DEMO_SENDER = "whatsapp:+14155238886"
-DEMO_USER = "whatsapp:+5511999990000"
-DEMO_ACCOUNT_SID = "AC" + "d3m0" * 8
-DEMO_AUTH_TOKEN = "demo-auth-token-not-a-secret"
 
 
 def _step(title: str, action: Callable[[], T]) -> T:
@@ -116,19 +119,16 @@ def _hand_back_left_over(settings: Settings, tenant_id: UUID) -> None:
 
     from server.jobs.queue import enqueue_support_job
     from server.services import redis_client
-    from store.conversations import WITH_STAFF
+    from store.support import with_staff
 
     assert settings.database_url and settings.redis_url
     with psycopg.connect(settings.database_url) as conn:
-        waiting = conn.execute(
-            "select id from conversations where tenant_id = %s and state = any(%s)",
-            (tenant_id, list(WITH_STAFF)),
-        ).fetchall()
+        waiting = with_staff(conn, tenant_id)
     if not waiting:
         return
     print("An earlier run left the conversation with a person; handing it back to the assistant.")
     redis = redis_client(settings.redis_url)
-    for (conversation_id,) in waiting:
+    for conversation_id in waiting:
         enqueue_support_job(
             redis, settings, "hand_back", str(tenant_id), str(conversation_id), "demo",
             "The demo restarted.", "demo-restart", cid="demo-restart",
@@ -235,7 +235,8 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
 
 def _console_link(settings: Settings, api_url: str, tenant_id: UUID) -> str:
     """The support console's URL, signed in as a support agent of the demo tenant."""
-    from server.api.auth import AuthConfigError, Role, mint_token
+    from server.api.auth import Role, mint_token
+    from server.api.auth_keys import AuthConfigError
 
     try:
         token = mint_token(
@@ -257,7 +258,7 @@ def seed_demo(database_url: str) -> UUID:
     """Create (or refresh) the demo tenant and its demo user; return the tenant's id."""
     import psycopg
 
-    from store import tenants
+    from store import identity, tenants
 
     with psycopg.connect(database_url) as conn, conn.transaction():
         tenant = tenants.upsert_tenant(
@@ -275,16 +276,8 @@ def seed_demo(database_url: str) -> UUID:
             address=DEMO_USER,
             profile_name="Demo User",
         )
-        plan_id = conn.execute(
-            """insert into plans (tenant_id, slug, name, features) values (%s, 'demo', 'Demo',
-                   array['finance', 'relationships', 'long_term_memory', 'audio_transcription',
-                         'human_handoff', 'reminders'])
-               on conflict (tenant_id, slug) do update set name = excluded.name
-               returning id""",
-            (tenant.id,),
-        ).fetchone()[0]  # type: ignore[index]
-        conn.execute(
-            "update tenants set default_plan_id = coalesce(default_plan_id, %s) where id = %s",
-            (plan_id, tenant.id),
+        plan_id = identity.upsert_plan(
+            conn, tenant.id, slug="demo", name="Demo", features=list(FEATURES)
         )
+        identity.default_plan_if_unset(conn, tenant.id, plan_id)
     return tenant.id

@@ -19,7 +19,7 @@ def _settings() -> Settings:
 
 
 def _embedding_dims() -> int:
-    from graphs.settings import EmbeddingSettings
+    from store.settings import EmbeddingSettings
 
     return EmbeddingSettings().embeddings_dims
 
@@ -37,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare_api(args.workers or get_settings().api_workers)  # before prometheus-client loads
     import uvicorn
 
-    from server.api.auth import check_auth_config
+    from server.api.auth_keys import check_auth_config
     from server.app import create_app
     from server.modelcheck import check_model_at_start
     from store.migrate import check_at_head
@@ -149,7 +149,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_seed_demo(_: argparse.Namespace) -> int:
     """Create (or refresh) the demo tenant and user that `chat` talks as by default."""
-    from server.cli.demo import DEMO_SENDER, DEMO_USER, seed_demo
+    from server.cli.chat import DEMO_SENDER, DEMO_USER
+    from server.cli.demo import seed_demo
 
     settings = _resolved()
     assert settings.database_url
@@ -167,7 +168,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Print a management API token signed with the configured JWT key."""
-    from server.api.auth import AuthConfigError, Role, mint_token
+    from server.api.auth import Role, mint_token
+    from server.api.auth_keys import AuthConfigError
 
     settings = _settings()
     role, tenant, ttl = Role(args.role), args.tenant, args.ttl
@@ -191,11 +193,12 @@ def cmd_token(args: argparse.Namespace) -> int:
 def _tenant_id_by_slug(slug: str) -> UUID | None:
     import psycopg
 
+    from store.tenants import tenant_id_by_slug
+
     settings = _resolved()
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:  # the migrating user: sees all tenants
-        row = conn.execute("select id from tenants where slug = %s", (slug,)).fetchone()
-    return row[0] if row else None
+        return tenant_id_by_slug(conn, slug)
 
 
 def cmd_sandbox(argv: list[str]) -> int:
@@ -215,7 +218,9 @@ def cmd_offline_llm(argv: list[str]) -> int:
 def cmd_eval(argv: list[str]) -> int:
     """Run the evaluation set through the assistant graph and print a score table."""
     from evals.run import main
+    from server.logs import configure_logging
 
+    configure_logging("development", "WARNING")  # the graph's info logs stay out of the table
     return main(argv)
 
 
@@ -303,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from pydantic import ValidationError
 
-        from server.api.auth import AuthConfigError
+        from server.api.auth_keys import AuthConfigError
         from server.metrics_env import MetricsPortError
         from store.migrate import MigrationsPendingError
         from store.scoping import AppRoleError

@@ -1,4 +1,5 @@
-"""What the jobs need: their own database connection, clients, retry state (locks: store.locks)."""
+"""What the jobs need: their own database connection, Redis, retry state (locks: store.locks;
+a tenant's WhatsApp channel: channels.registry)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,9 @@ from typing import Any
 import psycopg
 from redis import Redis
 from rq import get_current_job
-from twilio.rest import Client
 
-from channels.twilio.client import make_twilio_client
 from server.services import redis_client
 from server.settings import Settings
-from store.records import Tenant
 from store.scoping import dedicated_connection
 
 
@@ -56,15 +54,6 @@ def redis_for(settings: Settings) -> Redis:
 @lru_cache(maxsize=4)
 def _redis(url: str) -> Redis:
     return redis_client(url)
-
-
-def twilio_for(settings: Settings, tenant: Tenant) -> Client:
-    """Return the Twilio client of `tenant` (the sandbox when TWILIO_API_BASE_URL is set)."""
-    return make_twilio_client(
-        tenant.twilio_account_sid,
-        tenant.twilio_auth_token,
-        api_base_url=settings.twilio_api_base_url,
-    )
 
 
 def final_attempt() -> bool:

@@ -28,10 +28,12 @@ import psycopg
 import structlog
 from redis import Redis
 
+from graphs.features import RELATIONSHIPS
 from graphs.language import language_of_locale
 from server.jobs.common import connect, connect_platform
 from server.jobs.date_notice_text import notice_text, user_zone
 from server.jobs.queue import enqueue_once_per_interval
+from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
 from server.settings import Settings, get_settings
 from store import conversations, outbox, tenants
@@ -43,7 +45,7 @@ log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
 SWEEP_JOB = "server.jobs.date_notices.sweep_date_notices"
-FEATURE = "relationships"
+FEATURE = RELATIONSHIPS.name
 _SCHEDULE_KEY = "conversa:date-notices:scheduled"
 
 
@@ -87,7 +89,6 @@ def occurrence_due(due: store.DueDate, local_now: datetime, settings: Settings) 
 def send_date_notices(tenant_id: str, now: datetime | str | None = None) -> int:
     """Queue the date notices due at `now` (default: the current time) for one tenant's users;
     return how many were queued."""
-    from server.jobs.send import queue_next_send  # the send path pulls in LangGraph
 
     settings = get_settings()
     moment = _moment(now)

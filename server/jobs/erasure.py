@@ -19,8 +19,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from server.jobs.queue import PROCESS_JOB, SEND_JOB, TRANSCRIBE_JOB
-from server.jobs.reminders import REMINDER_JOB
+from server.jobs.queue import PROCESS_JOB, REMINDER_JOB, SEND_JOB, TRANSCRIBE_JOB
 from store.cache import forget_user_everywhere
 from store.userdata import ErasedUser
 

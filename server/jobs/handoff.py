@@ -24,7 +24,6 @@ from uuid import UUID
 import psycopg
 import structlog
 from langchain_core.runnables import RunnableConfig
-from rq import Queue
 
 from channels.splitting import split_body
 from graphs.context import Context
@@ -32,18 +31,17 @@ from graphs.language import detect_language
 from graphs.prompts import HANDOFF_RETURN_REPLY
 from server.jobs import runner
 from server.jobs.common import connect, redis_for
+from server.jobs.queue import enqueue_auto_return
 from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
-from server.settings import QUEUE_PROCESS, Settings, get_settings
-from store import conversations, identity, outbox, tenants
+from server.settings import Settings, get_settings
+from store import conversations, identity, outbox, support, tenants
 from store.locks import conversation_lock, held
 from store.records import Conversation, Tenant
 
 log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
-
-AUTO_RETURN_JOB = "server.jobs.handoff.auto_return"
 
 
 def handed_off(
@@ -75,10 +73,7 @@ def schedule_auto_return(
     if handoff is None:
         return
     due = _return_due(handoff, seconds)
-    Queue(QUEUE_PROCESS, connection=redis_for(settings)).enqueue_at(
-        due, AUTO_RETURN_JOB, args=(str(tenant.id), str(conversation_id)),
-        job_timeout=settings.job_timeout, description=f"auto-return {conversation_id}",
-    )  # fmt: skip
+    enqueue_auto_return(redis_for(settings), settings, str(tenant.id), str(conversation_id), due)
 
 
 def _return_due(handoff: conversations.Handoff, seconds: int) -> datetime:
@@ -113,19 +108,11 @@ def hand_back(
 
 def _exchange(conn: Conn, conversation: Conversation) -> list[dict[str, Any]]:
     """What the user and staff said since the handoff, oldest first."""
-    rows = conn.execute(
-        """select id, direction, body from messages
-           where conversation_id = %s and created_at >= %s and body <> ''
-             and ((direction = 'inbound' and status = 'handoff')
-                  or (direction = 'outbound' and purpose = 'staff'))
-           order by id""",
-        (conversation.id, conversation.handoff_at or datetime.min.replace(tzinfo=UTC)),
-    ).fetchall()
+    since = conversation.handoff_at or datetime.min.replace(tzinfo=UTC)
     return [
-        {"id": r["id"], "role": "user" if r["direction"] == "inbound" else "staff",
-         "text": r["body"]}
-        for r in rows
-    ]  # fmt: skip
+        {"id": r.id, "role": "user" if r.direction == "inbound" else "staff", "text": r.body}
+        for r in support.said_since(conn, conversation.id, since)
+    ]
 
 
 def _prepare(
@@ -225,12 +212,7 @@ def auto_return(tenant_id: str, conversation_id: str) -> str:
 
 
 def _language(conn: Conn, conversation: Conversation) -> str:
-    row = conn.execute(
-        """select string_agg(body, ' ') as text from (select body from messages
-           where conversation_id = %s and direction = 'inbound' order by id desc limit 5) m""",
-        (conversation.id,),
-    ).fetchone()
-    return detect_language(str(row["text"] or "") if row else "")
+    return detect_language(support.recent_inbound_text(conn, conversation.id))
 
 
 def _send(

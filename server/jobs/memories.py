@@ -21,18 +21,20 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, Field
 
+from graphs.features import LONG_TERM_MEMORY
 from graphs.language import fold
-from graphs.settings import EmbeddingSettings, LLMSettings
+from graphs.settings import LLMSettings
 from graphs.structured import invoke_structured
 from server.jobs.common import connect
 from server.logs import bind_correlation_id
 from server.privacy import flush_traces, tracing_config
 from server.settings import get_settings
 from store import conversations, identity, inbox, memory, pii, tenants
+from store.settings import EmbeddingSettings
 
 log = structlog.get_logger(__name__)
 
-FEATURE = "long_term_memory"
+FEATURE = LONG_TERM_MEMORY.name
 MAX_FACTS = 5
 
 EXTRACTION_PROMPT = """You extract durable facts about the user from their latest messages, \

@@ -14,30 +14,27 @@ little after its time. Every step is keyed to the reminder, so a second job send
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 import structlog
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from redis import Redis
-from rq import Queue
-from rq.job import Job
-from rq.queue import EnqueueData
 
 from graphs.language import language_of_locale
 from server.jobs.common import connect, redis_for
 from server.jobs.date_notice_text import format_moment, user_zone
+from server.jobs.queue import enqueue_reminders, reminder_job_data, schedule_reminder
+from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
-from server.settings import QUEUE_SEND, Settings, get_settings
-from store import conversations, outbox, tenants
+from server.settings import Settings, get_settings
+from store import conversations, outbox, reminders, tenants
+from store.reminders import Reminder
 
 log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
-REMINDER_JOB = "server.jobs.reminders.deliver_reminder"
 SWEEP_GRACE_SECONDS = 15.0
 """How late a scheduled reminder may be before the sweep takes its job for lost. RQ's scheduler
 moves due jobs every second; when the worker holding its lock dies, another takes over only
@@ -48,58 +45,28 @@ _BODY = {"pt": "⏰ Lembrete: {text}", "en": "⏰ Reminder: {text}"}
 _NO_CONVERSATION = "The user has no conversation to send the reminder to."
 
 
-def reminder_job_data(tenant_id: str, reminder_id: int, correlation_id: str) -> EnqueueData:
-    """Describe the delivery of one reminder."""
-    return Queue.prepare_data(
-        REMINDER_JOB,
-        args=(tenant_id, reminder_id, correlation_id),
-        timeout=60,
-        meta={"correlation_id": correlation_id},
-        description=f"deliver reminder {reminder_id}",
-    )
-
-
-def schedule_delivery(
-    redis: Redis, tenant_id: str, reminder_id: int, correlation_id: str, due_at: datetime
-) -> Job:
-    """Schedule the delivery job of a reminder for `due_at` (aware) on the send queue."""
-    job = reminder_job_data(tenant_id, reminder_id, correlation_id)
-    return Queue(QUEUE_SEND, connection=redis).enqueue_at(
-        due_at, job.func, args=job.args, job_timeout=job.timeout, meta=job.meta,
-        description=job.description,
-    )  # fmt: skip
-
-
 def deliver_reminder(tenant_id: str, reminder_id: int, correlation_id: str) -> str:
     """Put reminder `reminder_id` in its user's outbox if it is still scheduled and due.
 
     The reminder's row is locked for the decision, so a cancel and a delivery never both win,
     and two delivery jobs never both deliver.
     """
-    # Imported here: the API's relay imports this module for the sweep, and must not load the
-    # send path (which pulls in LangGraph through the channel policy).
-    from server.jobs.send import queue_next_send
-
     settings = get_settings()
     bind_correlation_id(correlation_id, reminder_id=reminder_id, job="deliver_reminder")
     with connect(settings, tenant_id) as conn:
         with conn.transaction():
-            reminder = conn.execute(
-                """select id, user_id, text, status, due_at, due_at <= now() as due
-                   from reminders where id = %s for update""",
-                (reminder_id,),
-            ).fetchone()
+            reminder = reminders.lock_reminder(conn, reminder_id)
             if reminder is None:
                 log.warning("no such reminder; nothing to do")
                 return "missing"
-            if reminder["status"] != "scheduled":
-                log.info("not scheduled any more; nothing to do", status=reminder["status"])
-                return str(reminder["status"])
-            if not reminder["due"]:
+            if reminder.status != "scheduled":
+                log.info("not scheduled any more; nothing to do", status=reminder.status)
+                return reminder.status
+            if not reminder.due:
                 # Early (the scheduler's clock is ahead of the database's): try again at its time.
-                schedule_delivery(redis_for(settings), tenant_id, reminder_id, correlation_id,
-                                  reminder["due_at"])  # fmt: skip
-                log.info("not due yet; scheduled again", due_at=reminder["due_at"].isoformat())
+                schedule_reminder(redis_for(settings), tenant_id, reminder_id, correlation_id,
+                                  reminder.due_at)  # fmt: skip
+                log.info("not due yet; scheduled again", due_at=reminder.due_at.isoformat())
                 return "early"
             conversation = _deliver(conn, UUID(tenant_id), reminder, correlation_id)
         if conversation is None:
@@ -108,39 +75,28 @@ def deliver_reminder(tenant_id: str, reminder_id: int, correlation_id: str) -> s
         return "delivered"
 
 
-def _deliver(
-    conn: Conn, tenant_id: UUID, reminder: dict[str, Any], correlation_id: str
-) -> UUID | None:
+def _deliver(conn: Conn, tenant_id: UUID, reminder: Reminder, correlation_id: str) -> UUID | None:
     """Write the reminder's message to the outbox; return its conversation (None: failed)."""
     tenant = tenants.tenant_by_id(conn, tenant_id)
-    user = tenants.user_by_id(conn, reminder["user_id"])
+    user = tenants.user_by_id(conn, reminder.user_id)
     assert tenant is not None and user is not None
     conversation = conversations.latest_for_user(conn, user.id)
     if conversation is None:
-        conn.execute(
-            """update reminders set status = 'failed', error = %s, finished_at = now()
-               where id = %s""",
-            (_NO_CONVERSATION, reminder["id"]),
-        )
+        reminders.mark_failed(conn, reminder.id, _NO_CONVERSATION)
         log.warning("reminder not delivered: the user has no conversation")
         return None
     language = language_of_locale(user.locale or tenant.default_locale)
     # The reminder's time as its template's `when` shows it, in the user's time zone.
-    local = reminder["due_at"].astimezone(user_zone(user.timezone, tenant.timezone))
+    local = reminder.due_at.astimezone(user_zone(user.timezone, tenant.timezone))
     message = outbox.insert_outbound(
         conn, tenant_id=tenant.id, conversation_id=conversation.id,
-        idempotency_key=f"reminder:{reminder['id']}",
-        body=_BODY[language].format(text=reminder["text"]),
+        idempotency_key=f"reminder:{reminder.id}",
+        body=_BODY[language].format(text=reminder.text),
         from_address=tenant.whatsapp_sender, to_address=user.address,
         correlation_id=correlation_id, purpose="reminder",
-        template_variables={"text": reminder["text"], "when": format_moment(local, language)},
+        template_variables={"text": reminder.text, "when": format_moment(local, language)},
     )  # fmt: skip
-    conn.execute(
-        """update reminders set status = 'delivered', delivered_message_id = %s,
-               conversation_id = %s, error = null, finished_at = now()
-           where id = %s""",
-        (message.id, conversation.id, reminder["id"]),
-    )
+    reminders.mark_delivered(conn, reminder.id, message.id, conversation.id)
     log.info("reminder in the outbox", message_id=message.id)
     return conversation.id
 
@@ -154,17 +110,13 @@ def sweep_reminders(
     not turn into a storm of jobs.
     """
     with pool.connection() as conn, conn.transaction():
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "select id, tenant_id, correlation_id from claim_due_reminders(%s, %s, %s)",
-                (SWEEP_GRACE_SECONDS, settings.stale_job_seconds, limit),
-            )
-            claimed = cur.fetchall()
+        claimed = reminders.claim_overdue(
+            conn, SWEEP_GRACE_SECONDS, settings.stale_job_seconds, limit
+        )
         if not claimed:
             return 0
-        jobs = [reminder_job_data(str(r["tenant_id"]), r["id"], r["correlation_id"])
-                for r in claimed]  # fmt: skip
+        jobs = [reminder_job_data(str(r.tenant_id), r.id, r.correlation_id) for r in claimed]
         # If Redis refuses, the exception rolls the claim back and the reminders stay due.
-        Queue(QUEUE_SEND, connection=redis).enqueue_many(jobs)
+        enqueue_reminders(redis, jobs)
     log.warning("queued reminders whose delivery job was lost", count=len(claimed))
     return len(claimed)

@@ -9,31 +9,18 @@ round, through a Redis key); `conversa prune` runs it by hand.
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
 import structlog
 from redis import Redis
 
 from server.jobs.common import connect_platform
 from server.jobs.queue import enqueue_once_per_interval
 from server.settings import Settings, get_settings
+from store.checkpoints import threads_to_prune
 
 log = structlog.get_logger(__name__)
 
 PRUNE_JOB = "server.jobs.retention.prune_checkpoints"
 _SCHEDULE_KEY = "conversa:retention:scheduled"
-
-
-def threads_to_prune(conn: psycopg.Connection[Any], limit: int) -> list[str]:
-    """Threads that hold more than one top-level checkpoint, most checkpoints first."""
-    rows = conn.execute(
-        """select thread_id from checkpoints where checkpoint_ns = ''
-           group by thread_id having count(*) > 1
-           order by count(*) desc limit %s""",
-        (limit,),
-    ).fetchall()
-    return [row["thread_id"] for row in rows]
 
 
 def prune_checkpoints(batch: int | None = None) -> int:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -35,6 +36,8 @@ from langgraph.types import Command, StateSnapshot
 from graphs.assistant import graph as assistant
 from graphs.context import Context
 from server import metrics
+from server.jobs.common import redis_for
+from server.jobs.queue import schedule_reminder
 from server.metrics_llm import LLMMetrics
 from server.privacy import flush_traces, tracers_for
 from server.settings import Settings, get_settings
@@ -135,10 +138,9 @@ def _history(conn: Conn, conversation: Conversation, before: int) -> list[AnyMes
 
 @contextmanager
 def _tools_bound(conn: Conn, tenant: Tenant, settings: Settings) -> Iterator[None]:
-    from server.jobs.common import redis_for
-
-    redis = redis_for(settings) if settings.redis_url else None
-    with bind_resources(ToolResources(conn=conn, tenant_id=str(tenant.id), redis=redis)):
+    schedule = partial(schedule_reminder, redis_for(settings)) if settings.redis_url else None
+    resources = ToolResources(conn=conn, tenant_id=str(tenant.id), schedule_reminder=schedule)
+    with bind_resources(resources):
         yield
 
 

@@ -16,9 +16,10 @@ from typing import Any
 import psycopg
 import structlog
 from redis import RedisError
-from rq import Queue
 
+from channels.base import Media
 from channels.media import MediaPolicy, MediaRefused, download_media, is_audio
+from channels.registry import channel_for
 from channels.transcription import (
     OpenAITranscriber,
     Transcriber,
@@ -27,11 +28,12 @@ from channels.transcription import (
     language_hint,
     packaged_model_dir,
 )
+from graphs.features import AUDIO_TRANSCRIPTION
 from server import metrics
 from server.jobs.common import connect, final_attempt, redis_for
-from server.jobs.queue import turn_job_data
+from server.jobs.queue import enqueue_turn
 from server.logs import bind_correlation_id
-from server.settings import QUEUE_PROCESS, Settings, VoiceSettings, get_settings
+from server.settings import Settings, VoiceSettings, get_settings
 from store import conversations, identity, inbox, tenants
 from store.locks import transcribe_lock, try_lock, unlock
 from store.records import Message, Tenant, User
@@ -39,7 +41,7 @@ from store.records import Message, Tenant, User
 log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
-FEATURE = "audio_transcription"
+FEATURE = AUDIO_TRANSCRIPTION.name
 
 
 def transcribe_audio(tenant_id: str, message_id: int, correlation_id: str) -> str:
@@ -79,12 +81,11 @@ def _settle(conn: Conn, settings: Settings, voice: VoiceSettings, message: Messa
         log.info("voice note not transcribed", reason=skip)
         return "skipped"
     item = next(m for m in message.media if is_audio(str(m.get("content_type", ""))))
+    audio = Media(str(item.get("url", "")), str(item.get("content_type", "")))
     try:
+        source = channel_for(settings, tenant).media_source(audio)
         with download_media(
-            str(item.get("url", "")),
-            str(item.get("content_type", "")),
-            policy=media_policy(settings, voice),
-            credentials=(tenant.twilio_account_sid, tenant.twilio_auth_token),
+            source.url, audio.content_type, policy=media_policy(settings, voice), auth=source.auth
         ) as media:
             log.info("voice note downloaded", bytes=media.size, seconds=media.seconds)
             hint = language_hint(user.locale or tenant.default_locale)
@@ -138,9 +139,7 @@ def _queue_turn(conn: Conn, settings: Settings, message: Message) -> None:
     if current is None or current.processed_at is not None:
         return
     try:
-        Queue(QUEUE_PROCESS, connection=redis_for(settings)).enqueue_many(
-            [turn_job_data(settings, current)]
-        )
+        enqueue_turn(redis_for(settings), settings, current)
         inbox.mark_enqueued(conn, [current.id])
     except RedisError as exc:  # the relay queues it instead, at its next pass
         inbox.requeue_inbound(conn, current.id)

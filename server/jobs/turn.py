@@ -15,21 +15,21 @@ from typing import Any
 import psycopg
 import structlog
 from redis import RedisError
-from rq import Queue
 
 from channels.policy import NOTICES, is_data_request, is_opt_in, is_opt_out
+from channels.registry import channel_for
 from channels.splitting import split_body
 from channels.typing import TypingIndicator
-from graphs.language import detect_language, language_of_locale
-from graphs.state import Language
+from graphs.features import LONG_TERM_MEMORY
+from graphs.language import Language, detect_language, language_of_locale
 from server import metrics
 from server.jobs import handoff, runner
-from server.jobs.common import connect, final_attempt, redis_for, twilio_for
-from server.jobs.memories import FEATURE as MEMORY_FEATURE
+from server.jobs.common import connect, final_attempt, redis_for
 from server.jobs.memories import has_first_person_cue
+from server.jobs.queue import enqueue_memory_extraction
 from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
-from server.settings import QUEUE_PROCESS, Settings, get_settings
+from server.settings import Settings, get_settings
 from store import conversations, identity, inbox, outbox, tenants
 from store import turns as store_turns
 from store.cache import cached_profile, forget_user
@@ -76,16 +76,11 @@ def _debounce(conn: Conn, settings: Settings, conversation: Conversation) -> Non
     """Wait while the user is still typing: until the newest message is `window` s old."""
     window, longest = settings.inbound_debounce_seconds, settings.inbound_debounce_max_seconds
     while window > 0:
-        row = conn.execute(
-            """select extract(epoch from now() - max(created_at)) as quiet,
-                      extract(epoch from now() - min(created_at)) as waited
-               from messages where conversation_id = %s and direction = 'inbound'
-                 and processed_at is null""",
-            (conversation.id,),
-        ).fetchone()
-        if not row or row["quiet"] is None:
+        silence = store_turns.inbound_silence(conn, conversation.id)
+        if silence is None:
             return
-        remaining = min(window - float(row["quiet"]), longest - float(row["waited"]))
+        quiet, waited = silence
+        remaining = min(window - quiet, longest - waited)
         if remaining <= 0:
             return
         time.sleep(remaining)
@@ -204,7 +199,7 @@ def _answer(
     result = _run_graph(turn, rights)
     overtaken = result is not None and result.reply and not result.interrupted
     if overtaken and _fold_into_next(turn, rights, used):
-        if MEMORY_FEATURE in rights.features:
+        if LONG_TERM_MEMORY.name in rights.features:
             _enqueue_extraction(turn)
         return
     if result is not None and result.interrupted:
@@ -214,7 +209,7 @@ def _answer(
         turn.finish(split_body(result.reply), kind="reply", purpose=purpose)
     elif result is not None:
         turn.close("answered", "The run ended without a reply.")
-    if result is not None and MEMORY_FEATURE in rights.features:
+    if result is not None and LONG_TERM_MEMORY.name in rights.features:
         _enqueue_extraction(turn)
 
 
@@ -281,13 +276,8 @@ def _enqueue_extraction(turn: Turn) -> None:
     if not has_first_person_cue(text):
         return
     try:
-        Queue(QUEUE_PROCESS, connection=redis_for(turn.settings)).enqueue(
-            "server.jobs.memories.extract_memories",
-            args=(str(turn.tenant.id), str(turn.conversation.id), turn.ids, turn.cid),
-            job_timeout=turn.settings.job_timeout,
-            meta={"correlation_id": turn.cid},
-            description=f"remember facts from messages {turn.ids}",
-        )
+        enqueue_memory_extraction(redis_for(turn.settings), turn.settings, str(turn.tenant.id),
+                                  str(turn.conversation.id), turn.ids, turn.cid)  # fmt: skip
     except RedisError as exc:  # the reply went out; a missed memory is not worth failing for
         log.warning("could not queue memory extraction", error=str(exc))
 
@@ -344,11 +334,11 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runner.RunResult | N
     context = runner.context_for(tenant, turn.user, rights)
     config = runner.run_config(tenant, turn.user, conversation, cid, ids)
     started = time.monotonic()
-    typing_client = twilio_for(settings, tenant) if tenant.typing_indicator else None
+    typing_channel = channel_for(settings, tenant) if tenant.typing_indicator else None
     try:
         with TypingIndicator(
-            typing_client,
-            pending[-1].provider_sid or "",
+            typing_channel,
+            pending[-1].provider_message_id or "",
             after=settings.typing_after_seconds,
             every=settings.typing_refresh_seconds,
         ):

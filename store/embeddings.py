@@ -7,7 +7,7 @@ go through `embed_query` and memories through `embed_documents`. Set
 OpenAI-compatible `/v1/embeddings` server instead; `EMBEDDINGS_DIMS` must match its vectors.
 
 `embeddings` at the bottom is what `langgraph.json` points at for `langgraph dev`'s store:
-`"store": {"index": {"embed": "./graphs/embeddings.py:embeddings", "dims": 384,
+`"store": {"index": {"embed": "./store/embeddings.py:embeddings", "dims": 384,
 "fields": ["text"]}}`. LangGraph accepts an `Embeddings` object there (or a plain function of
 a list of texts); the object keeps the query/passage distinction, a function could not.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
-from graphs.settings import EmbeddingSettings
+from store.settings import EmbeddingSettings
 
 _model_lock = threading.Lock()
 

@@ -1,0 +1,137 @@
+"""The Twilio WhatsApp channel: Twilio's webhooks, and one tenant's Twilio account behind the
+`Channel` protocol (`channels.base`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+import httpx
+from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
+
+from channels.base import (
+    BadSignature,
+    Media,
+    MediaSource,
+    OutboundMessage,
+    SendFailed,
+    SendOutcome,
+    SendResult,
+    WebhookEvents,
+    WebhookKind,
+    WebhookReply,
+    WebhookRequest,
+)
+from channels.twilio.client import twilio_for
+from channels.twilio.errors import FAILURES, OUTSIDE_WINDOW, describe, send_failed
+from channels.twilio.inbound import (
+    is_valid_signature,
+    parse_form,
+    parse_inbound,
+    parse_status,
+    required,
+    without_nul,
+)
+from channels.twilio.settings import TwilioSettings
+from store.records import Tenant
+
+INBOUND_PATH = "/webhooks/inbound"
+STATUS_PATH = "/webhooks/status"
+_ACCEPTED = WebhookReply(200, str(MessagingResponse()), "text/xml")
+"""Twilio's inbound webhook wants TwiML back: an empty response sends no reply of its own."""
+_RECORDED = WebhookReply(204)
+_LOST_SEND_WINDOW = timedelta(minutes=1)
+_LOST_SEND_LIMIT = 50
+
+
+class TwilioWebhooks:
+    """Where Twilio posts: inbound messages to the tenant's sender (`To`), statuses of the
+    tenant's sends (`From`)."""
+
+    def __init__(self) -> None:
+        self.paths: Mapping[str, WebhookKind] = {INBOUND_PATH: "inbound", STATUS_PATH: "status"}
+
+    def addressee(self, request: WebhookRequest, kind: WebhookKind) -> str:
+        """The tenant's sender: the form's `To` for a message, `From` for a status."""
+        form = parse_form(request.headers.get("content-type"), request.body)
+        return required(form, "To" if kind == "inbound" else "From")
+
+    def reply(self, kind: WebhookKind) -> WebhookReply:
+        """Empty TwiML for a message; no content for a status."""
+        return _ACCEPTED if kind == "inbound" else _RECORDED
+
+
+class TwilioChannel:
+    """One tenant's Twilio account (the sandbox's when TWILIO_API_BASE_URL is set)."""
+
+    window_closed_code = OUTSIDE_WINDOW
+
+    def __init__(self, settings: TwilioSettings, tenant: Tenant) -> None:
+        self._settings, self._tenant = settings, tenant
+
+    @cached_property
+    def client(self) -> Client:
+        """The tenant's Twilio REST client, built on first use (a webhook never needs it)."""
+        return twilio_for(self._settings, self._tenant)
+
+    def parse(self, request: WebhookRequest, kind: WebhookKind) -> WebhookEvents:
+        """Check `X-Twilio-Signature` with the tenant's auth token, then read the form."""
+        form = parse_form(request.headers.get("content-type"), request.body)
+        signature = request.headers.get("x-twilio-signature")
+        if not is_valid_signature(self._tenant.twilio_auth_token, request.url, form, signature):
+            raise BadSignature("X-Twilio-Signature is missing or wrong.")
+        form = without_nul(form)
+        if kind == "inbound":
+            return WebhookEvents(messages=(parse_inbound(form),))
+        return WebhookEvents(statuses=(parse_status(form),))
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        """Create the message at Twilio: the body, or the template's ContentSid and variables."""
+        options: dict[str, Any] = {"to": message.to, "from_": message.sender}
+        if self._settings.twilio_status_callbacks:
+            options["status_callback"] = self._settings.public_url(STATUS_PATH)
+        if message.template is not None:
+            options |= {
+                "content_sid": message.template.id,
+                "content_variables": json.dumps(message.template.variables, ensure_ascii=False),
+            }
+        else:
+            options["body"] = message.body
+        try:
+            sent = self.client.messages.create(**options)
+        except FAILURES as exc:
+            raise send_failed(exc) from exc
+        return SendResult(str(sent.sid), str(sent.status or "queued"))
+
+    def find_sent(self, message: OutboundMessage) -> SendResult | None:
+        """Twilio keeps no key of ours, so match by recipient, sender, time and body: an
+        interrupted template send carries the template's text, is not recognised, and goes out
+        again."""
+        try:
+            sent = self.client.messages.list(
+                to=message.to,
+                from_=message.sender,
+                date_sent_after=message.created_at - _LOST_SEND_WINDOW,
+                limit=_LOST_SEND_LIMIT,
+            )
+        except FAILURES as exc:
+            raise SendFailed(SendOutcome.RETRY, describe(exc)) from exc
+        earlier = next((s for s in sent if s.body == message.body), None)
+        if earlier is None:
+            return None
+        return SendResult(str(earlier.sid), str(earlier.status or "queued"))
+
+    def send_typing(self, provider_message_id: str) -> None:
+        """Twilio's WhatsApp typing indicator (it also marks the user's message read)."""
+        self.client.messaging.v2.typing_indicator.create(
+            channel="whatsapp", message_id=provider_message_id
+        )
+
+    def media_source(self, media: Media) -> MediaSource:
+        """Twilio serves media at its URL to the account's SID and auth token (HTTP Basic)."""
+        auth = httpx.BasicAuth(self._tenant.twilio_account_sid, self._tenant.twilio_auth_token)
+        return MediaSource(media.url, auth)
