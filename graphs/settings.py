@@ -24,6 +24,10 @@ class LLMSettings(BaseSettings):
     `function_calling` (a forced tool call), or `auto` (json_schema unless the server refuses
     it or the start-up model check finds it missing)."""
 
+    offline_llm_latency: str = "0"
+    """How long each call to the offline stand-in takes (`0.5`, `uniform:0.5,1.5`,
+    `lognormal:1.0,0.3`; see `graphs.offline.latency`), to try the service with a slow model."""
+
     @property
     def configured(self) -> bool:
         """Whether a real (or explicitly chosen) OpenAI-compatible model is configured."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
@@ -29,8 +30,11 @@ from typing import Any, Self
 
 from graphs.offline._http import CompletionsHTTPServer
 from graphs.offline._responses import DEFAULT_MODEL_ID
+from graphs.offline.latency import Latency
 
 logger = logging.getLogger(__name__)
+
+NO_LATENCY = Latency()
 
 Responder = Callable[[dict[str, Any]], dict[str, Any]]
 """Map a parsed Chat Completions request to an assistant message dict.
@@ -56,14 +60,17 @@ class ChatCompletionsServer:
         port: int = 0,
         *,
         refuse_json_schema: bool = False,
+        latency: Latency = NO_LATENCY,
     ) -> None:
         """Prepare (but do not start) a server answering with ``responder``.
 
         With ``refuse_json_schema``, a ``response_format`` of type ``json_schema`` is refused
         with a 400 error, as OpenAI-compatible servers without strict structured output do.
+        Each call waits its ``latency`` before it answers, as a hosted model would.
         """
         self.responder = responder
         self.refuse_json_schema = refuse_json_schema
+        self.latency = latency
         self.host = host
         self.port = port
         self._httpd: CompletionsHTTPServer | None = None
@@ -167,7 +174,9 @@ class ChatCompletionsServer:
         }
 
     def reply_to(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Ask the responder for its answer to ``request``, normalized to OpenAI's shape."""
+        """Ask the responder for its answer to ``request``, normalized to OpenAI's shape, after
+        the call's latency (on the request's own thread, so concurrent calls overlap)."""
+        time.sleep(self.latency.draw())
         return _normalize_message(self.responder(request))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from graphs.features import ROUTES
 from graphs.language import Language, detect_language
+from graphs.offline.latency import Latency
 from graphs.offline.llm_server import (
     ChatCompletionsServer,
     _text_of,
@@ -38,6 +39,7 @@ from graphs.offline.replies import ToolOutcome, offline_line, tool_results_reply
 from graphs.offline.schema import enum_of, instance_from_schema
 from graphs.offline.tool_calls import choose_tool_call
 from graphs.prompts import CAPABILITIES_MARKER
+from graphs.settings import LLMSettings
 
 # --------------------------------------------------------------------------- #
 # Offline replies
@@ -227,8 +229,10 @@ _offline_lock = threading.Lock()
 
 
 def serve(host: str = "127.0.0.1", port: int = 0) -> ChatCompletionsServer:
-    """Start and return a server answering with the :class:`OfflineResponder`."""
-    return ChatCompletionsServer(OfflineResponder(), host=host, port=port).start()
+    """Start and return a server answering with the :class:`OfflineResponder`, each call taking
+    `OFFLINE_LLM_LATENCY` (see `graphs.offline.latency`; a bad value raises `LatencyError`)."""
+    latency = Latency.parse(LLMSettings().offline_llm_latency)
+    return ChatCompletionsServer(OfflineResponder(), host=host, port=port, latency=latency).start()
 
 
 def ensure_offline_server() -> str:

@@ -3,11 +3,14 @@
 Jobs are named by import path, so the API never imports LangGraph. Inbound turns reach the
 queue through the relay (`server.relay`); workers enqueue sends directly after their commit.
 
-The retry policy: a job that raises (a crash, a database or Redis hiccup) is retried by RQ
-`JOB_RETRIES` times, 5, 30 and 120 seconds later; every job is idempotent, so a retry never
-doubles what the first try did. A send is the exception by design: it never raises for the
-provider's refusals, and `retry_send` queues it again after `send_backoff`, exponential with
-jitter, up to `SEND_MAX_ATTEMPTS`, as the provider's error code decides.
+The retry policy, all of it here: a job that raises (a crash, a database or Redis hiccup) is
+retried by RQ `JOB_RETRIES` times, 5, 30 and 120 seconds later (`_retry`: turns,
+transcriptions, support actions, auto-returns, memory extraction); every job is idempotent, so a
+retry never doubles what the first try did. Two kinds heal another way, by design: a send never
+raises for the provider's refusals, and `retry_send` queues it again after `send_backoff`
+(exponential with jitter, up to `SEND_MAX_ATTEMPTS`) as the provider's error code decides; a
+reminder's delivery whose job is lost is queued again by the relay's sweep
+(`enqueue_reminders`). Chores (`enqueue_once_per_interval`) simply run at their next interval.
 """
 
 from __future__ import annotations
