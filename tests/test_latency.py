@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from langchain_openai import ChatOpenAI
@@ -98,3 +102,20 @@ def test_the_offline_model_takes_its_latency_from_the_environment(
     monkeypatch.setenv("OFFLINE_LLM_LATENCY", "soon")
     with pytest.raises(LatencyError, match="soon"):
         serve()
+
+
+def test_conversa_says_what_is_wrong_with_a_bad_latency(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "OFFLINE_LLM_LATENCY": "soon",
+        "DATABASE_URL": "postgresql://127.0.0.1:1/nowhere",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "conversa"), "check"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "conversa: latency 'soon': use seconds" in done.stderr
+    assert "Traceback" not in done.stderr

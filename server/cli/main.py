@@ -308,12 +308,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from pydantic import ValidationError
 
+        from graphs.offline.latency import LatencyError
         from server.api.auth_keys import AuthConfigError
         from server.metrics_env import MetricsPortError
         from store.migrate import MigrationsPendingError
         from store.scoping import AppRoleError
 
-        errors = (MigrationsPendingError, AuthConfigError, AppRoleError, MetricsPortError)
+        errors = (
+            MigrationsPendingError,
+            AuthConfigError,
+            AppRoleError,
+            MetricsPortError,
+            LatencyError,
+        )
         if isinstance(exc, errors):
             print(f"conversa: {exc}", file=sys.stderr)
             return 2
