@@ -62,11 +62,6 @@ class Latency:
             return rng.lognormvariate(math.log(self.a), self.b)
         return self.a
 
-    @property
-    def median(self) -> float:
-        """The typical call's seconds (what a benchmark subtracts as the model's own time)."""
-        return (self.a + self.b) / 2 if self.shape == "uniform" else self.a
-
 
 def _seconds(text: str, whole: str) -> float:
     try:

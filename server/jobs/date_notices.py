@@ -45,7 +45,6 @@ log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
 SWEEP_JOB = "server.jobs.date_notices.sweep_date_notices"
-FEATURE = RELATIONSHIPS.name
 _SCHEDULE_KEY = "conversa:date-notices:scheduled"
 
 
@@ -112,7 +111,7 @@ def send_date_notices(tenant_id: str, now: datetime | str | None = None) -> int:
                 continue
             if due.user_id not in entitled:
                 features = entitlement(conn, tenant.id, due.user_id).features
-                entitled[due.user_id] = FEATURE in features
+                entitled[due.user_id] = RELATIONSHIPS.name in features
             if not entitled[due.user_id]:
                 continue
             conversation_id = _queue_notice(conn, tenant, due, occurs_on, ahead, correlation_id)

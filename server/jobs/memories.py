@@ -34,7 +34,6 @@ from store.settings import EmbeddingSettings
 
 log = structlog.get_logger(__name__)
 
-FEATURE = LONG_TERM_MEMORY.name
 MAX_FACTS = 5
 
 EXTRACTION_PROMPT = """You extract durable facts about the user from their latest messages, \
@@ -101,7 +100,7 @@ def extract_memories(
             log.warning("no such conversation; nothing to remember")
             return "missing"
         rights = identity.entitlement(conn, conversation.tenant_id, conversation.user_id)
-        if FEATURE not in rights.features:
+        if LONG_TERM_MEMORY.name not in rights.features:
             return "disabled"
         texts = []
         for message_id in message_ids:

@@ -42,28 +42,25 @@ def _retry(settings: Settings) -> Retry | None:
     return Retry(max=settings.job_retries, interval=_RETRY_INTERVALS[: settings.job_retries])
 
 
-def turn_job_data(settings: Settings, message: Message) -> EnqueueData:
-    """Describe the graph run that answers an inbound message (and any waiting with it)."""
+def _inbound_job_data(settings: Settings, func: str, message: Message, verb: str) -> EnqueueData:
     return Queue.prepare_data(
-        PROCESS_JOB,
+        func,
         args=(str(message.tenant_id), message.id, message.correlation_id),
         timeout=settings.job_timeout,
         retry=_retry(settings),
         meta={"correlation_id": message.correlation_id},
-        description=f"answer message {message.id}",
+        description=f"{verb} message {message.id}",
     )
+
+
+def turn_job_data(settings: Settings, message: Message) -> EnqueueData:
+    """Describe the graph run that answers an inbound message (and any waiting with it)."""
+    return _inbound_job_data(settings, PROCESS_JOB, message, "answer")
 
 
 def transcribe_job_data(settings: Settings, message: Message) -> EnqueueData:
     """Describe the transcription of a voice note, which then queues its turn."""
-    return Queue.prepare_data(
-        TRANSCRIBE_JOB,
-        args=(str(message.tenant_id), message.id, message.correlation_id),
-        timeout=settings.job_timeout,
-        retry=_retry(settings),
-        meta={"correlation_id": message.correlation_id},
-        description=f"transcribe message {message.id}",
-    )
+    return _inbound_job_data(settings, TRANSCRIBE_JOB, message, "transcribe")
 
 
 def send_job_data(message: Message, attempt: int = 0) -> EnqueueData:

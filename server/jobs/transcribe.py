@@ -41,7 +41,6 @@ from store.records import Message, Tenant, User
 log = structlog.get_logger(__name__)
 
 Conn = psycopg.Connection[Any]
-FEATURE = AUDIO_TRANSCRIPTION.name
 
 
 def transcribe_audio(tenant_id: str, message_id: int, correlation_id: str) -> str:
@@ -122,8 +121,8 @@ def _skip_reason(conn: Conn, tenant: Tenant, user: User) -> str | None:
         return "The user is not enabled for this tenant."
     if user.opted_out_at is not None:
         return "The user opted out (STOP)."
-    if FEATURE not in identity.entitlement(conn, tenant.id, user.id).features:
-        return f"The user's plan does not include {FEATURE}."
+    if AUDIO_TRANSCRIPTION.name not in identity.entitlement(conn, tenant.id, user.id).features:
+        return f"The user's plan does not include {AUDIO_TRANSCRIPTION.name}."
     return None
 
 
