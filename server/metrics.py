@@ -8,10 +8,8 @@ Two kinds of process need care:
 - Several API processes (`conversa serve --workers N`): each counts in its own memory, so the
   API runs prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, which `serve`
   prepares) and `/metrics` adds up every process's files.
-- RQ forks a work horse per job. A horse's increments would die with it, so inside a horse
-  this module only spools what it would record, and the worker process applies the spool when
-  the horse has exited (`begin_spool`, `end_spool`, `apply_spool`). The worker itself counts in
-  memory and serves its registry on its own port; jobs it runs in-process record directly.
+- A worker process runs its jobs in its own threads (`server.jobs.worker`), counts in memory and
+  serves its registry on its own port (`WORKER_METRICS_PORT`).
 
 Gauges that describe shared state (queue depth and age, the handoff queue) are read at scrape
 time by the API (`server.metrics_scrape`); the chat model's latency and tokens come from a
@@ -20,13 +18,10 @@ LangChain callback (`server.metrics_llm`).
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -126,78 +121,36 @@ ROUTING_FALLBACKS = Counter(
     "assistant, by reason (unreachable, refused, server_error, invalid_output, error).",
     ["reason"],
 )
+ACK_BATCH_SIZE = Histogram(
+    "conversa_webhook_ack_batch_size",
+    "Inbound messages stored and committed together by one API process's group commit, by "
+    "outcome (committed; split: a bad row made each row go alone; failed: the batch did not "
+    "commit and every request in it was answered 503).",
+    ["outcome"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
-_BY_NAME: dict[str, Counter | Histogram] = {
-    metric._name: metric
-    for metric in (
-        WEBHOOK_REQUESTS, WEBHOOK_DURATION, DELIVERY_STATUSES, JOBS, JOB_DURATION,
-        GRAPH_RUN_DURATION, LLM_DURATION, LLM_TOKENS, TRANSCRIPTION_DURATION, OUTBOUND_SENDS,
-        SUPERSEDED_TURNS, ROUTING_FALLBACKS, TEMPLATE_SENDS,
-    )
-}  # fmt: skip
-
-# --- recording (directly, or through a work horse's spool) -----------------------------------
-
-_spool: list[tuple[str, list[str], float]] | None = None
-_spool_lock = threading.Lock()
+# --- recording ------------------------------------------------------------------------------
 
 
 def record(metric: Counter | Histogram, labels: Iterable[str], value: float) -> None:
-    """Add `value` to a counter or observe it on a histogram (spooled inside a work horse)."""
-    values = [str(label) for label in labels]
-    with _spool_lock:
-        if _spool is not None:
-            _spool.append((metric._name, values, value))
-            return
-    _apply(metric, values, value)
-
-
-def _apply(metric: Counter | Histogram, labels: list[str], value: float) -> None:
-    child = metric.labels(*labels)
+    """Add `value` to a counter or observe it on a histogram."""
+    child = metric.labels(*[str(label) for label in labels])
     if isinstance(child, Histogram):
         child.observe(value)
     else:
         child.inc(value)
 
 
-def begin_spool() -> None:
-    """Keep what this process records for the parent (called in a freshly forked work horse)."""
-    global _spool
-    with _spool_lock:
-        _spool = []
-
-
-def end_spool(path: Path) -> None:
-    """Write the spool to `path` for the parent; called as the work horse finishes its job."""
-    global _spool
-    with _spool_lock:
-        entries, _spool = _spool, None
-    if entries:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries))
-        tmp.replace(path)
-
-
-def apply_spool(path: Path) -> None:
-    """Record what a work horse spooled to `path` (then remove it); nothing if it left none."""
-    try:
-        entries = json.loads(path.read_text())
-    except FileNotFoundError:
-        return
-    except ValueError as exc:
-        log.warning("unreadable metrics spool", path=str(path), error=str(exc))
-        entries = []
-    path.unlink(missing_ok=True)
-    for name, labels, value in entries:
-        metric = _BY_NAME.get(name)
-        if metric is not None:
-            _apply(metric, labels, float(value))
-
-
 def observe_webhook(webhook: str, outcome: str, seconds: float) -> None:
     """Count one webhook request and its latency."""
     record(WEBHOOK_REQUESTS, (webhook, outcome), 1)
     record(WEBHOOK_DURATION, (webhook, outcome), seconds)
+
+
+def observe_ack_batch(size: int, outcome: str) -> None:
+    """Record one group commit of the inbound webhook: how many messages, and how it ended."""
+    record(ACK_BATCH_SIZE, (outcome,), size)
 
 
 def observe_delivery_status(status: str, error_code: int | None) -> None:

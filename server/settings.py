@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from store.settings import DatabaseSettings
@@ -50,6 +50,11 @@ class Settings(DatabaseSettings):
     relay_interval_seconds: float = Field(default=1.0, gt=0)
     outbox_min_age_seconds: float = Field(default=10.0, ge=0)
     stale_job_seconds: float = Field(default=300.0, gt=0)
+    worker_concurrency: int = Field(default=8, ge=1, le=256)
+    """Turns one worker process runs at once, each in its own thread."""
+    worker_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
+    worker_dead_after_seconds: float = Field(default=10.0, gt=0, le=600)
+    """A worker process silent this long is dead: a live worker queues its jobs again at once."""
 
     llm_check_at_start: bool = True
     """`serve` and `worker` check what the chat model can do and log it (`conversa check`)."""
@@ -88,6 +93,15 @@ class Settings(DatabaseSettings):
     """How many days before a saved date its notice goes out (0: on the day)."""
     date_notice_hour: int = Field(default=9, ge=0, le=23)
     """From which local hour (the user's time zone, else the tenant's) notices go out."""
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> Settings:
+        if self.worker_dead_after_seconds <= 2 * self.worker_heartbeat_seconds:
+            raise ValueError(
+                "WORKER_DEAD_AFTER_SECONDS must be more than twice WORKER_HEARTBEAT_SECONDS "
+                "(one late heartbeat must not declare a live worker dead)"
+            )
+        return self
 
     def public_url(self, path: str) -> str:
         """Return the URL a provider uses to reach `path` on this service."""

@@ -95,15 +95,30 @@ class EchoModel:
 
     A user message containing `sleep=<seconds>` makes that answer slow. It records how many
     answers were being prepared at once for each user (named in the system prompt), so tests can
-    check that one conversation never has two runs at the same time.
+    check that one conversation never has two runs at the same time. `hold()` keeps every
+    answer waiting until `release()`, so a test can act while turns are certainly in flight.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, int] = {}
         self.max_concurrent: dict[str, int] = {}
+        self.running = 0
+        """Answers being prepared right now, for every user together."""
+        self.peak = 0
+        """The most answers ever prepared at once, for every user together."""
         self.turns: list[list[str]] = []
         self.started = threading.Event()
+        self._open = threading.Event()
+        self._open.set()
+
+    def hold(self) -> None:
+        """Keep the answers started from now on waiting until `release()`."""
+        self._open.clear()
+
+    def release(self) -> None:
+        """Let every held answer go on (and the ones after it)."""
+        self._open.set()
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer with the user messages since the last assistant message."""
@@ -118,9 +133,13 @@ class EchoModel:
         with self._lock:
             self._running[user] = self._running.get(user, 0) + 1
             self.max_concurrent[user] = max(self.max_concurrent.get(user, 0), self._running[user])
+            self.running += 1
+            self.peak = max(self.peak, self.running)
             self.turns.append(turn)
         self.started.set()
         try:
+            if not self._open.wait(timeout=120):
+                raise TimeoutError("EchoModel held an answer for two minutes: release() it")
             for text in turn:
                 if "sleep=" in text:
                     time.sleep(float(text.split("sleep=", 1)[1].split()[0]))
@@ -128,6 +147,7 @@ class EchoModel:
         finally:
             with self._lock:
                 self._running[user] -= 1
+                self.running -= 1
 
 
 class FakeLangSmith:

@@ -16,6 +16,7 @@ SQL_CALLS = frozenset({"execute", "executemany", "cursor", "copy"})
 
 ALLOWED = {
     ("server/relay.py", "pipe.execute"): "a Redis pipeline sending the queued jobs, not SQL",
+    ("server/jobs/liveness.py", "pipe.execute"): "Redis pipelines reading RQ's registries, not SQL",
     ("server/jobs/runner.py", "assistant.copy"): (
         "LangGraph's Pregel.copy, giving the compiled graph its checkpointer and store; not "
         "psycopg's COPY"

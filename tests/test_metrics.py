@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -139,26 +138,6 @@ def test_a_failed_send_is_counted_with_twilios_error_code(
     assert rows(settings, "select status from messages where direction = 'outbound'") == [
         ("failed",)
     ]
-
-
-def test_a_work_horse_spool_is_applied_by_the_parent_once(tmp_path: Path) -> None:
-    labels = {"outcome": "suppressed", "error_code": ""}
-    before = local("conversa_outbound_sends_total", **labels)
-    spool = tmp_path / "job.json"
-
-    metrics.begin_spool()
-    try:
-        metrics.observe_send("suppressed")
-        metrics.observe_graph_run("finance", "ok", 0.5)
-    finally:
-        metrics.end_spool(spool)
-    assert local("conversa_outbound_sends_total", **labels) == before, "held for the parent"
-
-    metrics.apply_spool(spool)
-    metrics.apply_spool(spool)  # gone: applied once
-
-    assert local("conversa_outbound_sends_total", **labels) - before == 1
-    assert not spool.exists()
 
 
 def test_readyz_reports_pending_migrations(pg_url: str, settings: Settings) -> None:

@@ -63,6 +63,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number from 1 to 256."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 256")
+    return value
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run an RQ worker."""
     from server.metrics_env import prepare_worker
@@ -80,7 +91,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         settings = settings.model_copy(update={"worker_metrics_port": args.metrics_port})
     check_model_at_start(settings)  # before RQ forks: every work horse inherits what it found
-    run_worker(settings, args.queues or QUEUES, burst=args.burst)
+    run_worker(settings, args.queues or QUEUES, burst=args.burst, concurrency=args.concurrency)
     return 0
 
 
@@ -247,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.add_argument(
         "--metrics-port", type=int, help="serve metrics on this port (default WORKER_METRICS_PORT)"
+    )
+    worker.add_argument(
+        "--concurrency", type=_positive, help="jobs run at once (default WORKER_CONCURRENCY)"
     )
     worker.set_defaults(func=cmd_worker)
 
