@@ -233,7 +233,9 @@ def test_three_workers_share_the_queues_and_every_conversation_keeps_its_order(
         return [sum(v for _, v in _samples(f"http://127.0.0.1:{p}/metrics", name)) for p in ports]
 
     wait_until(lambda: sum(runs()) == len(echo.turns), what="the workers' metrics to add up")
-    assert sum(1 for count in runs() if count) == len(processes), "the same workers as RQ says"
+    # A turn job that finds its conversation's run under way in another process leaves without
+    # running the graph, so some processes RQ names may have no graph run of their own.
+    assert 1 <= sum(1 for count in runs() if count) <= len(processes), "only workers RQ names"
     jobs = [
         labels
         for p in ports
