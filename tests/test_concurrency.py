@@ -6,14 +6,17 @@ the echo model, slowed per message with `sleep=<seconds>`, as a hosted model is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from pydantic import ValidationError
@@ -175,6 +178,12 @@ def test_only_a_dead_process_s_jobs_are_queued_again_and_only_once(redis: Redis)
     assert sorted(started) == sorted([live, foreign]), "the others are left running"
     assert requeue_orphans(redis) == []
 
+    # A live process names one of its lanes that stopped: that lane's job goes back, alone.
+    sibling = _started_by(redis, "conversa-box-2-bbbbbb.1", "held by a live lane")
+    assert requeue_orphans(redis, lanes={"conversa-box-2-bbbbbb.0"}) == [live]
+    started = queue.started_job_registry.get_job_ids(cleanup=False)
+    assert sorted(started) == sorted([sibling, foreign])
+
 
 def test_worker_settings_refuse_what_cannot_work() -> None:
     with pytest.raises(ValidationError, match="worker_concurrency"):
@@ -213,3 +222,84 @@ def test_the_lanes_of_one_process_share_its_name(settings: Settings, tmp_path: P
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert not redis.exists(alive_key(process_of(lanes[0].name))), "a clean exit says goodbye"
+
+
+class _CuttableLink:
+    """A TCP link to the test's Redis that can be cut and restored, as a network or Redis
+    outage would: while cut, every connection through it is closed and new ones are refused."""
+
+    def __init__(self, redis_url: str) -> None:
+        parts = urlsplit(redis_url)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = parts._replace(netloc=f"127.0.0.1:{self._listener.getsockname()[1]}").geturl()
+        self._up = True
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            with self._lock:
+                if not self._up:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(self._target)
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        for end in (source, sink):
+            end.close()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._up = False
+            for end in self._open:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._up = True
+
+
+@pytest.mark.stack_env(INBOUND_DEBOUNCE_SECONDS="0", WORKER_CONCURRENCY="4")
+def test_a_worker_outlives_a_redis_outage_that_catches_its_turns_finishing(
+    stack: Stack, settings: Settings, tenant: Tenant, live_sandbox: TwilioSandbox, echo: EchoModel
+) -> None:
+    assert settings.redis_url
+    stack.start_api()
+    link = _CuttableLink(settings.redis_url)
+    stack.env = {**stack.env, "REDIS_URL": link.url}  # only the worker goes through the link
+    worker = stack.start_worker()
+    wait_until(lambda: _registered(settings, worker, 4), what="four lanes")
+    echo.hold()
+    for n in range(4):
+        form = inbound_form(tenant, f"queda {n}", user=_user(300 + n), ProfileName=f"Queda{n}")
+        assert stack.post(tenant, form) == 200
+    wait_until(lambda: echo.running == 4, what="four turns waiting on the model")
+
+    link.cut()
+    echo.release()  # the turns finish, and RQ's bookkeeping after them, while Redis is gone
+    time.sleep(5)  # every idle lane polls Redis each second: each meets the outage too
+    assert worker.poll() is None, "the worker outlived the outage\n" + stack.logs()
+    link.restore()
+
+    # Every turn's reply is in the outbox; the ones whose send could not be queued meanwhile
+    # are queued by the relay, and a new message is answered by the same worker.
+    form = inbound_form(tenant, "depois da queda", user=_user(310), ProfileName="Depois")
+    assert stack.post(tenant, form) == 200
+    wait_until(lambda: _delivered(settings) == 5, timeout=60, what="every reply delivered")
+    replies = sorted(m["body"] for m in live_sandbox.messages)
+    assert replies == ["re: depois da queda", *(f"re: queda {n}" for n in range(4))]
+    assert worker.poll() is None

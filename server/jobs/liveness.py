@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import structlog
 from redis import Redis, RedisError
@@ -50,10 +50,13 @@ def alive_key(process: str) -> str:
     return _ALIVE + process
 
 
-def requeue_orphans(redis: Redis, queues: Iterable[str] = QUEUES) -> list[str]:
+def requeue_orphans(
+    redis: Redis, queues: Iterable[str] = QUEUES, *, lanes: Collection[str] = ()
+) -> list[str]:
     """Queue again, at the front, every started job held by one of our processes that is no
-    longer alive; return their ids. Safe to run from several processes at once: a job is taken
-    out of the started registry by exactly one of them (`ZREM` answers 1 once)."""
+    longer alive, or by one of `lanes` (a live process's lanes that stopped); return their ids.
+    Safe to run from several processes at once: a job is taken out of the started registry by
+    exactly one of them (`ZREM` answers 1 once)."""
     requeued: list[str] = []
     for name in queues:
         registry = Queue(name, connection=redis).started_job_registry
@@ -73,7 +76,7 @@ def requeue_orphans(redis: Redis, queues: Iterable[str] = QUEUES) -> list[str]:
                 pipe.exists(alive_key(process))
             alive = dict(zip(processes, pipe.execute(), strict=True))
         for entry, owner in ours:
-            if alive[process_of(owner)]:
+            if alive[process_of(owner)] and owner not in lanes:
                 continue
             if _requeue(redis, registry.key, entry):
                 requeued.append(parse_composite_key(entry)[0])

@@ -19,6 +19,8 @@ heartbeat so other workers queue them again at once (`server.jobs.liveness`).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import secrets
 import signal
@@ -31,6 +33,7 @@ from typing import Any
 
 import structlog
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.job import Job, JobStatus
@@ -38,7 +41,7 @@ from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
 
 from server import metrics
-from server.jobs.liveness import LANE_PREFIX, Heartbeat
+from server.jobs.liveness import LANE_PREFIX, Heartbeat, requeue_orphans
 from server.logs import bind_correlation_id
 from server.metrics_env import MetricsPortError
 from server.services import redis_client
@@ -159,6 +162,7 @@ class WorkerProcess:
         )  # fmt: skip
         self._stopping = False
         self._worked: dict[int, bool] = {}
+        self._replacements = itertools.count(1)  # next() is atomic: lanes replace themselves
 
     def run(self, *, burst: bool = False) -> bool:
         """Work until stopped (or, with `burst`, until every queue is empty); return whether
@@ -193,14 +197,51 @@ class WorkerProcess:
 
     def _start(self, lane: Lane, burst: bool) -> threading.Thread:
         def work() -> None:
-            self._worked[lane.index] = lane.work(
-                burst=burst, with_scheduler=lane.index == 0,
-                logging_level=self.settings.log_level,
-            )  # fmt: skip
+            current = lane
+            while True:
+                lost = False
+                try:
+                    worked = current.work(
+                        burst=burst, with_scheduler=current.index == 0,
+                        logging_level=self.settings.log_level,
+                    )  # fmt: skip
+                    self._worked[current.index] = self._worked.get(current.index, False) or worked
+                except RedisError as exc:  # RQ's own clean-up, after it quit, needs Redis too
+                    log.error("a worker lane lost Redis", lane=current.name, error=str(exc))
+                    lost = True
+                if burst or self._stopping or not (lost or not self._redis_answers()):
+                    return  # done, or stopped for another reason: `run` stops the process
+                current = self._replace(current)
 
         thread = threading.Thread(target=work, name=lane.name, daemon=True)
         thread.start()
         return thread
+
+    def _redis_answers(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except RedisError:
+            return False
+
+    def _replace(self, lane: Lane) -> Lane:
+        """A lane RQ gave up on when Redis went away (RQ retries Redis around its blocking pop
+        only): once Redis answers, its jobs go back to their queues and a new lane takes over."""
+        log.warning("waiting for Redis to replace a lane", lane=lane.name)
+        while not self._stopping and not self._redis_answers():
+            time.sleep(_POLL_SECONDS)
+        with contextlib.suppress(RedisError):  # else RQ's registry clean-up settles them later
+            requeue_orphans(self.redis, lanes={lane.name})
+        connection = redis_client(self.settings.redis_url or "")
+        fresh = Lane(
+            [Queue(q.name, connection=connection) for q in lane.queues],
+            name=f"{self.name}.{lane.index}r{next(self._replacements)}", index=lane.index,
+            connection=connection,
+        )  # fmt: skip
+        self.lanes[lane.index] = fresh
+        if self._stopping:
+            fresh.request_stop()
+        log.info("lane replaced", lane=fresh.name, replaces=lane.name)
+        return fresh
 
     def stop(self) -> None:
         """Warm shutdown: every lane finishes the job in hand and stops."""
