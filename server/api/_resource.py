@@ -31,10 +31,20 @@ ALL_ROLES = frozenset(Role)
 Row = dict[str, Any]
 
 
+INT4_MAX = 2**31 - 1
+"""The largest value of a PostgreSQL `integer` column: the bound of every integer field."""
+
+
 class Strict(BaseModel):
     """A request body: unknown fields (a `tenant_id`, a `role`...) are refused with 422."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Change(Strict):
+    """A PATCH body: at least one field, or it is a 422 `empty_update` (the schema says so too)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
 
 class Page(BaseModel):
@@ -91,12 +101,10 @@ def db_error(exc: psycopg.Error, what: str) -> ApiError:
             "invalid_reference",
             f"A referenced record does not exist in this tenant ({diag.constraint_name}).",
         )
-    if isinstance(
-        exc, errors.CheckViolation | errors.NotNullViolation | errors.InvalidTextRepresentation
-    ):
-        return ApiError(
-            422, "invalid_value", f"Invalid value ({diag.constraint_name or diag.message_primary})."
-        )
+    if isinstance(exc, errors.CheckViolation | errors.NotNullViolation | psycopg.DataError):
+        # DataError: a value the column cannot hold (out of range, NUL in text, bad syntax).
+        reason = diag.constraint_name or diag.message_primary or str(exc)
+        return ApiError(422, "invalid_value", f"Invalid value ({reason}).")
     raise exc
 
 
@@ -149,7 +157,7 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
         services: ServicesDep,
         request: Request,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        after: Annotated[str | None, Query(description="`next` from the previous page")] = None,
+        after: Annotated[key | None, Query(description="`next` from the previous page")] = None,
     ) -> Page:
         unknown = set(request.query_params) - {"limit", "after", *resource.filters}
         if unknown:
@@ -161,15 +169,9 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             for name, column in resource.filters.items()
             if (value := request.query_params.get(name)) is not None
         }
-        try:
-            cursor = None if after is None else key(after)
-        except ValueError as exc:
-            raise ApiError(
-                422, "invalid_cursor", "`after` is not a cursor from this list."
-            ) from exc
         with scoped(services, principal, tenant_id, f"list {resource.name}") as conn:
             rows = resources.list_rows(
-                conn, resource.stored, tenant_id=tenant_id, filters=filters, after=cursor,
+                conn, resource.stored, tenant_id=tenant_id, filters=filters, after=after,
                 limit=limit + 1,
             )  # fmt: skip
         more = len(rows) > limit
@@ -261,6 +263,11 @@ def add_routes(router: APIRouter, resource: Resource, prefix: str = "/tenants/{t
             try:
                 with scoped(services, principal, tenant_id, f"delete {resource.singular}") as conn:
                     gone = resources.delete_row(conn, resource.stored, tenant_id, item_id)
+            except errors.ForeignKeyViolation as exc:
+                raise ApiError(
+                    409, "in_use", f"The {resource.singular} is still in use "
+                    f"({exc.diag.constraint_name}); remove what refers to it first.",
+                ) from exc  # fmt: skip
             except psycopg.Error as exc:
                 raise db_error(exc, resource.singular) from exc
             if not gone:

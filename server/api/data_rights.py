@@ -20,7 +20,7 @@ from redis import RedisError
 
 from server.api._resource import RULES, not_found, scoped, services_of
 from server.api.auth import Principal, Role, require_roles
-from server.api.errors import ApiError
+from server.api.errors import ERROR_RESPONSES, ApiError
 from server.jobs.erasure import clean_redis
 from server.services import Services
 from store import userdata
@@ -28,7 +28,7 @@ from store.scoping import tenant_scope
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 ADMINS = frozenset({Role.platform_admin, Role.tenant_admin})
 Admin = Annotated[Principal, Depends(require_roles(Role.platform_admin, Role.tenant_admin))]

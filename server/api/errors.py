@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 log = structlog.get_logger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable `code` to branch on, and a `message` saying what to do."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error the API answers."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "The body could not be read (it is not UTF-8, or its encoding is unknown)",
+        401: "No token, or one this API does not accept",
+        403: "The token's role may not do this",
+        404: "No such record, or not one the caller may see",
+        409: "The record's state or a unique value forbids it",
+        422: "The request is invalid (it writes nothing)",
+        503: "The database is unavailable; retry after `Retry-After` seconds",
+    }.items()
+}
+"""The management API's errors, for its OpenAPI schema: without them the schema would promise
+FastAPI's own 422 body, which this API never sends (see `install_error_handlers`)."""
 
 
 class ApiError(Exception):
@@ -34,6 +67,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's and FastAPI's own refusals (an unreadable body, an unknown path, a method
+        # not allowed), in the same body as the API's.
+        codes = {400: "unreadable_body", 404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        return JSONResponse(
+            _body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

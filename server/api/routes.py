@@ -17,7 +17,9 @@ from channels.templates import CONTENT_SID
 from graphs import features
 from server.api._resource import (
     ALL_ROLES,
+    INT4_MAX,
     RULES,
+    Change,
     Page,
     Resource,
     Strict,
@@ -29,14 +31,14 @@ from server.api._resource import (
 )  # fmt: skip
 from server.api.auth import Principal, Role, current_principal, require_roles
 from server.api.data_rights import erase_user
-from server.api.errors import ApiError
+from server.api.errors import ERROR_RESPONSES, ApiError
 from server.services import Services
 from store import resources, tenants
 from store.cache import forget_tenant
 from store.identity import entitlement
 from store.scoping import platform_scope
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 ADMINS = frozenset({Role.platform_admin, Role.tenant_admin})
 PLATFORM = frozenset({Role.platform_admin})
@@ -64,14 +66,16 @@ TENANT_COLUMNS = (
 """What the API shows of a tenant: never its Twilio auth token."""
 
 
-class TenantChange(Strict):
+class TenantChange(Change):
     """Fields a tenant admin may change on its own tenant."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     whatsapp_sender: str | None = Field(default=None, pattern=SENDER)
     channel: str | None = Field(default=None, description="The WhatsApp provider: twilio.")
     twilio_account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
-    twilio_auth_token: SecretStr | None = Field(default=None, description="Write-only.")
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, min_length=1, description="Write-only."
+    )
     default_locale: str | None = Field(default=None, pattern=LOCALE)
     timezone: str | None = None
     persona: str | None = Field(default=None, max_length=4000)
@@ -90,8 +94,9 @@ class TenantChange(Strict):
     handoff_message: str | None = Field(default=None, max_length=1000)
     handoff_return_message: str | None = Field(default=None, max_length=1000)
     handoff_auto_return_seconds: int | None = Field(
-        default=None, description="Staff silence before the assistant takes back; 0: never."
-    )
+        default=None, ge=0, le=INT4_MAX,
+        description="Staff silence before the assistant takes back; 0: never.",
+    )  # fmt: skip
     data_request_message: str | None = Field(
         default=None, max_length=1000,
         description="Told to a user who asks for their data or its deletion (null: default).",
@@ -114,7 +119,7 @@ class TenantCreate(TenantChange):
     name: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
     whatsapp_sender: str = Field(pattern=SENDER)  # type: ignore[assignment]
     twilio_account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")  # type: ignore[assignment]
-    twilio_auth_token: SecretStr  # type: ignore[assignment]
+    twilio_auth_token: SecretStr = Field(min_length=1)  # type: ignore[assignment]
 
 
 def _tenant_values(body: TenantChange, *, exclude_unset: bool) -> dict[str, Any]:
@@ -238,7 +243,7 @@ class UserCreate(Strict):
     _tz = field_validator("timezone")(_timezone)
 
 
-class UserChange(Strict):
+class UserChange(Change):
     profile_name: str | None = Field(default=None, max_length=200)
     locale: str | None = Field(default=None, pattern=LOCALE)
     timezone: str | None = None
@@ -265,13 +270,13 @@ class PlanCreate(Strict):
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     name: str = Field(min_length=1, max_length=200)
     features: list[FeatureName] = Field(default_factory=list)
-    messages_per_day: int | None = Field(default=None, ge=0)
+    messages_per_day: int | None = Field(default=None, ge=0, le=INT4_MAX)
 
 
-class PlanChange(Strict):
+class PlanChange(Change):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     features: list[FeatureName] | None = None
-    messages_per_day: int | None = Field(default=None, ge=0)
+    messages_per_day: int | None = Field(default=None, ge=0, le=INT4_MAX)
 
 
 class SubscriptionCreate(Strict):
@@ -281,7 +286,7 @@ class SubscriptionCreate(Strict):
     period_end: datetime | None = None
 
 
-class SubscriptionChange(Strict):
+class SubscriptionChange(Change):
     plan_id: UUID | None = None
     status: Literal["active", "past_due", "cancelled"] | None = None
     period_end: datetime | None = None
@@ -293,7 +298,7 @@ class OverrideCreate(Strict):
     user_id: UUID | None = Field(default=None, description="Omit for a tenant-wide override")
 
 
-class OverrideChange(Strict):
+class OverrideChange(Change):
     enabled: bool
 
 

@@ -19,7 +19,7 @@ from channels.policy import window_open
 from channels.templates import TEMPLATE_MAX_CHARS, render
 from server.api._resource import RULES, Strict, not_found, scoped, services_of
 from server.api.auth import Principal, Role, require_roles
-from server.api.errors import ApiError
+from server.api.errors import ERROR_RESPONSES, ApiError
 from server.jobs.queue import enqueue_send, enqueue_support_job
 from server.jobs.templating import TemplateUnavailable, closed_window_send, has_approved
 from server.services import Services
@@ -28,7 +28,7 @@ from store import templates as templates_store
 from store.records import Message, Tenant, User
 from store.scoping import tenant_scope
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 SUPPORT = frozenset({Role.platform_admin, Role.tenant_admin, Role.support_agent})
 Staff = Annotated[Principal, Depends(require_roles(*sorted(SUPPORT)))]
@@ -261,7 +261,10 @@ def take_over(
     )
 
 
-@router.post(_rule("POST", ITEM + "/close"), tags=["support"], summary="Close a conversation")
+@router.post(
+    _rule("POST", ITEM + "/close"), tags=["support"], status_code=204,
+    summary="Close a conversation",
+)  # fmt: skip
 def close(
     tenant_id: UUID, item_id: UUID, body: NoteBody, principal: Staff, services: ServicesDep
 ) -> Response:

@@ -28,15 +28,24 @@ from channels.templates import (
     definition_problems,
 )
 from channels.twilio.client import twilio_for
-from server.api._resource import ALL_ROLES, RULES, Strict, db_error, not_found, scoped, services_of
+from server.api._resource import (
+    ALL_ROLES,
+    RULES,
+    Change,
+    Strict,
+    db_error,
+    not_found,
+    scoped,
+    services_of,
+)
 from server.api.auth import Principal, Role, require_roles
-from server.api.errors import ApiError
+from server.api.errors import ERROR_RESPONSES, ApiError
 from server.api.routes import LOCALE
 from server.services import Services
 from store import templates as store
 from store import tenants
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 ADMINS = frozenset({Role.platform_admin, Role.tenant_admin})
 Reader = Annotated[Principal, Depends(require_roles(*sorted(ALL_ROLES)))]
@@ -79,7 +88,7 @@ class TemplateCreate(Strict):
         return self
 
 
-class TemplateChange(Strict):
+class TemplateChange(Change):
     """Fields of a template that may change (its purpose may not: create another one)."""
 
     language: str | None = Field(default=None, pattern=LOCALE)
