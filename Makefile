@@ -4,8 +4,9 @@ VENV   := .venv
 UV     := .tools/bin/uv
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
+FUZZ_EXAMPLES ?= 500
 
-.PHONY: demo test install lint format serve worker migrate chat bench studio eval clean
+.PHONY: demo test install lint format serve worker migrate chat bench studio eval fuzz clean
 
 demo: install ## run the whole service on embedded Postgres and Redis, with a terminal chat
 	@$(VENV)/bin/conversa demo $(ARGS)
@@ -46,6 +47,9 @@ install: ## install Python dependencies (pinned by uv.lock) and a Redis server b
 	    (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)); \
 	  else echo "• Note: the support console's browser test needs chromium and chromium-driver (apt-get install chromium chromium-driver)"; fi; \
 	fi
+
+fuzz: install ## fuzz the webhooks and the management API: FUZZ_EXAMPLES (500) per test, random seed
+	@FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/test_fuzz_webhook.py tests/test_fuzz_api.py $(ARGS)
 
 lint: install ## check lint and formatting
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -6,9 +6,11 @@ sends requests at fixed rates whether or not earlier ones were answered, and mea
 latency from the request's scheduled send time (no coordinated omission); a generator that falls
 behind therefore makes the numbers worse, never better, and is reported. At each rate the bare
 endpoint (`GET /livez`: no I/O) runs first, then the webhook (`POST /webhooks/inbound`:
-tenant lookup, signature check, insert, enqueue), each request with its own MessageSid and a
-valid X-Twilio-Signature computed before the clock starts, from ~50 users. Between runs the
-server is left to drain and the Redis database is flushed.
+tenant lookup, signature check, the insert committed with the concurrent ones, the relay's
+enqueue), each request with its own MessageSid and a valid X-Twilio-Signature computed before
+the clock starts, from ~50 users. Between runs the server is left to drain and the Redis
+database is flushed. The `batch` column is how many messages the webhook's group commit
+(`server.ack_batching`) committed together, on average, read from the API's `/metrics`.
 
 The ratios webhook/bare are what to compare between commits; absolute numbers depend on the
 machine (the generator, PostgreSQL and Redis share its cores with the API). Timings are
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from redis import Redis  # noqa: E402
 
 from bench._common import DATA, fresh_database  # noqa: E402
@@ -151,6 +154,8 @@ class Run:
     ok: int
     accepted: frozenset[str]
     cpu: dict = field(default_factory=dict)
+    batch: float | None = None
+    """Messages per group commit (the API's `conversa_webhook_ack_batch_size`), on average."""
 
     @property
     def errors(self) -> int:
@@ -303,6 +308,19 @@ def _generate(
     return result, _cpu_percent(before, after, float(result["cpu_seconds"]))
 
 
+def _ack_batches(client: httpx.Client) -> tuple[float, float]:
+    """(batches, messages) the API's group commit has committed so far, from `/metrics`."""
+    totals = {"count": 0.0, "sum": 0.0}
+    for family in text_string_to_metric_families(client.get("/metrics", timeout=10).text):
+        if family.name != "conversa_webhook_ack_batch_size":
+            continue
+        for sample in family.samples:
+            kind = sample.name.rpartition("_")[2]
+            if kind in totals and sample.labels.get("outcome") != "failed":
+                totals[kind] += sample.value
+    return totals["count"], totals["sum"]
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -322,7 +340,7 @@ def _print_table(runs: list[Run]) -> None:
         f"{'rate/s':>6} {'endpoint':<8} {'sent':>5} {'ok':>5} {'err':>5} {'resp/s':>7} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'x p50':>7} {'x p99':>7} {'lag99':>6} "
         f"{'api%':>4} {'rly%':>4} {'pg%':>4} {'rds%':>4} {'gen%':>4} {'oth%':>4} {'box%':>4} "
-        f"{'api/req':>7} {'pg/req':>6}"
+        f"{'api/req':>7} {'pg/req':>6} {'batch':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -343,7 +361,8 @@ def _print_table(runs: list[Run]) -> None:
             f"{cpu['server']:>4.0f} {cpu['relay']:>4.0f} {cpu['postgres']:>4.0f} "
             f"{cpu['redis']:>4.0f} "
             f"{cpu['generator']:>4.0f} {cpu['other']:>4.0f} {cpu['machine']:>4.0f} "
-            f"{_per_request_ms(run, 'server'):>7.2f} {_per_request_ms(run, 'postgres'):>6.2f}{flag}"
+            f"{_per_request_ms(run, 'server'):>7.2f} {_per_request_ms(run, 'postgres'):>6.2f} "
+            f"{'' if run.batch is None else f'{run.batch:.1f}':>5}{flag}"
         )
     legend = [
         "sent = written to a connection (the rest timed out waiting for one of the generator's",
@@ -354,6 +373,7 @@ def _print_table(runs: list[Run]) -> None:
         "  the generator and everything else, in % of one core",
         f"box% = how busy the whole machine ({os.cpu_count()} cores) was",
         "api/req, pg/req = CPU ms of the API process and of PostgreSQL per answered request",
+        "batch = messages per commit of the webhook's group commit, on average",
         "* = the generator fell behind (see the warnings)",
     ]
     print("\n" + "\n".join(legend))
@@ -546,10 +566,15 @@ def main() -> int:
                     else:
                         bodies = forms[f"{i}-{rate}"]
                         url, accepted = base + WEBHOOK_PATH, WEBHOOK_OK
+                    batches_before = _ack_batches(client)
                     result, cpu = _generate(url, rate, args.seconds, bodies, args, meter)
                     runs.append(Run(rate, endpoint, result, _ok(result, accepted), accepted, cpu))
                     if endpoint == "webhook":
                         webhook_ok_total += runs[-1].ok
+                        batches, messages = (
+                            b - a for a, b in zip(batches_before, _ack_batches(client), strict=True)
+                        )
+                        runs[-1].batch = messages / batches if batches else None
                     _drain(client, server, redis, log_path)
 
         with psycopg.connect(database_url) as conn:

@@ -13,6 +13,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from redis import Redis
 
+from server.ack_batching import AckBatcher
 from server.settings import Settings, get_settings
 from store import tenants
 from store.embedded import start_postgres, start_redis
@@ -118,6 +119,8 @@ class Services:
     """Set when a stored message is due a job, to wake the relay (thread or process)."""
     webhook_pool: AsyncConnectionPool | None = None
     """The inbound webhook's connections, used on the API's event loop (`open_webhook_pool`)."""
+    acks: AckBatcher | None = None
+    """The inbound webhook's group commit, on `webhook_pool` (`open_webhook_pool`)."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -147,7 +150,8 @@ class Services:
         )
 
     async def open_webhook_pool(self) -> None:
-        """Open `webhook_pool` on the running event loop (the API's lifespan does)."""
+        """Open `webhook_pool`, and the group commit `acks` on it, on the running event loop
+        (the API's lifespan does)."""
         settings = self.settings
         role = settings.database_app_role
         self.webhook_pool = AsyncConnectionPool(
@@ -165,6 +169,7 @@ class Services:
             name="webhook",
         )
         await self.webhook_pool.open(wait=False)
+        self.acks = AckBatcher(self.webhook_pool)
 
     async def close_webhook_pool(self) -> None:
         """Close `webhook_pool`, if it was opened."""

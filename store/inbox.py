@@ -10,7 +10,7 @@ from typing import Any, NotRequired, TypedDict, Unpack
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from store.query import all_rows, columns, one, value
@@ -65,6 +65,38 @@ async def store_inbound_async(
     async with conn.cursor(row_factory=class_row(Message)) as cur:
         await cur.execute(_STORE_INBOUND, _store_inbound_params(message))
         return await cur.fetchone()
+
+
+# One call of store_inbound_message per row, in the rows' order (a nested loop over the arrays:
+# each call sees the rows the earlier calls stored, so a MessageSid twice in one batch is stored
+# once). The function scopes each call to its own tenant before it touches a table.
+_STORE_INBOUND_BATCH = f"""
+    select {", ".join(f"m.{name}" for name in _MSG.split(", "))}
+    from unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[],
+                %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::text[])
+         with ordinality as r(tenant, provider_message_id, wa_id, from_address, profile_name,
+                              enroll, kind, body, to_address, media, payload, correlation_id, n)
+    left join lateral store_inbound_message(
+        r.tenant, r.provider_message_id, r.wa_id, r.from_address, r.profile_name, r.enroll,
+        r.kind, r.body, r.to_address, r.media, r.payload, r.correlation_id) as m on true
+    order by r.n"""
+
+
+async def store_inbound_batch_async(
+    conn: psycopg.AsyncConnection, messages: Sequence[InboundFields]
+) -> list[Message | None]:
+    """Store several inbound messages (of any tenants) in one statement, in the given order.
+
+    What `store_inbound` does for each, in one round trip: the webhook's group commit
+    (`server.ack_batching`) runs it inside its batch's transaction. Returns, position for
+    position, the stored message or None for a replay. One bad row fails the whole statement.
+    """
+    if not messages:
+        return []
+    params = [list(column) for column in zip(*map(_store_inbound_params, messages), strict=True)]
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_STORE_INBOUND_BATCH, params)
+        return [Message(*row) if row[0] is not None else None for row in await cur.fetchall()]
 
 
 def message_by_id(conn: psycopg.Connection, message_id: int) -> Message | None:

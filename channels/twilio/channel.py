@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 import httpx
+import structlog
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -34,10 +35,11 @@ from channels.twilio.inbound import (
     parse_inbound,
     parse_status,
     required,
-    without_nul,
 )
 from channels.twilio.settings import TwilioSettings
 from store.records import Tenant
+
+log = structlog.get_logger(__name__)
 
 INBOUND_PATH = "/webhooks/inbound"
 STATUS_PATH = "/webhooks/status"
@@ -58,7 +60,7 @@ class TwilioWebhooks:
     def addressee(self, request: WebhookRequest, kind: WebhookKind) -> str:
         """The tenant's sender: the form's `To` for a message, `From` for a status."""
         form = parse_form(request.headers.get("content-type"), request.body)
-        return required(form, "To" if kind == "inbound" else "From")
+        return required(form.fields, "To" if kind == "inbound" else "From")
 
     def reply(self, kind: WebhookKind) -> WebhookReply:
         """Empty TwiML for a message; no content for a status."""
@@ -82,12 +84,15 @@ class TwilioChannel:
         """Check `X-Twilio-Signature` with the tenant's auth token, then read the form."""
         form = parse_form(request.headers.get("content-type"), request.body)
         signature = request.headers.get("x-twilio-signature")
-        if not is_valid_signature(self._tenant.twilio_auth_token, request.url, form, signature):
+        if not is_valid_signature(
+            self._tenant.twilio_auth_token, request.url, form.sent, signature
+        ):
             raise BadSignature("X-Twilio-Signature is missing or wrong.")
-        form = without_nul(form)
+        if form.cleaned:
+            log.info("removed NUL characters from a signed form")
         if kind == "inbound":
-            return WebhookEvents(messages=(parse_inbound(form),))
-        return WebhookEvents(statuses=(parse_status(form),))
+            return WebhookEvents(messages=(parse_inbound(form.fields),))
+        return WebhookEvents(statuses=(parse_status(form.fields),))
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Create the message at Twilio: the body, or the template's ContentSid and variables."""

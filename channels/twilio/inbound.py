@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-import structlog
 from twilio.request_validator import RequestValidator, compare
 
 from channels.base import (
@@ -18,29 +17,48 @@ from channels.base import (
     StatusUpdate,
 )
 
-log = structlog.get_logger(__name__)
+MAX_ID_LENGTH = 256
+"""Twilio's SIDs are 34 characters and its addresses a few dozen; ids are unique keys in
+PostgreSQL's indexes, which refuse an entry over ~2.7 kB, so a longer one is not Twilio's."""
 
 
-class _Params(dict[str, str]):
-    """A form as `RequestValidator` reads a MultiDict: one value per field, found at once
+class _Params(dict[str, list[str]]):
+    """A form as `RequestValidator` reads a MultiDict: every value of a field, found at once
     (for a plain dict it tries two other lookups first and raises twice per field)."""
 
     def getall(self, name: str) -> list[str]:
-        return [self[name]]
+        return self[name]
+
+
+@dataclass(frozen=True)
+class Form:
+    """A webhook form, as Twilio signed it and as it is read."""
+
+    sent: Mapping[str, list[str]]
+    """Every value of every field, in order, decoded and otherwise untouched: what Twilio's
+    signature covers (each distinct value of a repeated field, sorted)."""
+    fields: dict[str, str]
+    """One value per field, NUL characters removed: PostgreSQL's text and jsonb cannot hold
+    NUL, and no WhatsApp message needs one. Only to be believed once `sent` is verified."""
+    cleaned: bool = False
+    """Whether NUL characters were removed."""
 
 
 def is_valid_signature(
-    auth_token: str, url: str, params: Mapping[str, Any], signature: str | None
+    auth_token: str, url: str, params: Mapping[str, str | list[str]], signature: str | None
 ) -> bool:
     """Check `X-Twilio-Signature` exactly as Twilio computes it, with its own validator.
 
-    `RequestValidator.validate` signs the URL twice, with and without its port, because
-    Twilio's own signing is inconsistent about ports. `url` is always one of the two, so the
-    common case is settled by one signature over `url`; only a mismatch pays for both.
+    `params` maps each field to its value, or to every value of a repeated field (Twilio signs
+    each distinct one). `RequestValidator.validate` signs the URL twice, with and without its
+    port, because Twilio's own signing is inconsistent about ports. `url` is always one of the
+    two, so the common case is settled by one signature over `url`; only a mismatch pays for
+    both.
     """
     if not signature:
         return False
-    validator, form = RequestValidator(auth_token), _Params(params)
+    validator = RequestValidator(auth_token)
+    form = _Params({k: [v] if isinstance(v, str) else list(v) for k, v in params.items()})
     if compare(validator.compute_signature(url, form), signature):
         return True
     return bool(validator.validate(url, form, signature))
@@ -51,23 +69,42 @@ def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
     return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
 
 
-def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
-    """Parse Twilio's URL-encoded form (the last value wins for a repeated field)."""
+def parse_form(content_type: str | None, body: bytes) -> Form:
+    """Parse Twilio's URL-encoded form, or say why it is not one.
+
+    Percent-escapes that are not UTF-8 (a lone surrogate's `%ED%A0%80`) decode to U+FFFD, as
+    Twilio's signature over the decoded form would have them; a body that is not UTF-8 itself
+    is refused. A field given twice with different values is refused too: Twilio never sends
+    one, and its signature, over the sorted values, does not say which one to believe.
+    """
     if (content_type or "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
         raise InvalidRequest("invalid_form", "The body must be application/x-www-form-urlencoded.")
     try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest("invalid_form", "The form is not valid UTF-8 URL encoding.") from exc
+    sent: dict[str, list[str]] = {}
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        sent.setdefault(key, []).append(value)
+        name, text = key.replace("\x00", ""), value.replace("\x00", "")
+        if fields.setdefault(name, text) != text:
+            raise InvalidRequest(
+                "repeated_field",
+                f"The form gives {name[:40]!r} more than one value; Twilio never does.",
+            )
+    cleaned = any("\x00" in key or "\x00" in "".join(values) for key, values in sent.items())
+    return Form(sent, fields, cleaned)
 
 
-def without_nul(form: dict[str, str]) -> dict[str, str]:
-    """The form with NUL characters taken out, once the signature (over what was sent) holds:
-    PostgreSQL's text and jsonb cannot hold NUL, and no WhatsApp message needs one."""
-    if not any("\x00" in key or "\x00" in value for key, value in form.items()):
-        return form
-    log.info("removed NUL characters from a signed form")
-    return {key.replace("\x00", ""): value.replace("\x00", "") for key, value in form.items()}
+def _identifier(form: Mapping[str, str], name: str) -> str:
+    """`required`, for a field that names something (a SID, an address): a short one."""
+    value = required(form, name)
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidRequest(
+            "invalid_message", f"{name} is over {MAX_ID_LENGTH} characters; Twilio's are short."
+        )
+    return value
 
 
 def required(form: Mapping[str, str], name: str) -> str:
@@ -80,9 +117,9 @@ def required(form: Mapping[str, str], name: str) -> str:
 
 def parse_inbound(form: Mapping[str, str]) -> InboundMessage:
     """Turn Twilio's webhook form into an inbound message, or say what is missing."""
-    message_sid = required(form, "MessageSid")
-    from_address = required(form, "From")
-    to_address = required(form, "To")
+    message_sid = _identifier(form, "MessageSid")
+    from_address = _identifier(form, "From")
+    to_address = _identifier(form, "To")
     if not from_address.startswith("whatsapp:") or not to_address.startswith("whatsapp:"):
         raise InvalidRequest(
             "invalid_message", "From and To must be WhatsApp addresses ('whatsapp:...')."
@@ -114,6 +151,8 @@ def parse_inbound(form: Mapping[str, str]) -> InboundMessage:
     else:
         kind = "unsupported"
     wa_id = (form.get("WaId") or "").strip() or from_address.removeprefix("whatsapp:")
+    if len(wa_id) > MAX_ID_LENGTH:
+        raise InvalidRequest("invalid_message", f"WaId is over {MAX_ID_LENGTH} characters.")
     return InboundMessage(
         provider_message_id=message_sid,
         sender=from_address,
@@ -131,11 +170,13 @@ def parse_status(form: Mapping[str, str]) -> StatusUpdate:
     """Turn Twilio's status callback form into a status update, or say what is wrong."""
     sid = (form.get("MessageSid") or "").strip()
     status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
-    if not sid:
-        raise InvalidRequest("invalid_status", "The form has no MessageSid.")
+    if not sid or len(sid) > MAX_ID_LENGTH:
+        raise InvalidRequest(
+            "invalid_status", "The form has no MessageSid, or not one of Twilio's."
+        )
     if status not in STATUSES:
-        raise InvalidRequest("invalid_status", f"Unknown MessageStatus {status!r}.")
+        raise InvalidRequest("invalid_status", f"Unknown MessageStatus {status[:40]!r}.")
     raw_code = (form.get("ErrorCode") or "").strip()
-    if raw_code and not raw_code.isdigit():
-        raise InvalidRequest("invalid_status", "ErrorCode must be a number.")
+    if raw_code and not (raw_code.isascii() and raw_code.isdigit() and len(raw_code) <= 9):
+        raise InvalidRequest("invalid_status", "ErrorCode must be a number of up to 9 digits.")
     return StatusUpdate(sid, status, int(raw_code) if raw_code else None)

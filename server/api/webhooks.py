@@ -2,8 +2,9 @@
 
 Every provider in `channels.registry.PROVIDERS` contributes its paths. A post is read, its
 tenant found by the sender it is addressed to, and its signature checked by that tenant's
-channel before anything in it is believed. Messages are stored (one statement each) and
-acknowledged in milliseconds; the relay (`server.relay`) enqueues the turn. A status moves an
+channel before anything in it is believed. Messages are stored and acknowledged in
+milliseconds, concurrent posts' messages committed together (`server.ack_batching`); the relay
+(`server.relay`) enqueues the turn. A status moves an
 outbound message's status forward, never back.
 """
 
@@ -33,10 +34,12 @@ from channels.base import (
 )
 from channels.registry import PROVIDERS
 from server import metrics
+from server.ack_batching import NotCommitted
 from server.api.errors import ApiError, error_response
 from server.logs import bind_correlation_id, new_correlation_id
 from server.services import Services
-from store import inbox, outbox
+from store import outbox
+from store.inbox import InboundFields
 from store.records import Message, Tenant
 from store.scoping import tenant_scope
 
@@ -103,6 +106,11 @@ def _unavailable(exc: Exception) -> ApiError:
     )
 
 
+def _unstorable(exc: psycopg.DataError) -> ApiError:
+    """A 400, not a 5xx: the provider retries a 5xx, and the same post would fail again."""
+    return ApiError(400, "invalid_value", f"A value in the form cannot be stored: {exc}")
+
+
 async def read_body(receive: Receive, limit: int = MAX_FORM_BYTES) -> bytes:
     """Read a request body from the ASGI `receive` channel, refusing more than `limit` bytes."""
     chunks, size = [], 0
@@ -142,38 +150,50 @@ async def _verified(
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
     if tenant is None or tenant.channel != route.provider:
-        raise ApiError(404, "unknown_sender", f"No tenant uses the WhatsApp sender {sender}.")
+        raise ApiError(404, "unknown_sender", f"No tenant uses the WhatsApp sender {sender[:80]}.")
     structlog.contextvars.bind_contextvars(tenant=tenant.slug)
     return tenant, PROVIDERS[route.provider].channel(services.settings, tenant)
 
 
 async def _store(
-    services: Services, tenant: Tenant, inbound: InboundMessage, cid: str
-) -> Message | None:
-    """Store the message with its user and conversation (None for a replay)."""
-    pool = services.webhook_pool
-    assert pool is not None, "the app opens the webhook's pool in its lifespan"
+    services: Services, tenant: Tenant, messages: tuple[InboundMessage, ...], cid: str
+) -> list[Message | None]:
+    """Store a post's messages with their users and conversations (None for a replay), through
+    the group commit: answered once the transaction holding them has committed."""
+    acks = services.acks
+    assert acks is not None, "the app opens the webhook's pool in its lifespan"
     try:
-        async with pool.connection() as conn:
-            return await inbox.store_inbound_async(
-                conn,
-                tenant_id=tenant.id,
-                wa_id=inbound.wa_id,
-                profile_name=inbound.profile_name,
-                provider_message_id=inbound.provider_message_id,
-                kind=inbound.kind,
-                body=inbound.body,
-                from_address=inbound.sender,
-                to_address=inbound.recipient,
-                media=[asdict(m) for m in inbound.media],
-                payload=dict(inbound.payload),
-                correlation_id=cid,
-                enroll=tenant.auto_enroll,
-            )
+        return await acks.store(
+            [
+                InboundFields(
+                    tenant_id=tenant.id,
+                    wa_id=inbound.wa_id,
+                    profile_name=inbound.profile_name,
+                    provider_message_id=inbound.provider_message_id,
+                    kind=inbound.kind,
+                    body=inbound.body,
+                    from_address=inbound.sender,
+                    to_address=inbound.recipient,
+                    media=[asdict(m) for m in inbound.media],
+                    payload=dict(inbound.payload),
+                    correlation_id=cid,
+                    enroll=tenant.auto_enroll,
+                )
+                for inbound in messages
+            ]
+        )
     except psycopg.errors.ForeignKeyViolation as exc:
         # The tenant was deleted by another API process after this one cached it.
         services.tenants.forget()
-        raise ApiError(404, "unknown_sender", f"No tenant uses {inbound.recipient}.") from exc
+        raise ApiError(404, "unknown_sender", f"No tenant uses {messages[0].recipient}.") from exc
+    except psycopg.DataError as exc:  # a value the channel let through; a retry would fail too
+        log.warning("inbound message refused by the database", error=str(exc))
+        raise _unstorable(exc) from exc
+    except NotCommitted as exc:
+        log.error("inbound message not committed", error=str(exc))
+        raise ApiError(
+            503, "not_stored", "The message could not be stored; send it again shortly.", retry=5
+        ) from exc
     except _UNAVAILABLE as exc:
         raise _unavailable(exc) from exc
 
@@ -188,11 +208,13 @@ def _apply_status(services: Services, tenant: Tenant, update: StatusUpdate) -> b
 async def _store_messages(
     services: Services, tenant: Tenant, messages: tuple[InboundMessage, ...], cid: str
 ) -> bool:
-    """Store each message; return whether any was new (else the post was a replay)."""
+    """Store the messages; return whether any was new (else the post was a replay)."""
+    structlog.contextvars.bind_contextvars(provider_message_id=messages[0].provider_message_id)
     stored = False
-    for inbound in messages:
+    for inbound, message in zip(
+        messages, await _store(services, tenant, messages, cid), strict=True
+    ):
         structlog.contextvars.bind_contextvars(provider_message_id=inbound.provider_message_id)
-        message = await _store(services, tenant, inbound, cid)
         if message is None:
             log.info("duplicate message acknowledged and dropped")
             continue
@@ -207,6 +229,9 @@ async def _apply_statuses(
     for update in statuses:
         try:
             applied = await run_in_threadpool(_apply_status, services, tenant, update)
+        except psycopg.DataError as exc:
+            log.warning("delivery status refused by the database", error=str(exc))
+            raise _unstorable(exc) from exc
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
         log.info("delivery status", provider_message_id=update.provider_message_id,
@@ -247,9 +272,9 @@ class InboundFastPath:
 
     The inbound webhook is the one hot path: the provider posts every message there and waits
     for the ack. Answering it here skips routing, dependency injection and the thread pool (the
-    statement runs on the event loop, through `Services.webhook_pool`), which roughly halves its
-    CPU. Everything else goes on to the app; the routes below document the webhooks in OpenAPI
-    and run the same `accept` when the router is used without this middleware.
+    group commit, `Services.acks`, runs on the event loop), which roughly halves its CPU.
+    Everything else goes on to the app; the routes below document the webhooks in OpenAPI and
+    run the same `accept` when the router is used without this middleware.
     """
 
     def __init__(self, app: ASGIApp) -> None:
