@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data" / "bench"
 
 
-def fresh_database(name: str, *, migrated: bool = True) -> str:
-    """Start the embedded PostgreSQL under `.data/bench`; recreate database `name`; its URL."""
-    admin = start_postgres(DATA)
+def fresh_database(name: str, *, migrated: bool = True, data: Path = DATA) -> str:
+    """Start the embedded PostgreSQL under `data` (`.data/bench`; a benchmark that needs many
+    connections passes its own); recreate database `name`; return its URL."""
+    admin = start_postgres(data)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"drop database if exists {name} with (force)")
         conn.execute(f"create database {name}")
