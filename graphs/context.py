@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 from graphs import prompts
 from graphs.features import FEATURES
-from graphs.settings import LLMSettings
+from graphs.settings import llm_settings
 
 
 def _default_model() -> str:
-    return LLMSettings().llm_model
+    return llm_settings().llm_model
 
 
 @dataclass(kw_only=True)

@@ -2,37 +2,89 @@
 
 With neither `OPENAI_API_KEY` nor `OPENAI_BASE_URL` configured, the model is the offline stand-in
 served over the same protocol from this process, so there is one code path everywhere.
+
+A process keeps one `ChatOpenAI` per model and configuration and hands the same one to every
+turn (and thread): building one costs a millisecond or more (an OpenAI client, validation), and
+its `invoke` keeps no state between calls, so sharing it is safe.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
 from langchain_openai import ChatOpenAI
 
-from graphs.settings import LLMSettings
+from graphs.settings import llm_settings
 
 OFFLINE_MODEL = "offline"
 
+MAX_MODELS = 32
+"""How many configured models a process keeps (a tenant may choose its own; the oldest
+unused one goes first)."""
+
+_models: OrderedDict[Hashable, ChatOpenAI] = OrderedDict()
+_models_lock = threading.Lock()
+
 
 def load_chat_model(model: str, *, max_retries: int | None = None) -> ChatOpenAI:
-    """Return a `ChatOpenAI` for `model` as configured in the environment.
+    """Return a `ChatOpenAI` for `model` as configured in the environment, the same object for
+    the same model and configuration. Treat it as read-only (bind, do not mutate).
 
     `max_retries` overrides `LLM_MAX_RETRIES` (the start-up model check asks once).
     """
-    settings = LLMSettings()
+    settings = llm_settings()
     if not settings.configured:
         from graphs.offline.model import ensure_offline_server
 
-        return ChatOpenAI(
-            model=OFFLINE_MODEL,
-            base_url=ensure_offline_server(),
-            api_key="offline",  # type: ignore[arg-type]
-            max_retries=0,
+        base_url = ensure_offline_server()
+        return _cached(
+            (OFFLINE_MODEL, base_url),
+            lambda: ChatOpenAI(
+                model=OFFLINE_MODEL,
+                base_url=base_url,
+                api_key="offline",  # type: ignore[arg-type]
+                max_retries=0,
+            ),
         )
-    return ChatOpenAI(
-        model=model,
-        base_url=settings.openai_base_url,
-        api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
-        temperature=settings.llm_temperature,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries if max_retries is None else max_retries,
+    retries = settings.llm_max_retries if max_retries is None else max_retries
+    return _cached(
+        (
+            model,
+            settings.openai_base_url,
+            settings.openai_api_key,
+            settings.llm_temperature,
+            settings.llm_timeout_seconds,
+            retries,
+        ),
+        lambda: ChatOpenAI(
+            model=model,
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
+            temperature=settings.llm_temperature,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=retries,
+        ),
     )
+
+
+def forget_models() -> None:
+    """Drop the models this process keeps (tests; a changed configuration is a new key anyway)."""
+    with _models_lock:
+        _models.clear()
+
+
+def _cached(key: Hashable, build: Callable[[], ChatOpenAI]) -> ChatOpenAI:
+    with _models_lock:
+        found = _models.get(key)
+        if found is not None:
+            _models.move_to_end(key)
+            return found
+    built = build()  # outside the lock: two threads may both build; the first one kept wins
+    with _models_lock:
+        found = _models.setdefault(key, built)
+        _models.move_to_end(key)
+        while len(_models) > MAX_MODELS:
+            _models.popitem(last=False)
+        return found

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from store.settings import current
+
 
 class LLMSettings(BaseSettings):
     """The OpenAI-compatible model the graph talks to; see `.env.example`."""
@@ -32,3 +34,9 @@ class LLMSettings(BaseSettings):
     def configured(self) -> bool:
         """Whether a real (or explicitly chosen) OpenAI-compatible model is configured."""
         return self.openai_api_key is not None or self.openai_base_url is not None
+
+
+def llm_settings() -> LLMSettings:
+    """The model's settings as the environment sets them now, read once while it stays the same
+    (see `store.settings.current`): every model call of a turn asks for them."""
+    return current(LLMSettings)

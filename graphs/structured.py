@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import openai
 import structlog
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from graphs.models import load_chat_model
-from graphs.settings import LLMSettings
+from graphs.settings import LLMSettings, llm_settings
 
 log = structlog.get_logger(__name__)
 
@@ -36,10 +37,16 @@ T = TypeVar("T", bound=BaseModel)
 _methods: dict[tuple[str, str], StructuredMethod] = {}
 _methods_lock = threading.Lock()
 
+MAX_STRUCTURED = 64
+"""How many (model, schema, method) runnables a process keeps; a handful exist."""
+
+_structured: dict[tuple[int, type[BaseModel], str], tuple[ChatOpenAI, Runnable[Any, Any]]] = {}
+_structured_lock = threading.Lock()
+
 
 def endpoint(settings: LLMSettings | None = None) -> str:
     """Name the server the chat model is reached at: its base URL, OpenAI's, or the offline one."""
-    settings = settings or LLMSettings()
+    settings = settings or llm_settings()
     if not settings.configured:
         return "offline"
     return settings.openai_base_url or "https://api.openai.com/v1"
@@ -60,11 +67,11 @@ def forget_methods() -> None:
 
 def structured_method(model: str) -> StructuredMethod:
     """Return the method structured output uses for `model`: the setting, or what was learned."""
-    setting = LLMSettings().llm_structured_output
-    if setting != "auto":
-        return setting
+    settings = llm_settings()
+    if settings.llm_structured_output != "auto":
+        return settings.llm_structured_output
     with _methods_lock:
-        return _methods.get((endpoint(), model), "json_schema")
+        return _methods.get((endpoint(settings), model), "json_schema")
 
 
 def invoke_structured(
@@ -82,13 +89,13 @@ def invoke_structured(
     method = structured_method(model)
     llm = load_chat_model(model)
     try:
-        structured = llm.with_structured_output(schema, method=method)
+        structured = _with_structured_output(llm, schema, method)
         return _as(schema, structured.invoke(messages, config))
     except openai.BadRequestError as exc:
-        if method != "json_schema" or LLMSettings().llm_structured_output != "auto":
+        if method != "json_schema" or llm_settings().llm_structured_output != "auto":
             raise
         refusal = error_text(exc)
-    fallback = llm.with_structured_output(schema, method="function_calling")
+    fallback = _with_structured_output(llm, schema, "function_calling")
     answer = _as(schema, fallback.invoke(messages, config))
     remember_method(model, "function_calling")
     log.warning(
@@ -99,6 +106,25 @@ def invoke_structured(
         error=refusal,
     )
     return answer
+
+
+def _with_structured_output(
+    llm: ChatOpenAI, schema: type[BaseModel], method: StructuredMethod
+) -> Runnable[Any, Any]:
+    """`llm.with_structured_output(schema, method=method)`, built once per process: building it
+    converts `schema` to JSON schema twice. `llm` is the model's shared instance (see
+    `graphs.models`); the entry keeps it, so its id stays its own."""
+    key = (id(llm), schema, method)
+    with _structured_lock:
+        found = _structured.get(key)
+    if found is not None and found[0] is llm:
+        return found[1]
+    runnable = llm.with_structured_output(schema, method=method)
+    with _structured_lock:
+        if len(_structured) >= MAX_STRUCTURED:
+            _structured.clear()  # a handful of schemas and models exist; never reached in practice
+        _structured[key] = (llm, runnable)
+    return runnable
 
 
 def _as(schema: type[T], answer: object) -> T:

@@ -18,7 +18,7 @@ from graphs.features import LONG_TERM_MEMORY
 from graphs.state import State
 from nodes.context import turn_text
 from store import memory
-from store.settings import EmbeddingSettings
+from store.settings import embedding_settings
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ def retrieve_memories(state: State, runtime: Runtime[Context]) -> dict[str, Any]
     text = turn_text(state.messages)
     if not text:
         return {"memories": []}
-    settings = EmbeddingSettings()
+    settings = embedding_settings()
     try:
         found = memory.search(
             runtime.store, context, text, settings.memory_top_k, settings.memory_min_score

@@ -10,11 +10,16 @@ commit that holds its message succeeded.
 
 Failure modes, and what each request is told:
 
-- The batch's statement fails on a bad row (a tenant deleted behind the cache, say): the rows
-  are stored again one transaction each, so only the bad one fails.
-- The commit itself fails, or the database is unreachable: nothing of the batch was stored,
-  and every request in it raises (the webhook answers 503; the provider retries, and the
-  retry is stored once, since `store_inbound_message` drops a MessageSid it already holds).
+- The batch's statement or its commit fails because of one row (a tenant deleted behind the
+  cache, a value over one of the database's limits, a deferred check at commit), or a deadlock
+  or serialization failure: nothing of the batch was stored, and the connection still works.
+  The rows are stored again one transaction each, so only the bad one fails; each request is
+  answered once its own commit succeeded (or with its own error).
+- The database is unreachable, the connection broke (even during the commit: its outcome is
+  unknown), or the database as a whole is in trouble (a statement timeout, out of disk or
+  memory): every request of the batch raises (the webhook answers 503; the provider retries,
+  and the retry is stored once, since `store_inbound_message` drops a MessageSid it already
+  holds). Storing such a batch row by row would only wait as long again per row.
 """
 
 from __future__ import annotations
@@ -139,18 +144,38 @@ class AckBatcher:
                         conn, [batch[i].fields for i in order]
                     )
                     executed = True
-            except psycopg.OperationalError:
-                raise
             except psycopg.Error as exc:
-                if executed:
+                if _batch_wide(conn, exc):
+                    if isinstance(exc, psycopg.OperationalError):
+                        raise
                     raise NotCommitted(str(exc)) from exc
-                log.warning("inbound batch refused; storing its rows one by one", error=str(exc))
+                log.warning(
+                    "inbound batch not stored; storing its rows one by one",
+                    failed_at="commit" if executed else "statement",
+                    error=str(exc),
+                )
                 for i in order:
                     results[i] = await _store_alone(conn, batch[i].fields)
                 return results, "split"
         for i, message in zip(order, stored, strict=True):
             results[i] = message
         return results, "committed"
+
+
+_ROW_LEVEL_OPERATIONAL = ("40", "54")
+"""SQLSTATE classes of the operational errors one statement's rows can cause, or that a retry
+clears: transaction rollback (deadlock, serialization failure) and program limit exceeded (an
+index row too large, say). Any other operational error is the database's, not a row's."""
+
+
+def _batch_wide(conn: psycopg.AsyncConnection, exc: psycopg.Error) -> bool:
+    """Whether `exc` fails every row of the batch alike: the connection is gone, or the
+    database is in trouble; else storing the rows one by one finds the bad one."""
+    if conn.broken or conn.closed:
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        return (exc.sqlstate or "")[:2] not in _ROW_LEVEL_OPERATIONAL
+    return False
 
 
 async def _store_alone(

@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from store import pii
 from store.embeddings import embeddings as configured_embeddings
-from store.settings import EmbeddingSettings
+from store.settings import embedding_settings
 
 MEMORIES = "memories"
 FIELD = "text"
@@ -130,7 +130,7 @@ def memory_store(
     """
     if embeddings is None or dims is None:
         embeddings = embeddings or configured_embeddings
-        dims = dims or EmbeddingSettings().embeddings_dims
+        dims = dims or embedding_settings().embeddings_dims
     return PostgresStore(conn, index=index_config(dims, embeddings))  # type: ignore[arg-type]
 
 

@@ -7,13 +7,53 @@ declared once.
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from functools import cache
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DIMS = 384
 """The offline embedding model's vector size (`EMBEDDINGS_DIMS` by default)."""
+
+S = TypeVar("S", bound=BaseSettings)
+
+_read: dict[type[BaseSettings], tuple[tuple[str | None, ...], BaseSettings]] = {}
+
+
+def current(cls: type[S]) -> S:
+    """Return `cls()`, read again only when one of its variables changed since the last read.
+
+    Building a settings object reads the environment and `.env` (about a millisecond), and a
+    turn asks for the model's settings several times. Checking the class's own variables costs
+    microseconds, so a test that sets one (`monkeypatch.setenv`) still gets what it set. What
+    this does not notice: an edited `.env` file (or another working directory's), or a variable
+    set in lower case; call `forget_settings()` then. The object is shared: treat it as
+    read-only.
+    """
+    key = tuple(map(os.environ.get, _variables(cls)))
+    found = _read.get(cls)
+    if found is not None and found[0] == key:
+        return found[1]  # type: ignore[return-value]
+    settings = cls()
+    _read[cls] = (key, settings)  # one entry per class: a changed environment replaces it
+    return settings
+
+
+def forget_settings() -> None:
+    """Make the next `current()` of every settings class read the environment again."""
+    _read.clear()
+
+
+@cache
+def _variables(cls: type[BaseSettings]) -> tuple[str, ...]:
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    names = []
+    for name, field in cls.model_fields.items():
+        names.append(f"{prefix}{name}".upper())
+        names.extend(a.upper() for a in (field.alias, field.validation_alias) if isinstance(a, str))
+    return tuple(dict.fromkeys(names))
 
 
 class DatabaseSettings(BaseSettings):
@@ -53,3 +93,9 @@ class EmbeddingSettings(BaseSettings):
     def openai(self) -> bool:
         """Whether embeddings come from an OpenAI-compatible server."""
         return self.embeddings_provider == "openai"
+
+
+def embedding_settings() -> EmbeddingSettings:
+    """The embedding settings as the environment sets them now, read once while it stays the
+    same (see `current`)."""
+    return current(EmbeddingSettings)

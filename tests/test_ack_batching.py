@@ -1,4 +1,5 @@
-"""The webhook's group commit: concurrent acks share a transaction, and fail or succeed together.
+"""The webhook's group commit: concurrent acks share a transaction; one bad row fails only its
+own request, and a batch the database could not take fails every request in it.
 
 The requests run concurrently on one event loop against the app (httpx's ASGI transport, the
 lifespan run by hand), as uvicorn would run them. To know which requests share a batch, a test
@@ -31,18 +32,41 @@ from tests.conftest import inbound_form, rows
 T = TypeVar("T")
 BLOCKER = "whatsapp:+5511900000001"
 FAIL_AT_COMMIT = "this one fails at commit"
+POISON = "this one is over a database limit"
 
-# A real failure at COMMIT: a deferred constraint trigger runs as the transaction commits.
-_INJECT = f"""
-create function ack_test_fail_at_commit() returns trigger language plpgsql as $$
+
+def _at_commit(action: str) -> str:
+    """A real failure at COMMIT: a deferred constraint trigger that does `action` as the
+    transaction holding a FAIL_AT_COMMIT message commits."""
+    return f"""
+create function ack_test_at_commit() returns trigger language plpgsql security definer as $$
 begin
-    raise exception 'injected failure at commit';
+    {action};
+    return null;
 end $$;
-create constraint trigger ack_test_fail_at_commit after insert on messages
+create constraint trigger ack_test_at_commit after insert on messages
     deferrable initially deferred for each row
-    when (new.body = '{FAIL_AT_COMMIT}') execute function ack_test_fail_at_commit();
+    when (new.body = '{FAIL_AT_COMMIT}') execute function ack_test_at_commit();
 """
-_REMOVE = "drop function ack_test_fail_at_commit() cascade"
+
+
+# The row's own fault: the commit fails on it, the connection stays up.
+_ROW_FAILS_AT_COMMIT = _at_commit("raise exception 'injected failure at commit'")
+# The batch's: the server ends the connection during the commit (as a crash or a failover would).
+_CONNECTION_LOST_AT_COMMIT = _at_commit("perform pg_terminate_backend(pg_backend_pid())")
+_REMOVE_AT_COMMIT = "drop function ack_test_at_commit() cascade"
+
+# An operational error (SQLSTATE class 54, as an index row over the size limit raises) that
+# one row's insert causes, in the batch's statement.
+_POISON = f"""
+create function ack_test_poison() returns trigger language plpgsql as $$
+begin
+    raise exception 'injected: index row size exceeds maximum' using errcode = '54000';
+end $$;
+create trigger ack_test_poison before insert on messages
+    for each row when (new.body = '{POISON}') execute function ack_test_poison();
+"""
+_REMOVE_POISON = "drop function ack_test_poison() cascade"
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -130,36 +154,68 @@ def _waiting(app: FastAPI) -> int:
     return services.acks.waiting
 
 
+def _one_batch(
+    settings: Settings, tenant: Tenant, forms: list[dict[str, str]]
+) -> list[httpx.Response]:
+    """Post `forms` at once so that they go together as one batch; return the answers."""
+
+    async def batch(app: FastAPI, client: httpx.AsyncClient) -> list[httpx.Response]:
+        async with _committer_held(app, client, settings, tenant):
+            posts = [asyncio.create_task(_post(client, settings, tenant, f)) for f in forms]
+
+            async def all_wait() -> bool:
+                return _waiting(app) == len(forms)
+
+            await _until(all_wait, "every post to wait for the next batch")
+        return list(await asyncio.gather(*posts))
+
+    return _run(settings, batch)
+
+
+def _injected(settings: Settings, sql: str) -> None:
+    """Run `sql` (an injected failure) in the test database."""
+    assert settings.database_url
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _retried_twice(settings: Settings, tenant: Tenant, forms: list[dict[str, str]]) -> list[int]:
+    """Post `forms` as Twilio retries them (same MessageSid, same signature), twice over."""
+
+    async def retries(app: FastAPI, client: httpx.AsyncClient) -> list[int]:
+        first = await asyncio.gather(*(_post(client, settings, tenant, f) for f in forms))
+        again = await asyncio.gather(*(_post(client, settings, tenant, f) for f in forms))
+        return [r.status_code for r in (*first, *again)]
+
+    return _run(settings, retries)
+
+
+def _stored_once(settings: Settings, sids: list[str]) -> None:
+    assert rows(
+        settings,
+        "select provider_message_id, count(*) from messages where provider_message_id = any(%s) "
+        "group by 1 order by 1",
+        sids,
+    ) == sorted((sid, 1) for sid in sids)
+
+
 def test_a_failed_commit_fails_every_request_of_its_batch_and_the_retries_store_once(
     settings: Settings, tenant: Tenant
 ) -> None:
-    assert settings.database_url
     users = [f"whatsapp:+55119100000{n:02d}" for n in range(6)]
     forms = [inbound_form(tenant, f"mensagem {n}", user=user) for n, user in enumerate(users)]
     forms[2] = inbound_form(tenant, FAIL_AT_COMMIT, user=users[2])
     sids = [form["MessageSid"] for form in forms]
     failed_before = _batches("failed")
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(_INJECT)
+    _injected(settings, _CONNECTION_LOST_AT_COMMIT)
     try:
-
-        async def batch_fails(app: FastAPI, client: httpx.AsyncClient) -> list[httpx.Response]:
-            async with _committer_held(app, client, settings, tenant):
-                posts = [asyncio.create_task(_post(client, settings, tenant, f)) for f in forms]
-
-                async def all_wait() -> bool:
-                    return _waiting(app) == len(forms)
-
-                await _until(all_wait, "every post to wait for the next batch")
-            return list(await asyncio.gather(*posts))
-
-        responses = _run(settings, batch_fails)
+        responses = _one_batch(settings, tenant, forms)
     finally:
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            conn.execute(_REMOVE)
+        _injected(settings, _REMOVE_AT_COMMIT)
 
+    # The connection went down in the commit: no request is told its message is stored, and
+    # none is stored again row by row on a connection that is gone.
     assert [r.status_code for r in responses] == [503] * len(forms)
-    assert {r.json()["error"]["code"] for r in responses} == {"not_stored"}
     assert all(r.headers["Retry-After"] for r in responses)
     failed = _batches("failed")
     assert (failed[0] - failed_before[0], failed[1] - failed_before[1]) == (1, len(forms))
@@ -167,25 +223,69 @@ def test_a_failed_commit_fails_every_request_of_its_batch_and_the_retries_store_
         settings, "select count(*) from messages where provider_message_id = any(%s)", sids
     ) == [(0,)]
 
-    # Twilio retries each post as it was (same MessageSid, same signature), twice over.
     duplicates_before = _duplicates()
-
-    async def retries(app: FastAPI, client: httpx.AsyncClient) -> list[int]:
-        first = await asyncio.gather(*(_post(client, settings, tenant, f) for f in forms))
-        again = await asyncio.gather(*(_post(client, settings, tenant, f) for f in forms))
-        return [r.status_code for r in (*first, *again)]
-
-    assert _run(settings, retries) == [200] * 2 * len(forms)
+    assert _retried_twice(settings, tenant, forms) == [200] * 2 * len(forms)
     assert _duplicates() - duplicates_before == len(forms)
-    assert rows(
-        settings,
-        "select provider_message_id, count(*) from messages where provider_message_id = any(%s) "
-        "group by 1 order by 1",
-        sids,
-    ) == sorted((sid, 1) for sid in sids)
+    _stored_once(settings, sids)
     assert rows(settings, "select body from messages where provider_message_id = %s", sids[2]) == [
         (FAIL_AT_COMMIT,)
     ]
+
+
+def test_a_row_failing_at_commit_fails_only_its_own_request(
+    settings: Settings, tenant: Tenant
+) -> None:
+    users = [f"whatsapp:+55119400000{n:02d}" for n in range(6)]
+    forms = [inbound_form(tenant, f"mensagem {n}", user=user) for n, user in enumerate(users)]
+    forms[2] = inbound_form(tenant, FAIL_AT_COMMIT, user=users[2])
+    sids = [form["MessageSid"] for form in forms]
+    split_before = _batches("split")
+    _injected(settings, _ROW_FAILS_AT_COMMIT)
+    try:
+        responses = _one_batch(settings, tenant, forms)
+    finally:
+        _injected(settings, _REMOVE_AT_COMMIT)
+
+    # The shared commit failed; each row was then committed on its own before its 200.
+    assert [r.status_code for r in responses] == [200, 200, 503, 200, 200, 200]
+    assert responses[2].json()["error"]["code"] == "not_stored"
+    assert responses[2].headers["Retry-After"]
+    split = _batches("split")
+    assert (split[0] - split_before[0], split[1] - split_before[1]) == (1, len(forms))
+    good = sids[:2] + sids[3:]
+    _stored_once(settings, good)
+    assert rows(
+        settings, "select count(*) from messages where provider_message_id = %s", sids[2]
+    ) == [(0,)]
+
+    duplicates_before = _duplicates()
+    assert _retried_twice(settings, tenant, forms) == [200] * 2 * len(forms)
+    assert _duplicates() - duplicates_before == 2 * len(forms) - 1  # all but the first retry
+    _stored_once(settings, sids)
+
+
+def test_one_poisoned_request_fails_alone_when_its_row_raises_an_operational_error(
+    settings: Settings, tenant: Tenant
+) -> None:
+    users = [f"whatsapp:+55119500000{n:02d}" for n in range(6)]
+    forms = [inbound_form(tenant, f"mensagem {n}", user=user) for n, user in enumerate(users)]
+    forms[3] = inbound_form(tenant, POISON, user=users[3])
+    sids = [form["MessageSid"] for form in forms]
+    split_before = _batches("split")
+    _injected(settings, _POISON)
+    try:
+        responses = _one_batch(settings, tenant, forms)
+    finally:
+        _injected(settings, _REMOVE_POISON)
+
+    assert [r.status_code for r in responses] == [200, 200, 200, 503, 200, 200]
+    assert responses[3].headers["Retry-After"]
+    split = _batches("split")
+    assert (split[0] - split_before[0], split[1] - split_before[1]) == (1, len(forms))
+    _stored_once(settings, sids[:3] + sids[4:])
+    assert rows(
+        settings, "select count(*) from messages where provider_message_id = %s", sids[3]
+    ) == [(0,)]
 
 
 def test_concurrent_posts_are_each_stored_once_and_replays_reported_as_duplicates(

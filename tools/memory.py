@@ -21,7 +21,7 @@ from pydantic import Field
 
 from graphs.features import LONG_TERM_MEMORY
 from store import memory, pii
-from store.settings import EmbeddingSettings
+from store.settings import embedding_settings
 from tools._args import ToolArgs
 from tools._runtime import Scope, ToolError, call_key, scope_of, tool_db
 
@@ -95,7 +95,7 @@ def search_memories(query: str, runtime: ToolRuntime, limit: int = 5) -> str:
     nothing relevant is remembered.
     """
     scope = _enabled(runtime)
-    settings = EmbeddingSettings()
+    settings = embedding_settings()
     with _store(runtime, scope) as store:
         found = memory.search(store, scope, query, limit, settings.memory_min_score)
     return json.dumps(
