@@ -8,12 +8,15 @@ answers the model with the error, and the run goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
+from langchain_openai import ChatOpenAI
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
@@ -26,6 +29,7 @@ from graphs.models import load_chat_model
 from graphs.prompts import (
     LANGUAGE_NAMES,
     MEMORIES_HEADER,
+    USER_DATA_RULE,
     VOICE_NOTES,
     capabilities,
     date_notice_promise,
@@ -92,8 +96,11 @@ def _turn_rounds(messages: list[AnyMessage]) -> int:
 
 
 def system_prompt(template: str, state: State, context: Context) -> str:
-    """Fill a specialist's prompt template for this turn."""
+    """Fill a specialist's prompt template for this turn. A tenant's own prompt that leaves out
+    the rule that the user's words are data, not instructions, gets it appended."""
     language: Language = state.language
+    if USER_DATA_RULE.strip() not in template:
+        template = template.rstrip() + "\n" + USER_DATA_RULE
     return render(
         template,
         tenant_name=context.tenant_name,
@@ -122,7 +129,7 @@ def agent_node(specialist: Specialist) -> Callable[[State, Runtime[Context]], di
         tools = specialist.allowed_tools(context.features)
         model = load_chat_model(context.model)
         if tools and _turn_rounds(state.messages) < MAX_TOOL_ROUNDS:
-            runnable: Any = model.bind_tools(tools)
+            runnable: Any = _with_tools(model, tools)
         else:
             runnable = model
         system = SystemMessage(system_prompt(template, state, context))
@@ -132,6 +139,31 @@ def agent_node(specialist: Specialist) -> Callable[[State, Runtime[Context]], di
     agent.__name__ = specialist.name
     agent.__doc__ = f"The {specialist.name} specialist: answer, or call its tools."
     return agent
+
+
+MAX_BINDINGS = 128
+"""How many (model, tool list) bindings a process keeps; plans make a handful of tool lists."""
+
+_bindings: dict[tuple[int, ...], tuple[ChatOpenAI, tuple[BaseTool, ...], Runnable[Any, Any]]] = {}
+_bindings_lock = threading.Lock()
+
+
+def _with_tools(model: ChatOpenAI, tools: Sequence[BaseTool]) -> Runnable[Any, Any]:
+    """`model.bind_tools(tools)`, built once per process for the model's shared instance and
+    these tools (binding converts every tool's schema). The entry keeps what its key names by
+    id, so no id in it is reused while it lives."""
+    bound = tuple(tools)
+    key = (id(model), *map(id, bound))
+    with _bindings_lock:
+        found = _bindings.get(key)
+    if found is not None and found[0] is model and found[1] == bound:
+        return found[2]
+    runnable = model.bind_tools(list(bound))
+    with _bindings_lock:
+        if len(_bindings) >= MAX_BINDINGS:
+            _bindings.clear()
+        _bindings[key] = (model, bound, runnable)
+    return runnable
 
 
 def tools_node(specialist: Specialist) -> ToolNode:

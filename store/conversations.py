@@ -7,6 +7,7 @@ message opens a new conversation. The graph and the channel read the state; staf
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -231,8 +232,24 @@ def record_ai_result(
            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         (conversation.tenant_id, conversation.id, conversation.thread_id, correlation_id,
          list(inbound_ids), reply, model, error, duration_ms, route, route_reason,
-         Jsonb(list(tool_calls)), prompt_tokens, completion_tokens, interrupted),
+         Jsonb(_storable(list(tool_calls))), prompt_tokens, completion_tokens, interrupted),
     )  # fmt: skip
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    """`value` with what jsonb cannot hold taken out of its text: NUL characters, and lone
+    surrogates (as U+FFFD). A model may put either in a tool call's arguments; the audit row
+    must still be written."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
 
 
 def recent_history(

@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 
+from graphs.prompts import USER_DATA_RULE
 from server.cli.demo import stop_process
 from store.embedded import free_port
 from tests.conftest import ROOT
@@ -191,9 +192,9 @@ def test_a_prompt_edited_in_studio_reaches_the_model_with_no_code_change(
     assert result["reply"] == "Anotado, chefe!" and result["route"] == "finance"
     router, finance = llm.requests
     assert router["response_format"]["json_schema"]["name"] == "RouteDecision"
-    assert finance["messages"][0]["content"] == edited.replace(
-        "{language_name}", "Brazilian Portuguese"
-    )
+    assert finance["messages"][0]["content"] == (
+        edited.replace("{language_name}", "Brazilian Portuguese") + "\n" + USER_DATA_RULE
+    ), "the edited prompt, and the rule that the user's words are data (appended)"
     assert "record_transaction" in {t["function"]["name"] for t in finance["tools"]}
 
 

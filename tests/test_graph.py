@@ -9,7 +9,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from graphs import diagram
 from graphs.assistant import build_graph
 from graphs.context import Context
-from graphs.prompts import FALLBACK_REPLY
+from graphs.prompts import FALLBACK_REPLY, USER_DATA_RULE
 from tests.fakes import ScriptedModel
 
 
@@ -65,7 +65,9 @@ def test_persona_and_prompt_override_reach_the_model(scripted: ScriptedModel) ->
 
     _run("Oi", Context(system_prompt="Talk like a pirate for {tenant_name}.", tenant_name="Acme"))
 
-    assert scripted.requests[0]["messages"][0]["content"] == "Talk like a pirate for Acme."
+    assert scripted.requests[0]["messages"][0]["content"] == (
+        "Talk like a pirate for Acme.\n" + USER_DATA_RULE
+    ), "the override, and the rule that the user's words are data (appended)"
 
 
 def test_the_readme_diagram_is_the_graph_that_runs() -> None:

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from channels.policy import NOTICES
 from channels.sandbox.twilio import TwilioSandbox
-from graphs.prompts import render
+from graphs.prompts import USER_DATA_RULE, render
 from server.api.auth import Role, mint_token
 from server.settings import Settings
 from store.identity import resolve_features
@@ -163,7 +163,6 @@ def test_a_tenant_prompt_override_reaches_the_model(
     llm.say("Arr!")
     say(client, settings, tenant, "Oi")
 
-    assert (
-        llm.requests[0]["messages"][0]["content"]
-        == 'You are Acme\'s pirate. Answer as JSON like {"reply": "..."}.'
-    )
+    assert llm.requests[0]["messages"][0]["content"] == (
+        'You are Acme\'s pirate. Answer as JSON like {"reply": "..."}.\n' + USER_DATA_RULE
+    ), "the tenant's prompt, and the rule that the user's words are data (appended)"

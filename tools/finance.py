@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date as Date
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -22,7 +23,7 @@ from pydantic import Field, StrictFloat, StrictInt, StrictStr
 from store import categories
 from store import finance as entries
 from store.finance import Entry
-from tools._args import ToolArgs
+from tools._args import MAX_ID, ToolArgs
 from tools._runtime import Scope, ToolError, call_key, scope_of, tool_db
 from tools.amounts import FORMS, parse_amount
 from tools.dates import local_now, resolve_date, resolve_period
@@ -74,6 +75,24 @@ def _today(scope: Scope) -> Date:
     return local_now(scope.timezone).date()
 
 
+EARLIEST = Date(1900, 1, 1)
+"""The earliest day an entry may have."""
+MAX_DAYS_AHEAD = 366
+"""How far after today an entry may be dated (an income expected soon, say)."""
+
+
+def _entry_day(text: str, today: Date) -> Date:
+    """The day `text` names, or `ToolError` when it is no day or outside a sane range."""
+    day = resolve_date(text, today, lean="past")
+    latest = today + timedelta(days=MAX_DAYS_AHEAD)
+    if not EARLIEST <= day <= latest:
+        raise ToolError(
+            f"The date {text!r} ({day.isoformat()}) is out of range: entries go from "
+            f"{EARLIEST.isoformat()} to {latest.isoformat()}. Check the date with the user."
+        )
+    return day
+
+
 # -- record ----------------------------------------------------------------------------------
 
 
@@ -119,7 +138,7 @@ def record_transaction(
     scope = scope_of(runtime.context)
     value, code = parse_amount(amount), parse_currency(currency)
     category = parse_category(category)
-    day = resolve_date(date, _today(scope), lean="past")
+    day = _entry_day(date, _today(scope))
     call_id = call_key(runtime)
     with tool_db(scope) as conn:
         entry = entries.insert_entry(
@@ -243,7 +262,7 @@ def list_transactions(runtime: ToolRuntime, limit: int = 10) -> str:
 class DeleteTransactionArgs(ToolArgs):
     """Arguments of `delete_transaction`."""
 
-    transaction_id: int = Field(ge=1, description="The entry's number (#id), as listed.")
+    transaction_id: int = Field(ge=1, le=MAX_ID, description="The entry's number (#id), as listed.")
 
 
 @tool(args_schema=DeleteTransactionArgs)

@@ -24,7 +24,7 @@ from graphs.context import Context
 from graphs.features import REMINDERS
 from store import reminders
 from store.reminders import Reminder, Scheduled
-from tools._args import ToolArgs
+from tools._args import MAX_ID, ToolArgs
 from tools._runtime import Scope, ToolError, bound_scheduler, call_key, scope_of, tool_db
 from tools.dates import local_now, zone
 from tools.times import resolve_datetime
@@ -130,7 +130,7 @@ def list_reminders(runtime: ToolRuntime) -> str:
 class CancelReminderArgs(ToolArgs):
     """Arguments of `cancel_reminder`."""
 
-    reminder_id: int = Field(ge=1, description="The reminder's number (#id), as listed.")
+    reminder_id: int = Field(ge=1, le=MAX_ID, description="The reminder's number (#id), as listed.")
 
 
 @tool(args_schema=CancelReminderArgs)

@@ -47,7 +47,10 @@ def _datetime(text: str, now: datetime) -> datetime | None:
             return None
         if parsed.tzinfo is None:
             return _localize(parsed, now)
-        return parsed.astimezone(tz)
+        try:
+            return parsed.astimezone(tz)
+        except OverflowError:  # "9999-12-31T23:59-14:00": past the calendar's end in `tz`
+            return None
     if match := _RELATIVE.fullmatch(text):
         count, unit = count_word(match["n"]), UNITS.get(match["unit"])
         # "9h" alone is nine o'clock, not nine hours from now: hours need "em"/"in".
