@@ -82,6 +82,12 @@ NOTICES: dict[str, dict[Language, str]] = {
         "pt": "Você chegou ao limite de mensagens de hoje. Amanhã eu volto a responder!",
         "en": "You have reached today's message limit. I will answer again tomorrow!",
     },
+    "over_budget": {
+        "pt": "Desculpe, atingi o limite de uso deste serviço por enquanto e não consigo "
+        "responder agora. Se precisar, é só pedir para falar com um atendente.",
+        "en": "Sorry, this service has reached its usage limit for now, so I can't answer "
+        "right now. If you need to, just ask to talk to a person.",
+    },
     "unsupported": {
         "pt": "Desculpe, ainda não consigo entender esse tipo de mensagem. "
         "Pode me escrever em texto?",

@@ -27,6 +27,7 @@ from graphs.prompts import render, route_choices
 from graphs.state import State
 from graphs.structured import error_text, failure_reason, invoke_structured
 from nodes.context import turn_text
+from store.budgets import BudgetExhausted
 from store.pii import mask_pii
 
 log = structlog.get_logger(__name__)
@@ -102,6 +103,8 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     messages = [SystemMessage(system), *_recent(state.messages)]
     try:
         decision = invoke_structured(model, decision_schema(routes), messages)
+    except BudgetExhausted:  # not a failed call: the turn degrades as the tenant chose
+        raise
     except Exception as exc:  # a bad or failed routing call must not cost the user an answer
         fallback = active if active != "none" else GENERAL.name
         reason = failure_reason(exc)

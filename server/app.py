@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from server.api.budgets import router as budgets_router
 from server.api.console import router as console_router
 from server.api.data_rights import router as data_rights_router
 from server.api.errors import install_error_handlers
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     app.add_middleware(InboundFastPath)
     app.include_router(webhooks_router)
     app.include_router(api_router)
+    app.include_router(budgets_router)
     app.include_router(support_router)
     app.include_router(templates_router)
     app.include_router(data_rights_router)

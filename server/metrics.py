@@ -129,6 +129,29 @@ ACK_BATCH_SIZE = Histogram(
     ["outcome"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+USAGE_COST = Counter(
+    "conversa_usage_cost",
+    "Money spent, as the usage ledger records it (price table's currency), by tenant id, kind "
+    "(model, transcription, send) and model (empty for sends).",
+    ["tenant", "kind", "model"],
+)
+USAGE_TOKENS = Counter(
+    "conversa_usage_tokens",
+    "Model tokens the usage ledger recorded, by tenant id, model and direction (input, output).",
+    ["tenant", "model", "direction"],
+)
+BUDGET_REFUSALS = Counter(
+    "conversa_budget_refusals",
+    "Model calls and transcriptions stopped before they ran because a budget was spent, by "
+    "the budget's scope (tenant, user) and period (day, month).",
+    ["scope", "period"],
+)
+BUDGET_ALERTS = Counter(
+    "conversa_budget_alerts",
+    "Budget alerts raised (each budget, subject and period alerts once per level), by level "
+    "(80, 100).",
+    ["level"],
+)
 
 # --- recording ------------------------------------------------------------------------------
 
@@ -177,6 +200,33 @@ def observe_send(outcome: str, error_code: int | None = None) -> None:
 def observe_template_send(purpose: str, outcome: str) -> None:
     """Count one message due outside the 24-hour window, by template purpose and outcome."""
     record(TEMPLATE_SENDS, (purpose, outcome), 1)
+
+
+def observe_usage(
+    tenant_id: object,
+    kind: str,
+    model: str | None,
+    cost: float,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+) -> None:
+    """Count what one ledger entry spent."""
+    tenant = str(tenant_id)
+    record(USAGE_COST, (tenant, kind, model or ""), cost)
+    if input_tokens:
+        record(USAGE_TOKENS, (tenant, model or "", "input"), input_tokens)
+    if output_tokens:
+        record(USAGE_TOKENS, (tenant, model or "", "output"), output_tokens)
+
+
+def observe_budget_refusal(scope: str, period: str) -> None:
+    """Count one call a spent budget stopped."""
+    record(BUDGET_REFUSALS, (scope, period), 1)
+
+
+def observe_budget_alert(level: int) -> None:
+    """Count one budget alert."""
+    record(BUDGET_ALERTS, (str(level),), 1)
 
 
 def observe_superseded_turn(outcome: str) -> None:

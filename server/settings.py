@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from store.settings import DatabaseSettings
@@ -17,6 +18,17 @@ QUEUE_SEND = "send_whatsapp_message"
 QUEUE_TRANSCRIBE = "transcribe_audio"
 QUEUES = (QUEUE_SEND, QUEUE_TRANSCRIBE, QUEUE_PROCESS)
 """Every queue the workers listen on, in priority order: replies first."""
+
+
+DEFAULT_MODEL_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "offline": (0.0, 0.0),
+}
+"""USD per million input and output tokens, as OpenAI lists them; `MODEL_PRICES` replaces it."""
 
 
 class Settings(DatabaseSettings):
@@ -94,6 +106,18 @@ class Settings(DatabaseSettings):
     date_notice_hour: int = Field(default=9, ge=0, le=23)
     """From which local hour (the user's time zone, else the tenant's) notices go out."""
 
+    model_prices: str = ""
+    """JSON: model name -> [input, output] price per million tokens, over the built-in table;
+    the key "*" prices every model not named (else an unknown model costs nothing)."""
+    transcription_price_per_minute: float = Field(default=0.006, ge=0)
+    send_price_per_message: float = Field(default=0.0, ge=0)
+    budget_completion_tokens: int = Field(default=400, ge=1, le=1_000_000)
+    """What a model call's answer is assumed to take when the call sets no `max_tokens`."""
+    budget_hold_seconds: float = Field(default=600.0, gt=0, le=86400)
+    """A model call's hold stops counting after this long (its worker died before settling)."""
+    budget_alert_allow_private: bool = False
+    """Let budget alert webhooks reach private and loopback addresses (tests, local demos)."""
+
     @model_validator(mode="after")
     def _heartbeat_fits(self) -> Settings:
         if self.worker_dead_after_seconds <= 2 * self.worker_heartbeat_seconds:
@@ -103,9 +127,47 @@ class Settings(DatabaseSettings):
             )
         return self
 
+    @field_validator("model_prices")
+    @classmethod
+    def _price_table(cls, value: str) -> str:
+        _parse_prices(value)
+        return value
+
+    def price_of(self, model: str) -> tuple[float, float]:
+        """The (input, output) price per million tokens of `model`."""
+        table = {**DEFAULT_MODEL_PRICES, **_parse_prices(self.model_prices)}
+        return table.get(model) or table.get("*") or (0.0, 0.0)
+
     def public_url(self, path: str) -> str:
         """Return the URL a provider uses to reach `path` on this service."""
         return self.public_base_url.rstrip("/") + path
+
+
+@lru_cache(maxsize=8)
+def _parse_prices(value: str) -> dict[str, tuple[float, float]]:
+    """Read `MODEL_PRICES`: a JSON object of [input, output] prices, both >= 0."""
+    if not value.strip():
+        return {}
+    try:
+        table = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"MODEL_PRICES is not JSON: {exc}") from exc
+    if not isinstance(table, dict):
+        raise ValueError('MODEL_PRICES must be a JSON object: {"model": [input, output]}')
+    prices: dict[str, tuple[float, float]] = {}
+    for model, pair in table.items():
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(p, int | float) and not isinstance(p, bool) for p in pair)
+            or not all(0 <= p < 1e6 for p in pair)
+        ):
+            raise ValueError(
+                f"MODEL_PRICES[{model!r}] must be [input, output] prices per million tokens, "
+                "each a number from 0 to 1,000,000"
+            )
+        prices[str(model)] = (float(pair[0]), float(pair[1]))
+    return prices
 
 
 @lru_cache

@@ -37,6 +37,12 @@ class Tenant:
     """What a user asking for their data is told (None: the channel's default notice)."""
     pii_policy: str = "keep"
     """What memory writes do with personal data: keep, mask or refuse (`store.pii`)."""
+    budget_exhausted: str = "notice"
+    """What a turn does once a budget is spent: notice, cheaper_model or general_only."""
+    budget_cheaper_model: str | None = None
+    """The model a `cheaper_model` tenant's turns use once a budget is spent."""
+    budget_alert_url: str | None = None
+    """Where budget alerts (80% and 100%) are POSTed as JSON, besides the log line."""
 
 
 @dataclass(frozen=True)

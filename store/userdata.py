@@ -110,6 +110,7 @@ def export(conn: psycopg.Connection[Any], tenant_id: UUID, user_id: UUID) -> dic
         "subscriptions": owned("subscriptions"),
         "feature_overrides": owned("feature_overrides"),
         "usage_days": owned("usage_days", "day"),
+        "usage_ledger": owned("usage_ledger"),
         "conversations": conversations,
         "memories": _rows(
             conn,
@@ -295,6 +296,12 @@ def _erase_locked(
         ("feature_overrides",
          "delete from feature_overrides where user_id = %s and tenant_id = %s", by_user),
         ("usage_days", "delete from usage_days where user_id = %s and tenant_id = %s", by_user),
+        ("budget_counters",
+         "delete from budget_counters where subject_id = %s and tenant_id = %s", by_user),
+        # The tenant's spending stays the tenant's, without the user (or a link to their turns).
+        ("usage_ledger",
+         "update usage_ledger set user_id = null, correlation_id = null "
+         "where user_id = %s and tenant_id = %s", by_user),
         ("conversations", "delete from conversations where id = any(%s)", by_conv),
         *langgraph_deletes("= any(%s)", threads, prefix),
         ("users", "delete from users where id = %s and tenant_id = %s", by_user),

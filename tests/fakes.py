@@ -34,15 +34,34 @@ class ScriptedModel:
         return self
 
     def say(
-        self, text: str, *, delay: float = 0.0, during: Callable[[], object] | None = None
+        self,
+        text: str,
+        *,
+        delay: float = 0.0,
+        during: Callable[[], object] | None = None,
+        usage: tuple[int, int] | None = None,
     ) -> Self:
         """Queue a plain text answer, given after `delay` seconds (a slow model); `during` runs
-        while the model is answering (the user writing again mid-turn, say)."""
-        return self._push({"content": text, "delay": delay, "during": during})
+        while the model is answering (the user writing again mid-turn, say); `usage` states the
+        (prompt, completion) tokens the server reports for it (else it estimates them)."""
+        answer: dict[str, Any] = {"content": text, "delay": delay, "during": during}
+        if usage is not None:
+            answer["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
+        return self._push(answer)
 
-    def call_tool(self, name: str, args: dict[str, Any], id: str | None = None) -> Self:
+    def call_tool(
+        self,
+        name: str,
+        args: dict[str, Any],
+        id: str | None = None,
+        *,
+        usage: tuple[int, int] | None = None,
+    ) -> Self:
         """Queue an answer that calls one tool with ``args``."""
-        return self._push({"content": None, "tool_calls": [_tool_call(name, args, id)]})
+        answer: dict[str, Any] = {"content": None, "tool_calls": [_tool_call(name, args, id)]}
+        if usage is not None:
+            answer["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
+        return self._push(answer)
 
     def call_tools(
         self, calls: Iterable[tuple[str, dict[str, Any]]], ids: Iterable[str] | None = None
@@ -57,9 +76,12 @@ class ScriptedModel:
             raise ValueError("call_tools needs at least one (name, args) pair")
         return self._push({"content": None, "tool_calls": tool_calls})
 
-    def structured(self, obj: dict[str, Any]) -> Self:
+    def structured(self, obj: dict[str, Any], *, usage: tuple[int, int] | None = None) -> Self:
         """Queue an answer whose content is ``obj`` as JSON (for structured output)."""
-        return self._push({"content": json.dumps(obj)})
+        answer: dict[str, Any] = {"content": json.dumps(obj)}
+        if usage is not None:
+            answer["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
+        return self._push(answer)
 
     @property
     def remaining(self) -> int:
@@ -108,6 +130,8 @@ class EchoModel:
         self.peak = 0
         """The most answers ever prepared at once, for every user together."""
         self.turns: list[list[str]] = []
+        self.usage: tuple[int, int] | None = None
+        """The (prompt, completion) tokens every answer reports (None: the server estimates)."""
         self.started = threading.Event()
         self._open = threading.Event()
         self._open.set()
@@ -143,7 +167,11 @@ class EchoModel:
             for text in turn:
                 if "sleep=" in text:
                     time.sleep(float(text.split("sleep=", 1)[1].split()[0]))
-            return {"content": "re: " + " | ".join(turn)}
+            answer: dict[str, Any] = {"content": "re: " + " | ".join(turn)}
+            if self.usage is not None:
+                answer["usage"] = {"prompt_tokens": self.usage[0],
+                                   "completion_tokens": self.usage[1]}  # fmt: skip
+            return answer
         finally:
             with self._lock:
                 self._running[user] -= 1

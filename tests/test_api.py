@@ -247,6 +247,8 @@ SAMPLE_BODIES = {
         "variables": {"1": "text"},
     },
     "/tenants/{tenant_id}/templates/{item_id}": {"status": "approved"},
+    "/tenants/{tenant_id}/budgets": {"scope": "tenant", "period": "day", "max_tokens": 1000},
+    "/tenants/{tenant_id}/budgets/{item_id}": {"max_tokens": 2000},
     "/tenants/{tenant_id}/support/conversations/{item_id}/reply": {"text": "Olá"},
     "/tenants/{tenant_id}/support/conversations/{item_id}/take-over": {"reason": "VIP client"},
     "/tenants/{tenant_id}/support/conversations/{item_id}/hand-back": {},

@@ -21,7 +21,7 @@ from channels.policy import NOTICES
 from channels.sandbox.twilio import TwilioSandbox
 from channels.twilio.inbound import sign
 from server.api.auth import Role, mint_token
-from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings
+from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings, get_settings
 from store.records import Tenant
 from tests import conftest
 from tests.conftest import inbound_form, post_inbound, relay, rows, run_jobs
@@ -48,6 +48,16 @@ def say(client: TestClient, settings: Settings, tenant: Tenant, text: str, user:
 
 def route(name: str) -> dict[str, str]:
     return {"route": name, "reason": f"about {name}"}
+
+
+@pytest.fixture
+def settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The suite's settings, with cached profiles kept for an hour: the erasure must find (and
+    remove) the profile cached by Ana's turns however long building her data took, rather than
+    one the default TTL (60 s) let expire on a busy machine."""
+    monkeypatch.setenv("PROFILE_CACHE_SECONDS", "3600")
+    get_settings.cache_clear()  # the suite's fixture clears it again at the end
+    return get_settings()
 
 
 @dataclass
@@ -258,6 +268,7 @@ def test_a_tenant_admin_exports_everything_held_about_a_user(
     assert [s["status"] for s in doc["subscriptions"]] == ["active"]
     assert [(o["feature"], o["enabled"]) for o in doc["feature_overrides"]] == [("reminders", True)]
     assert doc["usage_days"] and doc["usage_days"][0]["messages"] >= 5
+    assert {entry["kind"] for entry in doc["usage_ledger"]} == {"model", "send"}
 
     (conversation,) = doc["conversations"]
     messages = conversation["messages"]
@@ -308,6 +319,8 @@ def test_erasure_leaves_nothing_of_the_user_anywhere_and_a_record_without_them(
     bia_before = _bia(settings)
     assert database_hits(settings, ana.needles), "the search finds Ana before her erasure"
     assert redis_hits(redis, [ana.user_id]), "her cached profile names her"
+    ttls = [redis.ttl(key) for key in redis.scan_iter(match=f"conversa:profile:*:{ana.user_id}")]
+    assert ttls and min(ttls) > 60, "cached for this module's hour, not the default minute"
     scheduled = ScheduledJobRegistry(QUEUE_SEND, connection=redis)
     waiting = Job.fetch_many(scheduled.get_job_ids(), connection=redis)
     assert [j for j in waiting if j and j.args[1] in ana.reminder_ids], "a scheduled reminder"
@@ -325,7 +338,7 @@ def test_erasure_leaves_nothing_of_the_user_anywhere_and_a_record_without_them(
     for table in ("finance_entries", "people", "important_dates", "reminders", "ai_results",
                   "conversation_transitions", "message_status_events", "subscriptions",
                   "feature_overrides", "usage_days", "checkpoints", "checkpoint_blobs",
-                  "checkpoint_writes", "store", "store_vectors"):  # fmt: skip
+                  "checkpoint_writes", "store", "store_vectors", "usage_ledger"):  # fmt: skip
         assert counts[table] >= 1, f"{table}: {counts}"
     assert record["redis_cleaned"] is True and record["jobs_removed"] >= 2
     assert record["erased_by"] == "tenant_admin@example"

@@ -22,7 +22,9 @@ from tests.fakes import ScriptedModel
 
 SECRET_TEXT = "meu segredo 4242 nao vai para rotulos"
 OUR_LABELS = {"webhook", "outcome", "queue", "state", "collector", "job", "route", "model", "kind",
-              "provider", "status", "error_code", "reason", "purpose", "le"}  # fmt: skip
+              "provider", "status", "error_code", "reason", "purpose", "le",
+              "tenant", "direction", "scope", "period", "level"}  # fmt: skip
+"""`tenant` is the tenant's id (a UUID the platform made), on the usage metrics only."""
 PROCESS_LABELS = {"version", "implementation", "major", "minor", "patchlevel", "generation"}
 
 

@@ -382,3 +382,61 @@ def test_an_unsure_transcript_is_marked_for_the_model() -> None:
     )
     failed = Message(**{**message.__dict__, "transcription_status": "failed"})
     assert "which you cannot open" in str(human_message(failed).content)
+
+
+# -- budgets -----------------------------------------------------------------------------------
+
+
+def _money_budget(settings: Settings, tenant: Tenant, max_cost: str) -> None:
+    rows(settings, "insert into budgets (tenant_id, scope, period, max_cost) "
+         "values (%s, 'tenant', 'month', %s) returning id", tenant.id, max_cost)  # fmt: skip
+
+
+def test_a_transcription_is_billed_by_the_audio_it_heard(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    speak: SpeakFn,
+) -> None:
+    give_plan(settings, tenant, ["audio_transcription"])
+    _money_budget(settings, tenant, "10")
+    llm.say("Bom dia!")
+    url = sandbox.add_media(speak(*GREETING_PT), "audio/ogg", account_sid=tenant.twilio_account_sid)
+    _voice_note(client, settings, tenant, url, "audio/ogg")
+    run_jobs(settings)
+
+    assert [m["body"] for m in sandbox.wait_for_messages(1)] == ["Bom dia!"]
+    ((heard,),) = rows(settings, "select audio_seconds from messages where direction = 'inbound'")
+    ((seconds, cost),) = rows(
+        settings, "select audio_seconds, cost from usage_ledger where kind = 'transcription'"
+    )
+    assert float(seconds) == pytest.approx(heard, abs=0.01) and heard > 0
+    assert float(cost) == pytest.approx(heard * 0.006 / 60, abs=1e-6)  # the default price
+    assert rows(settings, "select count(*) from budget_holds") == [(0,)]
+
+
+def test_a_spent_budget_skips_the_transcription_and_says_so(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+    speak: SpeakFn,
+) -> None:
+    give_plan(settings, tenant, ["audio_transcription"])
+    _money_budget(settings, tenant, "0")
+    url = sandbox.add_media(speak(*GREETING_PT), "audio/ogg", account_sid=tenant.twilio_account_sid)
+    _voice_note(client, settings, tenant, url, "audio/ogg")
+    run_jobs(settings)
+
+    assert [m["body"] for m in sandbox.wait_for_messages(1)] == [NOTICES["over_budget"]["pt"]]
+    ((status, error),) = rows(
+        settings,
+        "select transcription_status, transcription_error from messages "
+        "where direction = 'inbound'",
+    )
+    assert status == "skipped" and "budget" in error
+    assert rows(settings, "select count(*) from usage_ledger where kind <> 'send'") == [(0,)]
+    assert llm.requests == []

@@ -26,7 +26,15 @@ def _estimate_tokens(text: str) -> int:
 
 
 def _usage(request: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
-    """Estimate the prompt and completion tokens of one exchange."""
+    """Estimate the prompt and completion tokens of one exchange (or take what the responder
+    stated, under the message's `usage`)."""
+    if stated := message.get("usage"):
+        prompt, completion = stated["prompt_tokens"], stated["completion_tokens"]
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
     prompt_text = json.dumps(request.get("messages", []), ensure_ascii=False)
     if request.get("tools"):
         prompt_text += json.dumps(request["tools"], ensure_ascii=False)
@@ -63,7 +71,7 @@ def completion(request: dict[str, Any], message: dict[str, Any]) -> dict[str, An
         "choices": [
             {
                 "index": 0,
-                "message": message,
+                "message": {k: v for k, v in message.items() if k != "usage"},
                 "logprobs": None,
                 "finish_reason": _finish_reason(message),
             }

@@ -207,6 +207,16 @@ def _normalize_message(message: Any) -> dict[str, Any]:
     if tool_calls:
         normalized["tool_calls"] = tool_calls
     normalized["annotations"] = []
+    usage = message.get("usage")
+    if usage is not None:  # a scripted answer that states what it cost
+        tokens = (
+            (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            if isinstance(usage, dict)
+            else (None, None)
+        )
+        if not all(isinstance(t, int) and t >= 0 for t in tokens):
+            raise TypeError("responder 'usage' needs prompt_tokens and completion_tokens >= 0")
+        normalized["usage"] = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1]}
     return normalized
 
 

@@ -61,7 +61,8 @@ TENANT_COLUMNS = (
     "persona", "system_prompt", "default_plan_id", "auto_enroll", "trace_privacy",
     "typing_indicator", "closed_window_template_sid", "closed_window_template_variables",
     "handoff_message", "handoff_return_message", "handoff_auto_return_seconds",
-    "data_request_message", "pii_policy", "channel", "created_at", "updated_at",
+    "data_request_message", "pii_policy", "channel", "budget_exhausted",
+    "budget_cheaper_model", "budget_alert_url", "created_at", "updated_at",
 )  # fmt: skip
 """What the API shows of a tenant: never its Twilio auth token."""
 
@@ -100,6 +101,17 @@ class TenantChange(Change):
     data_request_message: str | None = Field(
         default=None, max_length=1000,
         description="Told to a user who asks for their data or its deletion (null: default).",
+    )  # fmt: skip
+
+    budget_exhausted: Literal["notice", "cheaper_model", "general_only"] | None = Field(
+        default=None,
+        description="Once a budget is spent: a polite notice once a day, a cheaper model "
+        "(`budget_cheaper_model`), or the general assistant only.",
+    )
+    budget_cheaper_model: str | None = Field(default=None, min_length=1, max_length=200)
+    budget_alert_url: str | None = Field(
+        default=None, max_length=2000, pattern=r"^https?://[^\s/?#@]+(/[^\s]*)?$",
+        description="Budget alerts at 80% and 100% are POSTed here as JSON.",
     )  # fmt: skip
 
     _tz = field_validator("timezone")(_timezone)

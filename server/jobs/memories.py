@@ -23,14 +23,16 @@ from pydantic import BaseModel, Field
 
 from graphs.features import LONG_TERM_MEMORY
 from graphs.language import fold
-from graphs.settings import LLMSettings
+from graphs.settings import llm_settings
 from graphs.structured import invoke_structured
 from server.jobs.common import connect
+from server.jobs.runner import budget_guard
 from server.logs import bind_correlation_id
 from server.privacy import flush_traces, tracing_config
 from server.settings import get_settings
 from store import conversations, identity, inbox, memory, pii, tenants
-from store.settings import EmbeddingSettings
+from store.budgets import BudgetExhausted
+from store.settings import embedding_settings
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +95,7 @@ def extract_memories(
     bind_correlation_id(correlation_id, job="extract_memories", inbound_ids=message_ids)
     if not message_ids:
         return "nothing to read"
-    knobs = EmbeddingSettings()
+    knobs = embedding_settings()
     with connect(settings, tenant_id) as conn:
         conversation = conversations.conversation_by_id(conn, UUID(conversation_id))
         if conversation is None:
@@ -123,8 +125,14 @@ def extract_memories(
             "user_id": str(conversation.user_id), "conversation_id": conversation_id,
             "correlation_id": correlation_id, "inbound_message_ids": message_ids,
         })  # fmt: skip
+        user = tenants.user_by_id(conn, conversation.user_id)
+        guard = budget_guard(conn, settings, tenant, user, config, enforce=True)
+        config = {**config, "callbacks": [*(config.get("callbacks") or []), guard]}
         try:
-            facts = extract_facts(text, LLMSettings().llm_model, config)
+            facts = extract_facts(text, llm_settings().llm_model, config)
+        except BudgetExhausted as exc:  # memories are a nicety: a spent budget skips them
+            log.info("no memory extraction: budget spent", reason=str(exc))
+            return "budget spent"
         finally:
             flush_traces(tracers)
         owner = memory.MemoryOwner(str(conversation.tenant_id), str(conversation.user_id))

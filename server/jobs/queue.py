@@ -33,6 +33,7 @@ TRANSCRIBE_JOB = "server.jobs.transcribe.transcribe_audio"
 REMINDER_JOB = "server.jobs.reminders.deliver_reminder"
 AUTO_RETURN_JOB = "server.jobs.handoff.auto_return"
 EXTRACT_MEMORIES_JOB = "server.jobs.memories.extract_memories"
+BUDGET_ALERT_JOB = "server.jobs.budget_alert.post_budget_alert"
 _RETRY_INTERVALS = [5, 30, 120]
 
 
@@ -138,6 +139,20 @@ def enqueue_memory_extraction(
         retry=_retry(settings),
         meta={"correlation_id": cid},
         description=f"remember facts from messages {ids}",
+    )
+
+
+def enqueue_budget_alert(
+    redis: Redis, settings: Settings, tenant_id: str, payload: dict[str, object], cid: str
+) -> None:
+    """Queue the POST of one budget alert to the tenant's alert webhook (retried like jobs)."""
+    Queue(QUEUE_SEND, connection=redis).enqueue(
+        BUDGET_ALERT_JOB,
+        args=(tenant_id, payload, cid),
+        job_timeout=settings.job_timeout,
+        retry=_retry(settings),
+        meta={"correlation_id": cid},
+        description=f"budget alert {payload.get('level')}% to the tenant's webhook",
     )
 
 

@@ -36,6 +36,8 @@ from langgraph.types import Command, StateSnapshot
 from graphs.assistant import graph as assistant
 from graphs.context import Context
 from server import metrics
+from server.budget_guard import BudgetGuard
+from server.budgets import raise_alerts, spender_for
 from server.jobs.common import redis_for
 from server.jobs.queue import schedule_reminder
 from server.metrics_llm import LLMMetrics
@@ -137,11 +139,32 @@ def _history(conn: Conn, conversation: Conversation, before: int) -> list[AnyMes
 
 
 @contextmanager
-def _tools_bound(conn: Conn, tenant: Tenant, settings: Settings) -> Iterator[None]:
+def _tools_bound(conn: Conn, tenant: Tenant, settings: Settings) -> Iterator[ToolResources]:
     schedule = partial(schedule_reminder, redis_for(settings)) if settings.redis_url else None
     resources = ToolResources(conn=conn, tenant_id=str(tenant.id), schedule_reminder=schedule)
     with bind_resources(resources):
-        yield
+        yield resources
+
+
+def budget_guard(
+    conn: Conn,
+    settings: Settings,
+    tenant: Tenant,
+    user: User | None,
+    config: RunnableConfig,
+    *,
+    enforce: bool,
+    lock: Any = None,
+) -> BudgetGuard:
+    """The callback that holds each model call's cost against the budgets (`server.budgets`);
+    with `enforce` off the calls are recorded, never stopped. Alerts go to the log and, after
+    the settle commits, to the tenant's alert webhook."""
+    cid = str((config.get("metadata") or {}).get("correlation_id") or "")
+    alert = partial(raise_alerts, settings, tenant, cid=cid)
+    return BudgetGuard(
+        conn, settings, spender_for(tenant, user), enforce=enforce, correlation_id=cid or None,
+        lock=lock, on_alerts=alert,
+    )  # fmt: skip
 
 
 def waiting_for_human(snapshot: StateSnapshot) -> bool:
@@ -159,8 +182,12 @@ def run_turn(
     pending: list[Message],
     context: Context,
     config: RunnableConfig,
+    enforce_budget: bool = True,
 ) -> RunResult:
-    """Answer `pending` on the conversation's thread; resume a crashed run of the same turn."""
+    """Answer `pending` on the conversation's thread; resume a crashed run of the same turn.
+
+    Each model call holds its cost against the budgets first (`server.budgets`): a spent one
+    raises `BudgetExhausted` out of the run, unless `enforce_budget` is off (a degraded run)."""
     graph = compile_graph(conn)
     snapshot = graph.get_state(config)
     values = snapshot.values
@@ -177,7 +204,8 @@ def run_turn(
         # leave a tool call with no result in the thread. Newer messages wait for the next turn.
         log.info("resuming this turn's interrupted run from its checkpoint", next=snapshot.next,
                  later=[m.id for m in pending if m.id not in started])  # fmt: skip
-        result = _invoke(graph, conn, settings, tenant, None, config, context, resumed=True)
+        result = _invoke(graph, conn, settings, tenant, None, config, context, resumed=True,
+                         user=user, enforce_budget=enforce_budget)  # fmt: skip
         result.answered = None if turn_started else started
         return result
     else:
@@ -185,7 +213,8 @@ def run_turn(
         if not values.get("messages"):
             messages = [*_history(conn, conversation, pending[0].id), *messages]
         payload = {"messages": messages}
-    return _invoke(graph, conn, settings, tenant, payload, config, context, resumed=resumed)
+    return _invoke(graph, conn, settings, tenant, payload, config, context, resumed=resumed,
+                   user=user, enforce_budget=enforce_budget)  # fmt: skip
 
 
 def drop_unsent_reply(conn: Conn, config: RunnableConfig) -> None:
@@ -226,15 +255,22 @@ def _invoke(
     context: Context,
     *,
     resumed: bool = False,
+    user: User | None = None,
+    enforce_budget: bool = False,
 ) -> RunResult:
+    """Run the graph; without `user` (staff resuming a thread) only the tenant's budgets count
+    the calls, and nothing is stopped: staff actions always go through."""
     usage = UsageMetadataCallbackHandler()
     tracers = tracers_for(tenant)
     started = time.monotonic()
     try:
-        with _tools_bound(conn, tenant, settings):
+        with _tools_bound(conn, tenant, settings) as resources:
+            guard = budget_guard(conn, settings, tenant, user, config,
+                                 enforce=enforce_budget and user is not None,
+                                 lock=resources.lock)  # fmt: skip
             graph.invoke(
                 payload,
-                {**config, "callbacks": [usage, LLMMetrics(), *tracers]},
+                {**config, "callbacks": [usage, LLMMetrics(), guard, *tracers]},
                 context=context,
                 durability="sync",
             )

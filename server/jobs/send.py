@@ -22,12 +22,14 @@ from channels.ratelimit import SenderRateLimiter
 from channels.registry import channel_for
 from channels.templates import template_purpose
 from server import metrics
+from server.budgets import raise_alerts, send_cost, spender_for
 from server.jobs.common import connect, redis_for
 from server.jobs.queue import enqueue_send, retry_send
 from server.jobs.templating import TemplateSend, TemplateUnavailable, closed_window_send
 from server.logs import bind_correlation_id
 from server.settings import Settings, get_settings
-from store import conversations, inbox, outbox, tenants
+from store import budgets, conversations, inbox, outbox, tenants
+from store.budgets import Alert, Usage
 from store.locks import send_lock, try_lock, unlock
 from store.records import Message, Tenant, User
 
@@ -122,7 +124,10 @@ def _send(conn: Conn, settings: Settings, message: Message) -> str:
         except SendFailed as exc:
             raise _Retry(f"could not check an interrupted send: {exc.reason}", None) from exc
         if earlier is not None:
-            outbox.mark_sent(conn, message.id, earlier.provider_message_id, earlier.status)
+            with conn.transaction():  # sent and billed together: never one without the other
+                outbox.mark_sent(conn, message.id, earlier.provider_message_id, earlier.status)
+                alerts = _charge(conn, settings, tenant, user, message)
+            raise_alerts(settings, tenant, alerts, message.correlation_id)
             metrics.observe_send("sent")
             log.warning("an interrupted send had got through; recorded it, not sending again",
                         provider_message_id=earlier.provider_message_id)  # fmt: skip
@@ -162,13 +167,29 @@ def _create(
     except SendFailed as failed:
         return _refused(conn, settings, channel, message, tenant, user, use_template, failed)
     template_id = use_template.content_sid if use_template is not None else None
-    outbox.mark_sent(conn, message.id, sent.provider_message_id, sent.status, template_id)
+    with conn.transaction():  # sent and billed together: never one without the other
+        outbox.mark_sent(conn, message.id, sent.provider_message_id, sent.status, template_id)
+        alerts = _charge(conn, settings, tenant, user, message)
+    raise_alerts(settings, tenant, alerts, message.correlation_id)
     metrics.observe_send("sent")
     if use_template is not None:
         metrics.observe_template_send(use_template.purpose, "sent")
     log.info("sent", provider_message_id=sent.provider_message_id, status=sent.status,
              template=bool(template_id))  # fmt: skip
     return "sent"
+
+
+def _charge(
+    conn: Conn, settings: Settings, tenant: Tenant, user: User, message: Message
+) -> list[Alert]:
+    """Count one sent message against the budgets and in the ledger. Sends are never held
+    back by a budget: a reply already paid for, a notice or a staff reply always goes out."""
+    cost = send_cost(settings, 1)
+    usage = Usage(kind="send", parts=1, cost=cost, route=message.purpose,
+                  correlation_id=message.correlation_id)  # fmt: skip
+    alerts = budgets.charge(conn, spender_for(tenant, user), usage)
+    metrics.observe_usage(tenant.id, "send", None, float(cost))
+    return alerts
 
 
 def _refused(

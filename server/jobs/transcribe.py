@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import structlog
@@ -30,11 +31,13 @@ from channels.transcription import (
 )
 from graphs.features import AUDIO_TRANSCRIPTION
 from server import metrics
+from server.budgets import BudgetExhausted, raise_alerts, spender_for, transcription_cost
 from server.jobs.common import connect, final_attempt, redis_for
 from server.jobs.queue import enqueue_turn
 from server.logs import bind_correlation_id
 from server.settings import Settings, VoiceSettings, get_settings
-from store import conversations, identity, inbox, tenants
+from store import budgets, conversations, identity, inbox, tenants
+from store.budgets import Spender, Usage
 from store.locks import transcribe_lock, try_lock, unlock
 from store.records import Message, Tenant, User
 
@@ -88,9 +91,27 @@ def _settle(conn: Conn, settings: Settings, voice: VoiceSettings, message: Messa
         ) as media:
             log.info("voice note downloaded", bytes=media.size, seconds=media.seconds)
             hint = language_hint(user.locale or tenant.default_locale)
-            with metrics.transcription_timer(voice.transcription_provider):
-                transcript = transcriber(settings, voice).transcribe(media.path, language=hint)
+            spender = spender_for(tenant, user)
+            estimate = media.seconds or voice.media_max_audio_seconds
+            hold = budgets.reserve(
+                conn, spender, tokens=0, cost=transcription_cost(settings, estimate),
+                hold_seconds=settings.budget_hold_seconds,
+            )  # fmt: skip
+            try:
+                with metrics.transcription_timer(voice.transcription_provider):
+                    transcript = transcriber(settings, voice).transcribe(media.path, language=hint)
+            except BaseException:
+                budgets.release(conn, hold)
+                raise
             seconds = media.seconds
+            _charge(conn, settings, tenant, spender, hold, seconds or transcript.seconds,
+                    message.correlation_id)  # fmt: skip
+    except BudgetExhausted as exc:
+        metrics.observe_budget_refusal(exc.budget.scope, exc.budget.period)
+        reason = f"Not transcribed: {exc}."
+        inbox.record_transcript(conn, message.id, status="skipped", error=reason)
+        log.info("voice note not transcribed: budget spent", reason=str(exc))
+        return "skipped"
     except MediaRefused as exc:
         return _fail(conn, message, f"download refused ({exc.reason}): {exc.detail}")
     except Exception as exc:  # unreachable host, server error, a crash in the decoder...
@@ -113,6 +134,28 @@ def _settle(conn: Conn, settings: Settings, voice: VoiceSettings, message: Messa
         confidence=transcript.confidence, unsure=transcript.unsure,
     )  # fmt: skip
     return "transcribed"
+
+
+def _charge(
+    conn: Conn,
+    settings: Settings,
+    tenant: Tenant,
+    spender: Spender,
+    hold: UUID | None,
+    seconds: float,
+    cid: str,
+) -> None:
+    """Settle a transcription's hold with the audio's real length (and alert if it crossed)."""
+    cost = transcription_cost(settings, seconds)
+    usage = Usage(kind="transcription", audio_seconds=round(seconds, 2), cost=cost,
+                  model=VoiceSettings().transcription_provider, correlation_id=cid)  # fmt: skip
+    try:
+        alerts = budgets.settle(conn, hold, spender, usage)
+    except psycopg.Error as exc:  # the transcript is worth more than its bill
+        log.error("could not record a transcription's usage", error=str(exc))
+        return
+    metrics.observe_usage(tenant.id, "transcription", usage.model, float(cost))
+    raise_alerts(settings, tenant, alerts, cid)
 
 
 def _skip_reason(conn: Conn, tenant: Tenant, user: User) -> str | None:

@@ -9,7 +9,7 @@ turn runs, or inside the debounce window, are merged into the next turn in arriv
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -20,9 +20,12 @@ from channels.policy import NOTICES, is_data_request, is_opt_in, is_opt_out
 from channels.registry import channel_for
 from channels.splitting import split_body
 from channels.typing import TypingIndicator
-from graphs.features import LONG_TERM_MEMORY
+from graphs.context import Context
+from graphs.features import FEATURES, HANDOFF, HUMAN_HANDOFF, LONG_TERM_MEMORY
 from graphs.language import Language, detect_language, language_of_locale
+from nodes.router import asks_for_human
 from server import metrics
+from server.budgets import BudgetExhausted, spender_for
 from server.jobs import handoff, runner
 from server.jobs.common import connect, final_attempt, redis_for
 from server.jobs.memories import has_first_person_cue
@@ -30,7 +33,7 @@ from server.jobs.queue import enqueue_memory_extraction
 from server.jobs.send import queue_next_send
 from server.logs import bind_correlation_id
 from server.settings import Settings, get_settings
-from store import conversations, identity, inbox, outbox, tenants
+from store import budgets, conversations, identity, inbox, outbox, tenants
 from store import turns as store_turns
 from store.cache import cached_profile, forget_user
 from store.locks import conversation_lock, try_lock, unlock
@@ -192,11 +195,17 @@ def _answer(
         turn.notify("not_enabled" if not user.enabled else "over_quota")
         log.info("answered with a notice, without the model", reason=refusal)
         return
-    if not any(_answerable(m) for m in pending):
+    spent = budgets.has_room(conn, spender_for(tenant, user))
+    answerable = any(_answerable(m) for m in pending)
+    if not answerable and (spent is None or _degrade_mode(tenant) != "notice"):
         turn.notify(_notice_for(pending))
         log.info("answered with a notice")
         return
-    result = _run_graph(turn, rights)
+    result = (
+        _run_graph(turn, rights, noticed=noticed)
+        if spent is None
+        else _degraded(turn, rights, BudgetExhausted(spent), noticed)
+    )
     overtaken = result is not None and result.reply and not result.interrupted
     if overtaken and _fold_into_next(turn, rights, used):
         if LONG_TERM_MEMORY.name in rights.features:
@@ -326,12 +335,56 @@ def _notice_for(pending: list[Message]) -> str:
     return "media" if types else "unsupported"
 
 
-def _run_graph(turn: Turn, rights: identity.Entitlement) -> runner.RunResult | None:
-    """Run the graph for the turn; None when it failed for good (the failure is recorded)."""
+def _degraded(
+    turn: Turn, rights: identity.Entitlement, spent: BudgetExhausted, noticed: bool
+) -> runner.RunResult | None:
+    """Answer a turn whose budget is spent, as the tenant chose: a cheaper model, the general
+    assistant only (both recorded in the ledger, not stopped), or a polite notice once a day.
+    Returns the run's result, or None when the turn was answered (or closed) without one."""
+    tenant = turn.tenant
+    mode = _degrade_mode(tenant)
+    log.info("budget spent; the turn degrades", mode=mode, reason=str(spent))
+    if mode == "notice":
+        wants_person = asks_for_human(" ".join(m.text for m in turn.pending))
+        if wants_person and HUMAN_HANDOFF.name in rights.features:
+            return _run_graph(turn, rights, degrade="handoff")  # routed without the model
+        if noticed:
+            turn.close("suppressed", f"Not answered: {spent}; today's notice went out already.")
+        else:
+            identity.note_notice(turn.conn, turn.user.id, tenant.timezone)
+            turn.notify("over_budget")
+        return None
+    return _run_graph(turn, rights, degrade=mode)
+
+
+def _degrade_mode(tenant: Tenant) -> str:
+    """What the tenant's turns do once a budget is spent (a cheaper model needs its name)."""
+    if tenant.budget_exhausted == "cheaper_model" and not tenant.budget_cheaper_model:
+        return "notice"
+    return tenant.budget_exhausted
+
+
+def _degrade_context(context: Context, tenant: Tenant, mode: str) -> Context:
+    """The run context of a degraded turn: the cheaper model, or the general assistant only
+    (with the handoff, so a person can still be asked for)."""
+    if mode == "cheaper_model" and tenant.budget_cheaper_model:
+        return replace(context, model=tenant.budget_cheaper_model,
+                       router_model=tenant.budget_cheaper_model)  # fmt: skip
+    kept = [f for f in context.features if FEATURES[f].route in (None, HANDOFF)]
+    return replace(context, features=kept)
+
+
+def _run_graph(
+    turn: Turn, rights: identity.Entitlement, *, degrade: str | None = None, noticed: bool = False
+) -> runner.RunResult | None:
+    """Run the graph for the turn; None when it failed for good (the failure is recorded), or
+    when a budget ran out during the run and the turn was degraded to a notice."""
     conn, settings, conversation, tenant, pending, cid, ids = (
         turn.conn, turn.settings, turn.conversation, turn.tenant, turn.pending, turn.cid, turn.ids,
     )  # fmt: skip
     context = runner.context_for(tenant, turn.user, rights)
+    if degrade is not None:
+        context = _degrade_context(context, tenant, degrade)
     config = runner.run_config(tenant, turn.user, conversation, cid, ids)
     started = time.monotonic()
     typing_channel = channel_for(settings, tenant) if tenant.typing_indicator else None
@@ -345,7 +398,10 @@ def _run_graph(turn: Turn, rights: identity.Entitlement) -> runner.RunResult | N
             result = runner.run_turn(
                 conn, settings, tenant=tenant, user=turn.user, conversation=conversation,
                 pending=pending, context=context, config=config,
+                enforce_budget=degrade is None,
             )  # fmt: skip
+    except BudgetExhausted as exc:  # spent by a concurrent turn since the check: degrade now
+        return _degraded(turn, rights, exc, noticed)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         final = final_attempt()
