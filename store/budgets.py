@@ -169,6 +169,7 @@ def reserve(
 def has_room(conn: Conn, spender: Spender) -> Budget | None:
     """The first budget already spent (with what is held), or None when every one has room."""
     for budget in applicable(conn, spender):
+        _ensure_counter(conn, spender.tenant_id, budget)
         row = conn.execute(
             """select coalesce(c.used_tokens, 0) + coalesce(h.tokens, 0) as tokens,
                       coalesce(c.used_cost, 0) + coalesce(h.cost, 0) as cost
@@ -205,16 +206,25 @@ def charge(conn: Conn, spender: Spender, usage: Usage) -> list[Alert]:
     alerts: list[Alert] = []
     with conn.transaction():
         for budget in applicable(conn, spender):
-            row = conn.execute(
-                """insert into budget_counters (tenant_id, budget_id, subject_id, period_start,
-                       used_tokens, used_cost) values (%s, %s, %s, %s, %s, %s)
-                   on conflict (budget_id, subject_id, period_start) do update
-                       set used_tokens = budget_counters.used_tokens + excluded.used_tokens,
-                           used_cost = budget_counters.used_cost + excluded.used_cost
+            values = _seed(spender.tenant_id, budget, usage.tokens, usage.cost)
+            row = (
+                conn.execute(
+                    """update budget_counters set used_tokens = used_tokens + %(tokens)s,
+                       used_cost = used_cost + %(cost)s
+                   where budget_id = %(budget)s and subject_id = %(subject)s
+                     and period_start = %(start)s
                    returning used_tokens, used_cost""",
-                (spender.tenant_id, budget.id, budget.subject_id, budget.period_start,
-                 usage.tokens, usage.cost),
-            ).fetchone()  # fmt: skip
+                    values,
+                ).fetchone()
+                or conn.execute(  # the first charge of the period: from the ledger
+                    _SEED
+                    + """ on conflict (budget_id, subject_id, period_start) do update
+                       set used_tokens = budget_counters.used_tokens + %(tokens)s,
+                           used_cost = budget_counters.used_cost + %(cost)s
+                   returning used_tokens, used_cost""",
+                    values,
+                ).fetchone()
+            )
             assert row is not None
             tokens, cost = _pair(row)
             if alert := _crossed(conn, budget, tokens, cost):
@@ -262,6 +272,7 @@ def status(conn: Conn, spender: Spender) -> list[dict[str, Any]]:
     """Every budget that applies to `spender` now, with what is used and held of it."""
     result = []
     for budget in applicable(conn, spender):
+        _ensure_counter(conn, spender.tenant_id, budget)
         row = conn.execute(
             """select coalesce((select used_tokens from budget_counters where budget_id = %(b)s
                                 and subject_id = %(s)s and period_start = %(p)s), 0) as ut,
@@ -288,13 +299,43 @@ def status(conn: Conn, spender: Spender) -> list[dict[str, Any]]:
     return result
 
 
+_SEED = """
+    insert into budget_counters (tenant_id, budget_id, subject_id, period_start, used_tokens,
+                                 used_cost)
+    select %(tenant)s, %(budget)s, %(subject)s, %(start)s,
+           coalesce(sum(input_tokens + output_tokens), 0) + %(tokens)s,
+           coalesce(sum(cost), 0) + %(cost)s
+    from usage_ledger
+    where tenant_id = %(tenant)s and day >= %(start)s
+      and (%(scope)s = 'tenant' or user_id = %(subject)s)"""
+"""A counter starts from what the ledger holds for its period and subject: a budget set up
+mid-month counts the month's spending so far."""
+
+
+def _seed(
+    tenant_id: UUID, budget: Budget, tokens: int = 0, cost: Decimal = Decimal(0)
+) -> dict[str, Any]:
+    return {
+        "tenant": tenant_id, "budget": budget.id, "subject": budget.subject_id,
+        "start": budget.period_start, "scope": budget.scope, "tokens": tokens, "cost": cost,
+    }  # fmt: skip
+
+
+def _ensure_counter(conn: Conn, tenant_id: UUID, budget: Budget) -> None:
+    """Start the budget's counter for this period from the ledger, unless it has one (the
+    ledger is summed once per counter, not on every call)."""
+    found = conn.execute(
+        "select 1 from budget_counters where budget_id = %s and subject_id = %s "
+        "and period_start = %s",
+        (budget.id, budget.subject_id, budget.period_start),
+    ).fetchone()
+    if found is None:
+        conn.execute(_SEED + " on conflict do nothing", _seed(tenant_id, budget))
+
+
 def _lock_counter(conn: Conn, tenant_id: UUID, budget: Budget) -> tuple[int, Decimal]:
     """Create the budget's counter for this period if needed, lock it, and read it."""
-    conn.execute(
-        """insert into budget_counters (tenant_id, budget_id, subject_id, period_start)
-           values (%s, %s, %s, %s) on conflict do nothing""",
-        (tenant_id, budget.id, budget.subject_id, budget.period_start),
-    )
+    _ensure_counter(conn, tenant_id, budget)
     row = conn.execute(
         """select used_tokens, used_cost from budget_counters
            where budget_id = %s and subject_id = %s and period_start = %s for update""",

@@ -377,6 +377,22 @@ def test_a_user_budget_counts_only_that_users_spending(
     assert [(b["scope"], b["used_tokens"]) for b in status.json()["budgets"]] == [("user", 550)]
 
 
+def test_a_budget_set_up_mid_day_counts_the_days_spending_so_far(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    llm.say("Antes do limite.", usage=(900, 100))
+    say(client, settings, tenant, "Oi")
+    _budget(client, settings, tenant, scope="user", period="day", max_tokens=1000)
+    say(client, settings, tenant, "Oi de novo")
+
+    assert _bodies(sandbox) == ["Antes do limite.", NOTICES["over_budget"]["pt"]]
+    assert rows(settings, "select used_tokens from budget_counters") == [(1000,)]
+
+
 # -- alerts --------------------------------------------------------------------------------
 
 
