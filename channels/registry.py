@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from channels.base import Channel, Webhooks
+from channels.cloud.channel import CloudChannel, CloudWebhooks
+from channels.cloud.settings import CloudSettings
 from channels.twilio.channel import TwilioChannel, TwilioWebhooks
 from channels.twilio.settings import TwilioSettings
 from store.records import Tenant
 
 
-class ChannelSettings(TwilioSettings, Protocol):
+class ChannelSettings(TwilioSettings, CloudSettings, Protocol):
     """What every provider reads of the service's settings."""
 
 
@@ -31,6 +33,7 @@ class Provider:
 
 PROVIDERS: Mapping[str, Provider] = {
     "twilio": Provider(TwilioWebhooks(), TwilioChannel),
+    "cloud": Provider(CloudWebhooks(), CloudChannel),
 }
 
 

@@ -57,6 +57,11 @@ class Settings(DatabaseSettings):
 
     twilio_status_callbacks: bool = True
 
+    cloud_api_base_url: str | None = None
+    """Meta's Graph API somewhere else (the local Cloud API sandbox); None: graph.facebook.com."""
+    cloud_verify_token: SecretStr | None = None
+    """What Meta's webhook subscription check (`hub.verify_token`) must send; unset: refused."""
+
     job_timeout: int = Field(default=180, ge=10)
     job_retries: int = Field(default=2, ge=0)
     relay_interval_seconds: float = Field(default=1.0, gt=0)
@@ -180,6 +185,8 @@ TWILIO_MEDIA_HOSTS = ("api.twilio.com", "mms.twiliocdn.com", "media.twiliocdn.co
                       "s3-external-1.amazonaws.com")  # fmt: skip
 """Where Twilio serves inbound media: the API, then a redirect to its CDN (or S3, for accounts
 that do not enforce HTTP auth on media)."""
+CLOUD_MEDIA_HOSTS = ("graph.facebook.com", "lookaside.fbsbx.com")
+"""Where Meta's Cloud API serves inbound media: the Graph API names the URL, its CDN serves it."""
 
 
 class VoiceSettings(BaseSettings):
@@ -201,13 +208,14 @@ class VoiceSettings(BaseSettings):
     transcription_model_dir: Path | None = None
     transcription_threads: int = Field(default=0, ge=0)
 
-    def allowed_hosts(self, twilio_api_base_url: str | None) -> frozenset[str]:
-        """The media hosts: MEDIA_ALLOWED_HOSTS (else Twilio's), plus the sandbox when set."""
+    def allowed_hosts(self, *sandboxes: str | None) -> frozenset[str]:
+        """The media hosts: MEDIA_ALLOWED_HOSTS (else Twilio's and Meta's), plus the local
+        sandboxes' (TWILIO_API_BASE_URL, CLOUD_API_BASE_URL) when set."""
         hosts = {h.strip().lower() for h in self.media_allowed_hosts.split(",") if h.strip()}
         if not hosts:
-            hosts = set(TWILIO_MEDIA_HOSTS)
-        if twilio_api_base_url:
-            netloc = urlsplit(twilio_api_base_url).netloc.rsplit("@", 1)[-1].lower()
+            hosts = {*TWILIO_MEDIA_HOSTS, *CLOUD_MEDIA_HOSTS}
+        for base_url in sandboxes:
+            netloc = urlsplit(base_url).netloc.rsplit("@", 1)[-1].lower() if base_url else ""
             if netloc:
                 hosts.add(netloc)
         return frozenset(hosts)

@@ -43,6 +43,14 @@ class Tenant:
     """The model a `cheaper_model` tenant's turns use once a budget is spent."""
     budget_alert_url: str | None = None
     """Where budget alerts (80% and 100%) are POSTed as JSON, besides the log line."""
+    cloud_phone_number_id: str | None = None
+    """The tenant's number on Meta's WhatsApp Cloud API (`channel = "cloud"`): its Graph API id."""
+    cloud_business_account_id: str | None = None
+    """The WhatsApp Business Account the number belongs to (its templates live there)."""
+    cloud_access_token: str | None = field(default=None, repr=False)
+    """The Graph API token the tenant's messages are sent with."""
+    cloud_app_secret: str | None = field(default=None, repr=False)
+    """The Meta app's secret: it signs the webhooks (`X-Hub-Signature-256`)."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from channels.media import (
     matches_type,
 )
 from channels.sandbox.twilio import TwilioSandbox
-from server.settings import TWILIO_MEDIA_HOSTS, VoiceSettings
+from server.settings import CLOUD_MEDIA_HOSTS, TWILIO_MEDIA_HOSTS, VoiceSettings
 from tests.speech import SpeakFn, make_tone
 
 SENTENCE = ("gastei cinquenta reais no mercado", "pt-br")
@@ -195,9 +195,13 @@ def test_magic_bytes_of_the_formats_whatsapp_sends() -> None:
     assert not matches_type("audio/ogg", b"\x89PNG\r\n\x1a\n" + bytes(8))
 
 
-def test_the_allow_list_defaults_to_twilio_and_adds_the_sandbox() -> None:
-    hosts = VoiceSettings(media_allowed_hosts="").allowed_hosts("http://127.0.0.1:5050")
-    assert hosts == frozenset({*TWILIO_MEDIA_HOSTS, "127.0.0.1:5050"})
+def test_the_allow_list_defaults_to_twilio_and_meta_and_adds_the_sandboxes() -> None:
+    hosts = VoiceSettings(media_allowed_hosts="").allowed_hosts("http://127.0.0.1:5050", None)
+    assert hosts == frozenset({*TWILIO_MEDIA_HOSTS, *CLOUD_MEDIA_HOSTS, "127.0.0.1:5050"})
+    both = VoiceSettings(media_allowed_hosts="x.example").allowed_hosts(
+        "http://127.0.0.1:5050", "http://127.0.0.1:6060/v21.0"
+    )
+    assert both == frozenset({"x.example", "127.0.0.1:5050", "127.0.0.1:6060"})
     own = VoiceSettings(media_allowed_hosts="cdn.example.com, *.Media.Example").allowed_hosts(None)
     assert own == frozenset({"cdn.example.com", "*.media.example"})
     policy = MediaPolicy(allowed_hosts=own)

@@ -62,9 +62,10 @@ TENANT_COLUMNS = (
     "typing_indicator", "closed_window_template_sid", "closed_window_template_variables",
     "handoff_message", "handoff_return_message", "handoff_auto_return_seconds",
     "data_request_message", "pii_policy", "channel", "budget_exhausted",
-    "budget_cheaper_model", "budget_alert_url", "created_at", "updated_at",
+    "budget_cheaper_model", "budget_alert_url", "cloud_phone_number_id",
+    "cloud_business_account_id", "created_at", "updated_at",
 )  # fmt: skip
-"""What the API shows of a tenant: never its Twilio auth token."""
+"""What the API shows of a tenant: never its Twilio auth token, Cloud API token or app secret."""
 
 
 class TenantChange(Change):
@@ -103,6 +104,17 @@ class TenantChange(Change):
         description="Told to a user who asks for their data or its deletion (null: default).",
     )  # fmt: skip
 
+    cloud_phone_number_id: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,30}$",
+        description="With channel `cloud`: the number's id on Meta's Graph API.",
+    )  # fmt: skip
+    cloud_business_account_id: str | None = Field(default=None, pattern=r"^[0-9]{1,30}$")
+    cloud_access_token: SecretStr | None = Field(
+        default=None, min_length=1, max_length=4096, description="Write-only."
+    )
+    cloud_app_secret: SecretStr | None = Field(
+        default=None, min_length=1, max_length=256, description="Write-only."
+    )
     budget_exhausted: Literal["notice", "cheaper_model", "general_only"] | None = Field(
         default=None,
         description="Once a budget is spent: a polite notice once a day, a cheaper model "
@@ -136,8 +148,9 @@ class TenantCreate(TenantChange):
 
 def _tenant_values(body: TenantChange, *, exclude_unset: bool) -> dict[str, Any]:
     values = body.model_dump(exclude_unset=exclude_unset, exclude_none=not exclude_unset)
-    if isinstance(token := values.get("twilio_auth_token"), SecretStr):
-        values["twilio_auth_token"] = token.get_secret_value()
+    for name, value in values.items():
+        if isinstance(value, SecretStr):
+            values[name] = value.get_secret_value()
     return values
 
 

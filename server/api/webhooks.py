@@ -32,6 +32,8 @@ from channels.base import (
     WebhookRequest,
     Webhooks,
 )
+from channels.cloud.channel import WEBHOOK_PATH
+from channels.cloud.inbound import verify_subscription
 from channels.registry import PROVIDERS
 from server import metrics
 from server.ack_batching import NotCommitted
@@ -296,6 +298,24 @@ def _endpoint(route: Route) -> Callable[[Request, Services], Awaitable[Response]
 
     webhook.__doc__ = f"Accept a {route.provider} {route.kind} post (a replay is acknowledged)."
     return webhook
+
+
+@router.get(
+    WEBHOOK_PATH, response_class=Response, name="cloud_subscription",
+    responses={200: {"description": "The challenge, echoed"},
+               403: {"description": "Not a subscription check with our verify token"}},
+)  # fmt: skip
+def cloud_subscription(request: Request, services: ServicesDep) -> Response:
+    """Answer Meta's webhook subscription check (`hub.mode=subscribe`, `hub.verify_token`,
+    `hub.challenge`) when the token is `CLOUD_VERIFY_TOKEN`; unset, every check is refused."""
+    token = services.settings.cloud_verify_token
+    query = dict(request.query_params.items())
+    challenge = verify_subscription(query, token.get_secret_value() if token else "")
+    if challenge is None:
+        log.warning("refused a Cloud API subscription check", mode=query.get("hub.mode"))
+        refused = "hub.verify_token does not match CLOUD_VERIFY_TOKEN."
+        return error_response(ApiError(403, "invalid_verify_token", refused))
+    return Response(content=challenge, media_type="text/plain")
 
 
 for _path, _route in ROUTES.items():

@@ -191,7 +191,9 @@ def _queue_turn(conn: Conn, settings: Settings, message: Message) -> None:
 def media_policy(settings: Settings, voice: VoiceSettings) -> MediaPolicy:
     """The download rules from the settings: HTTPS and Twilio's hosts in production."""
     return MediaPolicy(
-        allowed_hosts=voice.allowed_hosts(settings.twilio_api_base_url),
+        allowed_hosts=voice.allowed_hosts(
+            settings.twilio_api_base_url, settings.cloud_api_base_url
+        ),
         require_https=settings.app_env == "production",
         max_bytes=voice.media_max_bytes,
         max_seconds=voice.media_timeout_seconds,
