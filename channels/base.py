@@ -148,6 +148,12 @@ class InvalidRequest(ValueError):
         self.code = code
 
 
+class NothingForUs(Exception):
+    """A well-formed post that holds nothing the service reads (a provider's other
+    notifications: Meta's template or account updates). It is acknowledged, unverified and
+    unstored, so the provider does not retry it for days."""
+
+
 class BadSignature(Exception):
     """The post's signature is missing or does not match the tenant's secret."""
 
@@ -176,7 +182,8 @@ class Webhooks(Protocol):
 
     def addressee(self, request: WebhookRequest, kind: WebhookKind) -> str:
         """Return the tenant's WhatsApp sender the (unverified) post is for, the key that finds
-        the tenant whose secret verifies it; raise `InvalidRequest` when there is none."""
+        the tenant whose secret verifies it; raise `InvalidRequest` when there is none, or
+        `NothingForUs` when the post is well formed but holds nothing we read."""
         ...
 
     def reply(self, kind: WebhookKind) -> WebhookReply:

@@ -144,6 +144,25 @@ def test_bad_posts_are_refused_and_store_nothing(
     assert rows(settings, "select count(*) from messages") == [(0,)]
 
 
+def test_a_post_for_another_field_is_acknowledged_and_dropped(
+    api: TestClient, settings: Settings, on_cloud: Tenant
+) -> None:
+    """Meta posts every field the app subscribes to on the same URL; a 4xx would be retried."""
+    template_update = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{
+            "field": "message_template_status_update",
+            "value": {"event": "APPROVED", "message_template_id": 123,
+                      "message_template_name": "lembrete", "message_template_language": "pt_BR"},
+        }]}],
+    }  # fmt: skip
+    response = api.post("/webhooks/cloud", json=template_update)
+    assert (response.status_code, response.text) == (200, "")
+    assert rows(settings, "select count(*) from messages") == [(0,)]
+    not_whatsapp = api.post("/webhooks/cloud", json={"object": "page", "entry": [{}]})
+    assert not_whatsapp.status_code == 400
+
+
 def test_meta_subscription_check(api: TestClient) -> None:
     check = {"hub.mode": "subscribe", "hub.challenge": "1158201444"}
     ok = api.get(

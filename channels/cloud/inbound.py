@@ -25,6 +25,7 @@ from channels.base import (
     InvalidRequest,
     Media,
     MessageKind,
+    NothingForUs,
     StatusUpdate,
 )
 
@@ -178,8 +179,8 @@ def changes(document: Mapping[str, Any]) -> Iterator[Change]:
 def addressee(body: bytes) -> str:
     """The tenant's sender the (unverified) post is for: the first change's business number."""
     first = next(changes(load(body)), None)
-    if first is None:
-        raise InvalidRequest("invalid_message", "The webhook has no messages change.")
+    if first is None:  # another field the Meta app is subscribed to: not ours to read
+        raise NothingForUs("The webhook holds no messages change.")
     return f"whatsapp:+{first.display_phone_number}"
 
 

@@ -27,6 +27,7 @@ from channels.base import (
     Channel,
     InboundMessage,
     InvalidRequest,
+    NothingForUs,
     StatusUpdate,
     WebhookKind,
     WebhookRequest,
@@ -252,6 +253,12 @@ async def accept(services: Services, route: Route, read: Awaitable[WebhookReques
             try:
                 tenant, channel = await _verified(services, route, request)
                 events = channel.parse(request, route.kind)
+            except NothingForUs as exc:
+                log.info("acknowledged a post with nothing for us", reason=str(exc))
+                seen.outcome = "ignored"
+                reply = route.webhooks.reply(route.kind)
+                return Response(content=reply.body, status_code=reply.status_code,
+                                media_type=reply.media_type)  # fmt: skip
             except InvalidRequest as exc:
                 raise ApiError(400, exc.code, str(exc)) from exc
             except BadSignature as exc:
