@@ -75,6 +75,9 @@ class StatusUpdate:
     status: str
     """One of `STATUSES`."""
     error_code: int | None
+    outbox_id: int | None = None
+    """Our outbox id, when the provider echoes the one we sent with the message (Meta's
+    `biz_opaque_callback_data`): it names a send a killed worker never recorded."""
 
 
 @dataclass(frozen=True)

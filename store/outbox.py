@@ -143,6 +143,25 @@ def record_attempt(conn: psycopg.Connection, message_id: int, error: str, code: 
     )
 
 
+def adopt_send(
+    conn: psycopg.Connection, tenant_id: UUID, message_id: int, provider_message_id: str
+) -> bool:
+    """Record the provider's id on an outbound message it reports as ours (by the outbox id we
+    sent with it) that no worker recorded as sent: a worker killed between the provider's
+    acceptance and `mark_sent`. Only a message still pending or dispatching, with no provider
+    id, is adopted; return whether it was."""
+    adopted = value(
+        conn,
+        """update messages set provider_message_id = %s, processed_at = now(), error = null,
+               error_code = null, status_updated_at = now()
+           where id = %s and tenant_id = %s and direction = 'outbound'
+             and provider_message_id is null and status in ('pending', 'dispatching')
+           returning id""",
+        (provider_message_id, message_id, tenant_id),
+    )
+    return adopted is not None
+
+
 def apply_status(
     conn: psycopg.Connection,
     tenant_id: UUID,

@@ -14,6 +14,7 @@ from channels.sandbox._cloud_wire import status_item, user_message
 from channels.sandbox.cloud import CloudSandbox
 from server.api.auth import Role, mint_token
 from server.app import create_app
+from server.jobs.send import send_whatsapp_message
 from server.settings import Settings, get_settings
 from store.records import Tenant
 from tests.conftest import rows, run_jobs
@@ -101,6 +102,29 @@ def test_a_cloud_tenant_chats_end_to_end(
     outbound = rows(settings, "select provider_message_id, status from messages "
                     "where direction = 'outbound'")  # fmt: skip
     assert outbound == [(sent["id"], "delivered")]
+
+
+def test_a_send_a_killed_worker_never_recorded_is_adopted_from_metas_status_not_sent_twice(
+    api: TestClient, settings: Settings, on_cloud: Tenant, cloud: CloudSandbox, llm: ScriptedModel
+) -> None:
+    llm.say("Só uma vez.")
+    assert _post(api, cloud.signed_inbound(NUMBER_ID, "5511977776666", "Oi")).status_code == 200
+    run_jobs(settings)
+    (sent,) = cloud.wait_for_messages(1)
+    ((outbox_id, cid),) = rows(settings, "select id, correlation_id from messages "
+                               "where direction = 'outbound'")  # fmt: skip
+    assert sent["opaque"] == f"outbox:{outbox_id}", "the send carries our outbox id"
+    # As a worker killed after Meta accepted the send, before it was recorded, leaves it:
+    rows(settings, "update messages set status = 'dispatching', provider_message_id = null "
+         "where id = %s returning id", outbox_id)  # fmt: skip
+
+    echo = status_item(sent["id"], "sent", "5511977776666", opaque=sent["opaque"])
+    assert _post(api, cloud.signed_webhook(NUMBER_ID, statuses=[echo])).status_code == 200
+    assert send_whatsapp_message(str(on_cloud.id), outbox_id, cid) == "sent"  # the retried job
+
+    assert len(cloud.messages) == 1, "the reply went out once"
+    assert rows(settings, "select provider_message_id, status from messages where id = %s",
+                outbox_id) == [(sent["id"], "sent")]  # fmt: skip
 
 
 def test_one_post_with_several_messages_and_a_duplicate_stores_each_once(

@@ -202,12 +202,13 @@ class CloudChannel:
     def find_sent(self, message: OutboundMessage) -> SendResult | None:
         """Always None: the Cloud API cannot list sent messages, nor look one up by a key of ours.
 
-        What that means: a worker killed after Meta accepted a send but before the outbox row
-        was marked sent leaves the row `dispatching`; the send job's next attempt asks here,
-        hears None, and sends again, so the user can get that reply twice. (Twilio's channel
-        finds such a send by recipient, time and body.) The send's `biz_opaque_callback_data`
-        carries `outbox:<id>` into Meta's status webhooks, which a later change could use to
-        recognise the lost send before resending.
+        A send a killed worker never recorded is recognised another way: it went out with
+        `biz_opaque_callback_data: outbox:<id>`, Meta echoes that in the message's status
+        webhooks, and the webhook records the `wamid` on that outbox row (`StatusUpdate.outbox_id`,
+        `store.outbox.adopt_send`), so the retried send job finds the row sent and sends
+        nothing. That holds when Meta's first status (`sent`, normally within seconds) arrives
+        before the dead worker's job is requeued (`WORKER_DEAD_AFTER_SECONDS`); if the retry
+        comes first, the user gets that reply twice. Twilio's channel looks the send up instead.
         """
         return None
 

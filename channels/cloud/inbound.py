@@ -293,7 +293,9 @@ def parse_status(raw: Any) -> StatusUpdate | None:
         if isinstance(raw_code, bool) or not isinstance(raw_code, int) or not 0 <= raw_code < 10**9:
             raise InvalidRequest("invalid_status", "A status error has no numeric code.")
         code = raw_code
-    return StatusUpdate(wamid.strip(), status, code)
+    opaque = raw.get("biz_opaque_callback_data")
+    echoed = re.fullmatch(r"outbox:([0-9]{1,18})", opaque) if isinstance(opaque, str) else None
+    return StatusUpdate(wamid.strip(), status, code, int(echoed[1]) if echoed else None)
 
 
 def clean(document: dict[str, Any]) -> tuple[dict[str, Any], bool]:

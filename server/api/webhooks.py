@@ -203,6 +203,11 @@ async def _store(
 
 def _apply_status(services: Services, tenant: Tenant, update: StatusUpdate) -> bool:
     with services.pool.connection() as conn, tenant_scope(conn, tenant.id):
+        if update.outbox_id is not None and outbox.adopt_send(
+            conn, tenant.id, update.outbox_id, update.provider_message_id
+        ):
+            log.warning("a send no worker recorded was reported by the provider; adopted it",
+                        message_id=update.outbox_id)  # fmt: skip
         return outbox.apply_status(
             conn, tenant.id, update.provider_message_id, update.status, update.error_code
         )
