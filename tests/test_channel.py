@@ -22,7 +22,10 @@ from store import tenants
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
+from tests.providers import Provider, provider
 from tests.templating import register_template
+
+__all__ = ["provider"]  # the fixture that runs a test through each WhatsApp provider
 
 TEMPLATE = "HX" + "ab" * 16
 
@@ -53,30 +56,37 @@ def _configure(settings: Settings, tenant: Tenant, **changes: Any) -> Tenant:
 
 
 def test_stop_confirms_once_then_silence_until_voltar(
-    client: TestClient,
-    settings: Settings,
-    tenant: Tenant,
-    sandbox: TwilioSandbox,
-    llm: ScriptedModel,
+    settings: Settings, provider: Provider, llm: ScriptedModel
 ) -> None:
-    _say(client, settings, tenant, "PARAR")
+    assert provider.say("PARAR") == 200
     run_jobs(settings)
-    assert _bodies(sandbox) == [NOTICES["opt_out"]["pt"]]
+    assert provider.bodies() == [NOTICES["opt_out"]["pt"]]
     assert rows(settings, "select opted_out_at is not null from users") == [(True,)]
 
-    _say(client, settings, tenant, "quanto gastei ontem?")
-    _say(client, settings, tenant, "stop")
+    provider.say("quanto gastei ontem?")
+    provider.say("stop")
     run_jobs(settings)
-    assert _bodies(sandbox) == [NOTICES["opt_out"]["pt"]], "nothing more while opted out"
+    assert provider.bodies() == [NOTICES["opt_out"]["pt"]], "nothing more while opted out"
     statuses = rows(settings, "select status, error from messages where direction = 'inbound'")
     assert statuses[1] == ("suppressed", "The user opted out (STOP).")
 
     llm.say("Claro, vamos lá.")
-    _say(client, settings, tenant, "VOLTAR")
-    _say(client, settings, tenant, "Oi de novo")
+    provider.say("VOLTAR")
+    provider.say("Oi de novo")
     run_jobs(settings)
-    assert _bodies(sandbox)[1:] == [NOTICES["opt_in"]["pt"], "Claro, vamos lá."]
+    assert provider.bodies()[1:] == [NOTICES["opt_in"]["pt"], "Claro, vamos lá."]
     assert rows(settings, "select opted_out_at from users") == [(None,)]
+
+
+def test_a_message_delivered_twice_is_stored_and_answered_once(
+    settings: Settings, provider: Provider, llm: ScriptedModel
+) -> None:
+    llm.say("Uma resposta só.")
+    assert [provider.say("Oi", message_id="dup-1") for _ in range(3)] == [200, 200, 200]
+    run_jobs(settings)
+    assert provider.bodies() == ["Uma resposta só."]
+    assert rows(settings, "select provider_message_id from messages where direction = "
+                "'inbound'") == [("dup-1",)]  # fmt: skip
 
 
 def test_a_reply_already_queued_is_suppressed_after_stop(
@@ -198,18 +208,14 @@ def test_identity_is_the_whatsapp_id_not_a_phone_number(
 
 
 def test_long_replies_are_sent_in_parts_in_order(
-    client: TestClient,
-    settings: Settings,
-    tenant: Tenant,
-    sandbox: TwilioSandbox,
-    llm: ScriptedModel,
+    settings: Settings, provider: Provider, llm: ScriptedModel
 ) -> None:
     paragraphs = [f"Parágrafo {i}: " + "texto " * 100 for i in range(5)]  # ~615 characters each
     llm.say("\n\n".join(paragraphs))
-    _say(client, settings, tenant, "Me explica tudo")
+    provider.say("Me explica tudo")
     run_jobs(settings)
 
-    bodies = _bodies(sandbox)
+    bodies = provider.bodies()
     assert len(bodies) == 3 and all(len(b) <= 1600 for b in bodies)
     assert " ".join(bodies).split() == "\n\n".join(paragraphs).split()
     keys = rows(
@@ -242,37 +248,19 @@ def test_later_parts_wait_for_earlier_ones(
 
 
 def test_status_callbacks_move_forward_only(
-    client: TestClient,
-    settings: Settings,
-    tenant: Tenant,
-    sandbox: TwilioSandbox,
-    llm: ScriptedModel,
+    settings: Settings, provider: Provider, llm: ScriptedModel
 ) -> None:
     llm.say("Oi!")
-    _say(client, settings, tenant, "Oi")
+    provider.say("Oi")
     run_jobs(settings)
-    sid = sandbox.messages[0]["sid"]
-
-    def callback(status: str, **extra: str) -> int:
-        form = {
-            "MessageSid": sid,
-            "MessageStatus": status,
-            "AccountSid": tenant.twilio_account_sid,
-            "From": tenant.whatsapp_sender,
-            "To": USER,
-            **extra,
-        }
-        url = settings.public_url("/webhooks/status")
-        signature = sign(tenant.twilio_auth_token, url, form)
-        return client.post(
-            "/webhooks/status", data=form, headers={"X-Twilio-Signature": signature}
-        ).status_code
+    (sent_id,) = provider.sent_ids()
 
     def status() -> str:
         query = "select status from messages where provider_message_id = %s"
-        return rows(settings, query, sid)[0][0]
+        return str(rows(settings, query, sent_id)[0][0])
 
-    assert [callback(s) for s in ("sent", "read", "delivered", "sent")] == [204] * 4
+    codes = [provider.report(sent_id, s) for s in ("sent", "read", "delivered", "sent")]
+    assert all(200 <= code < 300 for code in codes), codes
     assert status() == "read"
     applied = rows(settings, "select status, applied from message_status_events order by id")
     assert applied == [("sent", True), ("read", True), ("delivered", False), ("sent", False)]
