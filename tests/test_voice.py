@@ -36,7 +36,10 @@ from server.settings import Settings
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, relay, rows, run_jobs
 from tests.fakes import ScriptedModel
+from tests.providers import Provider, provider
 from tests.speech import SpeakFn
+
+__all__ = ["provider"]  # the fixture that runs a test through each WhatsApp provider
 from tests.test_brain import give_plan
 
 EXPENSE = ("gastei cinquenta reais no mercado", "pt-br")
@@ -440,3 +443,20 @@ def test_a_spent_budget_skips_the_transcription_and_says_so(
     assert status == "skipped" and "budget" in error
     assert rows(settings, "select count(*) from usage_ledger where kind <> 'send'") == [(0,)]
     assert llm.requests == []
+
+
+def test_a_voice_note_is_heard_through_either_provider(
+    settings: Settings, tenant: Tenant, provider: Provider, llm: ScriptedModel, speak: SpeakFn
+) -> None:
+    give_plan(settings, tenant, ["audio_transcription"])
+    llm.say("Bom dia para você também!")
+    assert provider.voice_note(speak(*GREETING_PT), "audio/ogg") == 200
+    run_jobs(settings)
+
+    assert provider.bodies() == ["Bom dia para você também!"]
+    ((status, transcript),) = rows(
+        settings,
+        "select transcription_status, transcript from messages where direction = 'inbound'",
+    )
+    assert status == "done" and "bom dia" in transcript.lower()
+    assert f"[voice note] {transcript}" in json.dumps(llm.requests[0], ensure_ascii=False)
