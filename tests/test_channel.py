@@ -15,6 +15,8 @@ from rq.registry import ScheduledJobRegistry
 from channels.policy import NOTICES
 from channels.sandbox.twilio import TwilioSandbox
 from channels.twilio.inbound import sign
+from graphs.prompts import HANDOFF_REPLY
+from server.api.auth import Role, mint_token
 from server.jobs.send import send_whatsapp_message
 from server.jobs.turn import process_ai_response
 from server.settings import QUEUE_SEND, Settings, get_settings
@@ -24,6 +26,7 @@ from tests.conftest import USER, inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
 from tests.providers import Provider, provider
 from tests.templating import register_template
+from tests.test_brain import give_plan
 
 __all__ = ["provider"]  # the fixture that runs a test through each WhatsApp provider
 
@@ -87,6 +90,24 @@ def test_a_message_delivered_twice_is_stored_and_answered_once(
     assert provider.bodies() == ["Uma resposta só."]
     assert rows(settings, "select provider_message_id from messages where direction = "
                 "'inbound'") == [("dup-1",)]  # fmt: skip
+
+
+def test_a_person_takes_over_and_answers_through_the_same_provider(
+    client: TestClient, settings: Settings, tenant: Tenant, provider: Provider
+) -> None:
+    give_plan(settings, tenant, ["human_handoff"])
+    provider.say("quero falar com um atendente")
+    run_jobs(settings)
+    assert provider.bodies() == [HANDOFF_REPLY["pt"]]
+    ((conversation,),) = rows(settings, "select id from conversations where state = 'HANDOFF'")
+
+    bearer = mint_token(settings, subject="ana@acme", role=Role.support_agent, tenant_id=tenant.id)
+    base = f"/api/v1/tenants/{tenant.id}/support/conversations/{conversation}"
+    sent = client.post(f"{base}/reply", headers={"Authorization": f"Bearer {bearer}"},
+                       json={"text": "Oi, aqui é a Ana."})  # fmt: skip
+    assert sent.status_code == 202, sent.text
+    run_jobs(settings)
+    assert provider.bodies() == [HANDOFF_REPLY["pt"], "Oi, aqui é a Ana."]
 
 
 def test_a_reply_already_queued_is_suppressed_after_stop(
