@@ -377,6 +377,31 @@ def test_a_user_budget_counts_only_that_users_spending(
     assert [(b["scope"], b["used_tokens"]) for b in status.json()["budgets"]] == [("user", 550)]
 
 
+def test_a_plan_budget_caps_that_plans_users_only(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    sandbox: TwilioSandbox,
+    llm: ScriptedModel,
+) -> None:
+    auth = _auth(settings, tenant)
+    plans = f"/api/v1/tenants/{tenant.id}/plans"
+    free = client.post(plans, headers=auth, json={"slug": "free", "name": "Free"}).json()["id"]
+    _tenant(client, settings, tenant, default_plan_id=free)
+    _budget(client, settings, tenant, scope="user", period="month", max_tokens=0, plan_id=free)
+    pro = client.post(plans, headers=auth, json={"slug": "pro", "name": "Pro"}).json()["id"]
+    llm.say("Para quem assina.")
+
+    say(client, settings, tenant, "Oi")  # on the free plan: its budget is spent
+    ((user_id,),) = rows(settings, "select id from users")
+    subscribed = client.post(f"/api/v1/tenants/{tenant.id}/subscriptions", headers=auth,
+                             json={"user_id": str(user_id), "plan_id": pro})  # fmt: skip
+    assert subscribed.status_code == 201, subscribed.text
+    say(client, settings, tenant, "Oi, agora sou pro")
+
+    assert _bodies(sandbox) == [NOTICES["over_budget"]["pt"], "Para quem assina."]
+
+
 def test_a_budget_set_up_mid_day_counts_the_days_spending_so_far(
     client: TestClient,
     settings: Settings,
