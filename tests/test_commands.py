@@ -30,13 +30,24 @@ def _clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("OPENAI_", "LLM_", "LANGSMITH_", "LANGCHAIN_"))
-        and k not in {"DATABASE_URL", "REDIS_URL", "TWILIO_API_BASE_URL", "PUBLIC_BASE_URL"}
+        and k
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "TWILIO_API_BASE_URL",
+            "CLOUD_API_BASE_URL",
+            "PUBLIC_BASE_URL",
+        }
     }
     return {**env, "DATA_DIR": str(tmp_path / "data"), **extra}
 
 
-def _demo(tmp_path: Path, *says: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _demo(
+    tmp_path: Path, *says: str, channel: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     args = [str(BIN / "conversa"), "demo"]
+    if channel is not None:
+        args += ["--channel", channel]
     for text in says:
         args += ["--say", text]
     return subprocess.run(
@@ -96,6 +107,32 @@ def test_the_demo_shows_each_specialist_and_a_handoff_offline(tmp_path: Path) ->
     assert again.returncode == 0, again.stdout + again.stderr
     assert "handing it back to the assistant" in again.stdout
     assert "assistant> " in again.stdout
+
+
+def test_the_demo_chats_through_the_cloud_api_and_a_plain_run_is_back_on_twilio(
+    tmp_path: Path,
+) -> None:
+    result = _demo(tmp_path, "gastei 30 reais no almoço", channel="cloud")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Cloud API sandbox: http://127.0.0.1:" in out and "Twilio API sandbox" not in out
+    assert "through Meta's WhatsApp Cloud API" in out
+    (reply,) = [line for line in out.splitlines() if line.startswith("assistant> ")]
+    assert "R$ 30,00" in reply and "almoço" in reply, out
+    # The sandbox posted the reply's statuses, signed, to /webhooks/cloud, and they applied.
+    api_log = (tmp_path / "data" / "logs" / "api.log").read_text()
+    delivered = [line for line in api_log.splitlines()
+                 if "delivery status" in line and "status=delivered" in line]  # fmt: skip
+    assert delivered and "applied=True" in delivered[0], api_log
+
+    # Without --channel the demo tenant is back on Twilio: the same conversation goes on.
+    again = _demo(tmp_path, "qual meu saldo este mês?")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Twilio API sandbox" in again.stdout and "Cloud API sandbox" not in again.stdout
+    assert "through Twilio" in again.stdout
+    (balance,) = [line for line in again.stdout.splitlines() if line.startswith("assistant> ")]
+    assert "R$ 30,00" in balance, again.stdout
 
 
 def test_demo_reports_what_went_wrong_and_exits_non_zero(tmp_path: Path) -> None:

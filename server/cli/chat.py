@@ -1,5 +1,7 @@
 """A terminal chat that plays a WhatsApp user: it posts webhooks signed exactly as Twilio signs
-them and reads the assistant's replies back from the Twilio API (the local sandbox in the demo).
+them and reads the assistant's replies back from the Twilio API (the local sandbox in the demo);
+or, with `CloudChatClient` (`conversa demo --channel cloud`), posts Meta's signed Cloud API
+webhooks and reads the replies from the local Cloud API sandbox.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import requests
@@ -21,11 +24,18 @@ from channels.twilio.client import make_twilio_client
 from channels.twilio.inbound import sign
 from server.settings import Settings
 
+if TYPE_CHECKING:
+    from channels.sandbox.cloud import CloudSandbox
+
 # The demo tenant and user (`conversa demo` seeds them): the chat's identity unless told otherwise.
 DEMO_SENDER = "whatsapp:+14155238886"
 DEMO_USER = "whatsapp:+5511999990000"
 DEMO_ACCOUNT_SID = "AC" + "d3m0" * 8
 DEMO_AUTH_TOKEN = "demo-auth-token-not-a-secret"
+# The demo tenant's number on the local Cloud API sandbox (`conversa demo --channel cloud`).
+DEMO_CLOUD_PHONE_NUMBER_ID = "100000000000001"
+DEMO_CLOUD_ACCESS_TOKEN = "EAAG-demo-access-token-not-a-secret"
+DEMO_CLOUD_APP_SECRET = "demo-app-secret-not-a-secret"
 
 
 def whatsapp_form(
@@ -83,9 +93,56 @@ class ChatError(RuntimeError):
     """The chat could not deliver a message or get a reply; the text says what to check."""
 
 
+def _read_audio(path: Path) -> tuple[bytes, str]:
+    """The bytes and content type of an audio file for `/audio`."""
+    content_type = _AUDIO_TYPES.get(path.suffix.lower())
+    if content_type is None:
+        known = ", ".join(sorted(_AUDIO_TYPES))
+        raise ChatError(f"{path.name}: not an audio file this chat knows ({known})")
+    try:
+        return path.read_bytes(), content_type
+    except OSError as exc:
+        raise ChatError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+class Chat:
+    """What `converse` needs of a chat, whichever provider carries it."""
+
+    def send(self, body: str) -> None:
+        """Post `body` to the service's webhook as the provider would."""
+        raise NotImplementedError
+
+    def send_audio(self, path: Path) -> None:
+        """Send an audio file as a voice note."""
+        raise NotImplementedError
+
+    def unseen(self) -> list[str]:
+        """Messages to this user not shown yet (replies, reminders, staff), oldest first."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the chat holds."""
+
+    def replies(self, *, wait: float, settle: float = 1.0) -> list[str]:
+        """Return new replies to this user, waiting up to `wait` s for the first one."""
+        deadline = time.monotonic() + wait
+        found: list[str] = []
+        quiet_since = time.monotonic()
+        while True:
+            for body in self.unseen():
+                found.append(body)
+                quiet_since = time.monotonic()
+            now = time.monotonic()
+            if found and now - quiet_since >= settle:
+                return found
+            if not found and now > deadline:
+                raise ChatError(f"no reply within {wait:.0f} s")
+            time.sleep(0.2)
+
+
 @dataclass
-class ChatClient:
-    """Send messages as one WhatsApp user and wait for the assistant's replies."""
+class ChatClient(Chat):
+    """Send messages as one WhatsApp user and wait for the assistant's replies (Twilio)."""
 
     api_url: str
     public_base_url: str
@@ -128,14 +185,7 @@ class ChatClient:
         """Send an audio file as a voice note: stored in the sandbox's media, then posted."""
         if not self.twilio_api_base_url:
             raise ChatError("/audio needs the local Twilio sandbox (TWILIO_API_BASE_URL)")
-        content_type = _AUDIO_TYPES.get(path.suffix.lower())
-        if content_type is None:
-            known = ", ".join(sorted(_AUDIO_TYPES))
-            raise ChatError(f"{path.name}: not an audio file this chat knows ({known})")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ChatError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        data, content_type = _read_audio(path)
         stored = httpx.post(
             self.twilio_api_base_url.rstrip("/") + "/sandbox/media",
             params={"account_sid": self.account_sid, "content_type": content_type},
@@ -157,29 +207,67 @@ class ChatClient:
             self._seen.update(str(m.sid) for m in fresh)
         return [str(m.body) for m in fresh]
 
-    def replies(self, *, wait: float, settle: float = 1.0) -> list[str]:
-        """Return new replies to this user, waiting up to `wait` s for the first one."""
-        deadline = time.monotonic() + wait
-        found: list[str] = []
-        quiet_since = time.monotonic()
-        while True:
-            for body in self.unseen():
-                found.append(body)
-                quiet_since = time.monotonic()
-            now = time.monotonic()
-            if found and now - quiet_since >= settle:
-                return found
-            if not found and now > deadline:
-                raise ChatError(f"no reply within {wait:.0f} s")
-            time.sleep(0.2)
-
     def close(self) -> None:
         """Close the HTTP clients."""
         self._http.close()
 
 
+@dataclass
+class CloudChatClient(Chat):
+    """Chat as one WhatsApp user through Meta's WhatsApp Cloud API: each line is Meta's signed
+    webhook (`CloudSandbox.signed_inbound`) posted to `/webhooks/cloud`; the replies are what the
+    local Cloud API sandbox (in this process) received for the user."""
+
+    api_url: str
+    sandbox: CloudSandbox
+    phone_number_id: str
+    user: str
+    profile_name: str = "Demo User"
+    _seen: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._http = httpx.Client(base_url=self.api_url, timeout=30)
+        self._wa_id = self.user.removeprefix("whatsapp:").lstrip("+")
+        self._seen.update(str(m["id"]) for m in self.sandbox.messages if m["to"] == self._wa_id)
+
+    def _post(self, signed: tuple[bytes, dict[str, str]]) -> None:
+        body, headers = signed
+        response = self._http.post("/webhooks/cloud", content=body, headers=headers)
+        if response.status_code != 200:
+            raise ChatError(f"the webhook answered {response.status_code}: {response.text}")
+
+    def send(self, body: str) -> None:
+        """Post `body` to `/webhooks/cloud` as Meta would, signed with the app secret."""
+        self._post(self.sandbox.signed_inbound(
+            self.phone_number_id, self._wa_id, body, profile_name=self.profile_name
+        ))  # fmt: skip
+
+    def send_audio(self, path: Path) -> None:
+        """Send an audio file as a voice note: stored in the sandbox's media, then posted."""
+        data, content_type = _read_audio(path)
+        media_id = self.sandbox.add_media(data, content_type, self.phone_number_id)
+        content = {"id": media_id, "mime_type": content_type, "voice": True}
+        self._post(self.sandbox.signed_inbound(
+            self.phone_number_id, self._wa_id, kind="audio", content=content,
+            profile_name=self.profile_name,
+        ))  # fmt: skip
+
+    def unseen(self) -> list[str]:
+        """Messages the sandbox took for this user not shown yet, oldest first."""
+        with self._lock:
+            fresh = [m for m in self.sandbox.messages
+                     if m["to"] == self._wa_id and str(m["id"]) not in self._seen]  # fmt: skip
+            self._seen.update(str(m["id"]) for m in fresh)
+        return [str(m.get("body") or "") for m in fresh]
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._http.close()
+
+
 def converse(
-    client: ChatClient,
+    client: Chat,
     says: list[str],
     *,
     timeout: float,
@@ -227,7 +315,7 @@ def converse(
     return 0
 
 
-def _print_arrivals(client: ChatClient, stop: threading.Event, out: Callable[[str], None]) -> None:
+def _print_arrivals(client: Chat, stop: threading.Event, out: Callable[[str], None]) -> None:
     while not stop.wait(0.5):
         try:
             for body in client.unseen():

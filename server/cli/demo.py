@@ -1,8 +1,10 @@
 """`conversa demo`: the whole service on embedded components, with a terminal chat.
 
 It starts (or reuses) embedded PostgreSQL and Redis, applies migrations, creates a demo tenant
-and user, starts the local Twilio sandbox, the offline model when no OPENAI_API_KEY is set, the
-API and a worker as separate processes, then chats as a WhatsApp user through signed webhooks.
+and user, starts the local Twilio sandbox (or, with `--channel cloud`, the local Cloud API
+sandbox, switching the demo tenant to Meta's WhatsApp Cloud API), the offline model when no
+OPENAI_API_KEY is set, the API and a worker as separate processes, then chats as a WhatsApp user
+through signed webhooks.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 import httpx
@@ -23,15 +25,26 @@ from graphs.features import FEATURES
 from server.cli.chat import (
     DEMO_ACCOUNT_SID,
     DEMO_AUTH_TOKEN,
+    DEMO_CLOUD_ACCESS_TOKEN,
+    DEMO_CLOUD_APP_SECRET,
+    DEMO_CLOUD_PHONE_NUMBER_ID,
     DEMO_SENDER,
     DEMO_USER,
+    Chat,
     ChatClient,
+    CloudChatClient,
     converse,
 )
 from server.settings import Settings, get_settings
 from store.embedded import free_port
 
+if TYPE_CHECKING:
+    from channels.sandbox.cloud import CloudSandbox
+
 T = TypeVar("T")
+
+CHANNELS = ("twilio", "cloud")
+"""The providers the demo can chat through: Twilio (the default) or Meta's Cloud API."""
 
 
 def _step(title: str, action: Callable[[], T]) -> T:
@@ -136,15 +149,26 @@ def _hand_back_left_over(settings: Settings, tenant_id: UUID) -> None:
         )  # fmt: skip
 
 
-def run_demo(says: list[str], timeout: float = 90.0, listen: float = 0.0) -> int:
-    """Start everything, chat (interactively, or once per `says` line), stop everything."""
+def run_demo(
+    says: list[str], timeout: float = 90.0, listen: float = 0.0, channel: str = "twilio"
+) -> int:
+    """Start everything, chat (interactively, or once per `says` line), stop everything.
+
+    `channel` is the demo tenant's provider for this run: "twilio" or "cloud".
+    """
     from server.logs import configure_logging
 
+    if channel not in CHANNELS:
+        print(f"demo failed: unknown channel {channel!r} (one of {', '.join(CHANNELS)})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     settings = get_settings()
     configure_logging(settings.app_env, "WARNING")
     try:
-        with _demo_stack(settings) as client:
-            print(f"Chatting as {DEMO_USER} with the demo tenant on {DEMO_SENDER}.")
+        with _demo_stack(settings, channel) as client:
+            through = "Meta's WhatsApp Cloud API" if channel == "cloud" else "Twilio"
+            print(f"Chatting as {DEMO_USER} with the demo tenant on {DEMO_SENDER}, "
+                  f"through {through}.")  # fmt: skip
             return converse(client, says, timeout=timeout, listen=listen)
     except Exception as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
@@ -152,7 +176,7 @@ def run_demo(says: list[str], timeout: float = 90.0, listen: float = 0.0) -> int
 
 
 @contextlib.contextmanager
-def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
+def _demo_stack(settings: Settings, channel: str = "twilio") -> Iterator[Chat]:
     from channels.sandbox.twilio import TwilioSandbox
     from store.embedded import start_postgres, start_redis
 
@@ -173,14 +197,9 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         assert settings.database_url and settings.redis_url
         _step("Applying migrations", lambda: _migrate(settings.database_url or ""))
         tenant_id = _step(
-            "Creating the demo tenant and user", lambda: seed_demo(settings.database_url or "")
+            "Creating the demo tenant and user",
+            lambda: seed_demo(settings.database_url or "", channel=channel),
         )
-        sandbox = _step(
-            "Starting the local Twilio API sandbox",
-            lambda: TwilioSandbox(accounts={DEMO_ACCOUNT_SID: DEMO_AUTH_TOKEN}).start(),
-        )
-        stack.callback(sandbox.stop)
-
         port = free_port()
         api_url = f"http://127.0.0.1:{port}"
         env = {
@@ -190,8 +209,21 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
             "PUBLIC_BASE_URL": api_url,
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
-            "TWILIO_API_BASE_URL": sandbox.url,
         }
+        twilio: TwilioSandbox | None = None
+        cloud: CloudSandbox | None = None
+        if channel == "cloud":
+            cloud = _step("Starting the local Cloud API sandbox", _start_cloud_sandbox)
+            stack.callback(cloud.stop)
+            cloud.webhook_url = f"{api_url}/webhooks/cloud"  # delivery statuses come back
+            env["CLOUD_API_BASE_URL"] = cloud.url
+        else:
+            twilio = _step(
+                "Starting the local Twilio API sandbox",
+                lambda: TwilioSandbox(accounts={DEMO_ACCOUNT_SID: DEMO_AUTH_TOKEN}).start(),
+            )
+            stack.callback(twilio.stop)
+            env["TWILIO_API_BASE_URL"] = twilio.url
         from graphs.settings import LLMSettings
 
         if not LLMSettings().configured:
@@ -216,21 +248,48 @@ def _demo_stack(settings: Settings) -> Iterator[ChatClient]:
         print(f"Management API: {api_url}/docs  (a token: .venv/bin/conversa token --role "
               "tenant_admin --tenant demo)")  # fmt: skip
         print(f"Support console: {_console_link(settings, api_url, tenant_id)}")
-        print(f"Twilio API sandbox: {sandbox.url}  (account {DEMO_ACCOUNT_SID}, "
-              f"auth token {DEMO_AUTH_TOKEN})")  # fmt: skip
+        client: Chat
+        if cloud is not None:
+            print(f"Cloud API sandbox: {cloud.url}  (phone number id {DEMO_CLOUD_PHONE_NUMBER_ID}, "
+                  f"display number {DEMO_SENDER.removeprefix('whatsapp:')}, access token "
+                  f"{DEMO_CLOUD_ACCESS_TOKEN}, app secret {DEMO_CLOUD_APP_SECRET}; "
+                  f"webhook {cloud.webhook_url})")  # fmt: skip
+            client = CloudChatClient(
+                api_url=api_url,
+                sandbox=cloud,
+                phone_number_id=DEMO_CLOUD_PHONE_NUMBER_ID,
+                user=DEMO_USER,
+            )
+        else:
+            assert twilio is not None
+            print(f"Twilio API sandbox: {twilio.url}  (account {DEMO_ACCOUNT_SID}, "
+                  f"auth token {DEMO_AUTH_TOKEN})")  # fmt: skip
+            client = ChatClient(
+                api_url=api_url,
+                public_base_url=api_url,
+                account_sid=DEMO_ACCOUNT_SID,
+                auth_token=DEMO_AUTH_TOKEN,
+                sender=DEMO_SENDER,
+                user=DEMO_USER,
+                twilio_api_base_url=twilio.url,
+            )
         _hand_back_left_over(settings, tenant_id)
-
-        client = ChatClient(
-            api_url=api_url,
-            public_base_url=api_url,
-            account_sid=DEMO_ACCOUNT_SID,
-            auth_token=DEMO_AUTH_TOKEN,
-            sender=DEMO_SENDER,
-            user=DEMO_USER,
-            twilio_api_base_url=sandbox.url,
-        )
         stack.callback(client.close)
         yield client
+
+
+def _start_cloud_sandbox() -> CloudSandbox:
+    """The local Cloud API sandbox, serving the demo tenant's number (its sender's digits)."""
+    from channels.sandbox.cloud import CloudSandbox
+
+    sandbox = CloudSandbox().start()
+    sandbox.add_number(
+        DEMO_CLOUD_PHONE_NUMBER_ID,
+        DEMO_SENDER.removeprefix("whatsapp:+"),
+        DEMO_CLOUD_ACCESS_TOKEN,
+        DEMO_CLOUD_APP_SECRET,
+    )
+    return sandbox
 
 
 def _console_link(settings: Settings, api_url: str, tenant_id: UUID) -> str:
@@ -254,8 +313,12 @@ def _migrate(database_url: str) -> None:
     migrate(database_url)
 
 
-def seed_demo(database_url: str) -> UUID:
-    """Create (or refresh) the demo tenant and its demo user; return the tenant's id."""
+def seed_demo(database_url: str, channel: str = "twilio") -> UUID:
+    """Create (or refresh) the demo tenant and its demo user; return the tenant's id.
+
+    `channel` is the tenant's provider: "twilio", or "cloud" with the local Cloud API
+    sandbox's demo number and credentials (what a PATCH of the tenant would set).
+    """
     import psycopg
 
     from store import identity, tenants
@@ -280,4 +343,15 @@ def seed_demo(database_url: str) -> UUID:
             conn, tenant.id, slug="demo", name="Demo", features=list(FEATURES)
         )
         identity.default_plan_if_unset(conn, tenant.id, plan_id)
+        if channel == "cloud":
+            cloud = (DEMO_CLOUD_PHONE_NUMBER_ID, DEMO_CLOUD_ACCESS_TOKEN, DEMO_CLOUD_APP_SECRET)
+        elif channel == "twilio":
+            cloud = (None, None, None)
+        else:
+            raise ValueError(f"unknown channel {channel!r} (one of {', '.join(CHANNELS)})")
+        conn.execute(
+            "update tenants set channel = %s, cloud_phone_number_id = %s, cloud_access_token = %s,"
+            " cloud_app_secret = %s, updated_at = now() where id = %s",
+            (channel, *cloud, tenant.id),
+        )
     return tenant.id

@@ -155,7 +155,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the whole service on embedded components with a terminal chat."""
     from server.cli.demo import run_demo
 
-    return run_demo(says=args.say or [], timeout=args.timeout, listen=args.listen)
+    return run_demo(
+        says=args.say or [], timeout=args.timeout, listen=args.listen, channel=args.channel
+    )
 
 
 def cmd_seed_demo(_: argparse.Namespace) -> int:
@@ -279,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--listen", type=float, default=0.0, metavar="SECONDS",
         help="after the last --say, print messages that arrive on their own (reminders)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--channel", choices=("twilio", "cloud"), default="twilio",
+        help="the demo tenant's WhatsApp provider for this run: Twilio (default) or Meta's "
+        "Cloud API, each through its local sandbox",
     )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
