@@ -70,6 +70,22 @@ def tenant_by_id(conn: psycopg.Connection, tenant_id: UUID) -> Tenant | None:
     return one(conn, Tenant, f"select {_TENANT} from tenants where id = %s", (tenant_id,))
 
 
+def set_channel(
+    conn: psycopg.Connection,
+    tenant_id: UUID,
+    channel: str,
+    cloud_phone_number_id: str | None,
+    cloud_access_token: str | None,
+    cloud_app_secret: str | None,
+) -> None:
+    """Put the tenant on `channel`, with its Cloud API number and secrets (None for Twilio)."""
+    conn.execute(
+        """update tenants set channel = %s, cloud_phone_number_id = %s, cloud_access_token = %s,
+               cloud_app_secret = %s, updated_at = now() where id = %s""",
+        (channel, cloud_phone_number_id, cloud_access_token, cloud_app_secret, tenant_id),
+    )
+
+
 def tenant_id_by_slug(conn: psycopg.Connection, slug: str) -> UUID | None:
     """Return the id of the tenant `slug`, or None."""
     found: UUID | None = value(conn, "select id from tenants where slug = %s", (slug,))

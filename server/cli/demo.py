@@ -349,9 +349,5 @@ def seed_demo(database_url: str, channel: str = "twilio") -> UUID:
             cloud = (None, None, None)
         else:
             raise ValueError(f"unknown channel {channel!r} (one of {', '.join(CHANNELS)})")
-        conn.execute(
-            "update tenants set channel = %s, cloud_phone_number_id = %s, cloud_access_token = %s,"
-            " cloud_app_secret = %s, updated_at = now() where id = %s",
-            (channel, *cloud, tenant.id),
-        )
+        tenants.set_channel(conn, tenant.id, channel, *cloud)
     return tenant.id
