@@ -24,7 +24,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from server import metrics
-from server.budgets import model_cost
+from server.budgets import model_cost, record_usage
 from server.settings import Settings
 from store import budgets
 from store.budgets import Alert, BudgetExhausted, Spender, Usage
@@ -152,19 +152,11 @@ class BudgetGuard(BaseCallbackHandler):
     def _settle(self, hold: UUID | None, usage: Usage) -> None:
         try:
             with self._lock:
-                alerts = budgets.settle(self._conn, hold, self._spender, usage)
+                alerts = record_usage(self._conn, self._spender, usage, hold)
         except psycopg.Error as exc:  # the answer is there; losing its bill must not lose it
             log.error("could not record a model call's usage", error=str(exc),
                       model=usage.model, tokens=usage.tokens)  # fmt: skip
             return
-        metrics.observe_usage(
-            self._spender.tenant_id,
-            usage.kind,
-            usage.model,
-            float(usage.cost),
-            usage.input_tokens,
-            usage.output_tokens,
-        )
         if alerts and self._on_alerts is not None:
             try:
                 self._on_alerts(alerts)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
+import psycopg
 import structlog
 from redis import RedisError
 
@@ -19,14 +21,15 @@ from server import metrics
 from server.jobs.common import redis_for
 from server.jobs.queue import enqueue_budget_alert
 from server.settings import Settings
-from store.budgets import Alert, BudgetExhausted, Spender
+from store import budgets
+from store.budgets import Alert, BudgetExhausted, Spender, Usage
 from store.records import Tenant, User
 
 log = structlog.get_logger(__name__)
 
 MILLION = Decimal(1_000_000)
 
-__all__ = ["BudgetExhausted", "model_cost", "raise_alerts", "spender_for"]
+__all__ = ["BudgetExhausted", "model_cost", "raise_alerts", "record_usage", "spender_for"]
 
 
 def spender_for(tenant: Tenant, user: User | None) -> Spender:
@@ -51,6 +54,18 @@ def transcription_cost(settings: Settings, seconds: float) -> Decimal:
 def send_cost(settings: Settings, parts: int) -> Decimal:
     """What sending `parts` WhatsApp messages costs."""
     return (Decimal(str(settings.send_price_per_message)) * parts).quantize(Decimal("0.000001"))
+
+
+def record_usage(
+    conn: psycopg.Connection[Any], spender: Spender, usage: Usage, hold: UUID | None = None
+) -> list[Alert]:
+    """Settle `hold` (if any) with `usage`: the counters and the ledger row, in one transaction
+    (nested in the caller's, if it has one), and the usage metrics. Return the alerts crossed;
+    raise them with `raise_alerts` once the caller's transaction has committed."""
+    alerts = budgets.settle(conn, hold, spender, usage)
+    metrics.observe_usage(spender.tenant_id, usage.kind, usage.model, float(usage.cost),
+                          usage.input_tokens, usage.output_tokens)  # fmt: skip
+    return alerts
 
 
 def raise_alerts(settings: Settings, tenant: Tenant, alerts: list[Alert], cid: str) -> None:

@@ -169,21 +169,8 @@ def reserve(
 def has_room(conn: Conn, spender: Spender) -> Budget | None:
     """The first budget already spent (with what is held), or None when every one has room."""
     for budget in applicable(conn, spender):
-        _ensure_counter(conn, spender.tenant_id, budget)
-        row = conn.execute(
-            """select coalesce(c.used_tokens, 0) + coalesce(h.tokens, 0) as tokens,
-                      coalesce(c.used_cost, 0) + coalesce(h.cost, 0) as cost
-               from (select 1) one
-               left join budget_counters c on c.budget_id = %(b)s and c.subject_id = %(s)s
-                    and c.period_start = %(p)s
-               left join (select sum(tokens) as tokens, sum(cost) as cost from budget_holds
-                          where budget_id = %(b)s and subject_id = %(s)s
-                            and period_start = %(p)s and expires_at > now()) h on true""",
-            {"b": budget.id, "s": budget.subject_id, "p": budget.period_start},
-        ).fetchone()
-        assert row is not None
-        tokens, cost = _pair(row)
-        if _over(budget, tokens, cost, 0, Decimal(0)):
+        used_tokens, used_cost, held_tokens, held_cost = _standing(conn, spender, budget)
+        if _over(budget, used_tokens + held_tokens, used_cost + held_cost, 0, Decimal(0)):
             return budget
     return None
 
@@ -272,31 +259,35 @@ def status(conn: Conn, spender: Spender) -> list[dict[str, Any]]:
     """Every budget that applies to `spender` now, with what is used and held of it."""
     result = []
     for budget in applicable(conn, spender):
-        _ensure_counter(conn, spender.tenant_id, budget)
-        row = conn.execute(
-            """select coalesce((select used_tokens from budget_counters where budget_id = %(b)s
-                                and subject_id = %(s)s and period_start = %(p)s), 0) as ut,
-                      coalesce((select used_cost from budget_counters where budget_id = %(b)s
-                                and subject_id = %(s)s and period_start = %(p)s), 0) as uc,
-                      coalesce((select sum(tokens) from budget_holds where budget_id = %(b)s
-                                and subject_id = %(s)s and period_start = %(p)s
-                                and expires_at > now()), 0) as ht,
-                      coalesce((select sum(cost) from budget_holds where budget_id = %(b)s
-                                and subject_id = %(s)s and period_start = %(p)s
-                                and expires_at > now()), 0) as hc""",
-            {"b": budget.id, "s": budget.subject_id, "p": budget.period_start},
-        ).fetchone()
-        assert row is not None
-        values = list(row.values()) if isinstance(row, dict) else list(row)
+        used_tokens, used_cost, held_tokens, held_cost = _standing(conn, spender, budget)
         result.append({
             "budget_id": str(budget.id), "scope": budget.scope, "period": budget.period,
             "period_start": budget.period_start.isoformat(),
             "max_tokens": budget.max_tokens,
             "max_cost": str(budget.max_cost) if budget.max_cost is not None else None,
-            "used_tokens": int(values[0]), "used_cost": str(values[1]),
-            "held_tokens": int(values[2]), "held_cost": str(values[3]),
+            "used_tokens": used_tokens, "used_cost": str(used_cost),
+            "held_tokens": held_tokens, "held_cost": str(held_cost),
         })  # fmt: skip
     return result
+
+
+def _standing(conn: Conn, spender: Spender, budget: Budget) -> tuple[int, Decimal, int, Decimal]:
+    """What the budget's subject has used this period, and what running calls hold of it."""
+    _ensure_counter(conn, spender.tenant_id, budget)
+    row = conn.execute(
+        """select c.used_tokens, c.used_cost,
+                  coalesce(sum(h.tokens), 0) as held_tokens, coalesce(sum(h.cost), 0) as held_cost
+           from budget_counters c
+           left join budget_holds h on h.budget_id = c.budget_id
+                and h.subject_id = c.subject_id and h.period_start = c.period_start
+                and h.expires_at > now()
+           where c.budget_id = %s and c.subject_id = %s and c.period_start = %s
+           group by c.used_tokens, c.used_cost""",
+        (budget.id, budget.subject_id, budget.period_start),
+    ).fetchone()
+    assert row is not None  # _ensure_counter made it
+    values = list(row.values()) if isinstance(row, dict) else list(row)
+    return int(values[0]), Decimal(values[1]), int(values[2]), Decimal(values[3])
 
 
 _SEED = """

@@ -20,6 +20,7 @@ from channels.sandbox.cloud import CloudSandbox
 from channels.sandbox.twilio import TwilioSandbox
 from channels.twilio.inbound import sign
 from server.settings import Settings, get_settings
+from store import tenants
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound
 
@@ -151,10 +152,7 @@ def provider(
         get_settings.cache_clear()
         assert settings.database_url
         with psycopg.connect(settings.database_url) as conn:
-            conn.execute(
-                "update tenants set channel = 'cloud', cloud_phone_number_id = %s, "
-                "cloud_access_token = %s, cloud_app_secret = %s where id = %s",
-                (CLOUD_NUMBER_ID, CLOUD_TOKEN, CLOUD_SECRET, tenant.id),
-            )
+            secrets = (CLOUD_NUMBER_ID, CLOUD_TOKEN, CLOUD_SECRET)
+            tenants.set_channel(conn, tenant.id, "cloud", *secrets)
         yield _Cloud(client, cloud)
     get_settings.cache_clear()

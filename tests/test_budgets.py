@@ -346,7 +346,7 @@ def test_a_spent_budget_can_keep_only_the_general_assistant(
     assert "controlar seus gastos" not in system
     tools = [t["function"]["name"] for t in llm.requests[0].get("tools") or []]
     assert "record_transaction" not in tools and "get_balance" not in tools
-    assert _ledger(settings)[0][4] is True, "recorded as a degraded call"
+    assert [degraded for *_, degraded in _ledger(settings)] == [True], "one degraded call"
 
 
 def test_a_user_budget_counts_only_that_users_spending(

@@ -261,9 +261,7 @@ async def accept(services: Services, route: Route, read: Awaitable[WebhookReques
             except NothingForUs as exc:
                 log.info("acknowledged a post with nothing for us", reason=str(exc))
                 seen.outcome = "ignored"
-                reply = route.webhooks.reply(route.kind)
-                return Response(content=reply.body, status_code=reply.status_code,
-                                media_type=reply.media_type)  # fmt: skip
+                return _acknowledged(route)
             except InvalidRequest as exc:
                 raise ApiError(400, exc.code, str(exc)) from exc
             except BadSignature as exc:
@@ -277,6 +275,11 @@ async def accept(services: Services, route: Route, read: Awaitable[WebhookReques
             await _apply_statuses(services, tenant, events.statuses)
     except ApiError as exc:
         return error_response(exc)
+    return _acknowledged(route)
+
+
+def _acknowledged(route: Route) -> Response:
+    """What the provider expects back for an accepted post."""
     reply = route.webhooks.reply(route.kind)
     return Response(content=reply.body, status_code=reply.status_code, media_type=reply.media_type)
 

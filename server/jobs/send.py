@@ -22,13 +22,13 @@ from channels.ratelimit import SenderRateLimiter
 from channels.registry import channel_for
 from channels.templates import template_purpose
 from server import metrics
-from server.budgets import raise_alerts, send_cost, spender_for
+from server.budgets import raise_alerts, record_usage, send_cost, spender_for
 from server.jobs.common import connect, redis_for
 from server.jobs.queue import enqueue_send, retry_send
 from server.jobs.templating import TemplateSend, TemplateUnavailable, closed_window_send
 from server.logs import bind_correlation_id
 from server.settings import Settings, get_settings
-from store import budgets, conversations, inbox, outbox, tenants
+from store import conversations, inbox, outbox, tenants
 from store.budgets import Alert, Usage
 from store.locks import send_lock, try_lock, unlock
 from store.records import Message, Tenant, User
@@ -187,9 +187,7 @@ def _charge(
     cost = send_cost(settings, 1)
     usage = Usage(kind="send", parts=1, cost=cost, route=message.purpose,
                   correlation_id=message.correlation_id)  # fmt: skip
-    alerts = budgets.charge(conn, spender_for(tenant, user), usage)
-    metrics.observe_usage(tenant.id, "send", None, float(cost))
-    return alerts
+    return record_usage(conn, spender_for(tenant, user), usage)
 
 
 def _refused(

@@ -31,7 +31,13 @@ from channels.transcription import (
 )
 from graphs.features import AUDIO_TRANSCRIPTION
 from server import metrics
-from server.budgets import BudgetExhausted, raise_alerts, spender_for, transcription_cost
+from server.budgets import (
+    BudgetExhausted,
+    raise_alerts,
+    record_usage,
+    spender_for,
+    transcription_cost,
+)
 from server.jobs.common import connect, final_attempt, redis_for
 from server.jobs.queue import enqueue_turn
 from server.logs import bind_correlation_id
@@ -150,11 +156,10 @@ def _charge(
     usage = Usage(kind="transcription", audio_seconds=round(seconds, 2), cost=cost,
                   model=VoiceSettings().transcription_provider, correlation_id=cid)  # fmt: skip
     try:
-        alerts = budgets.settle(conn, hold, spender, usage)
+        alerts = record_usage(conn, spender, usage, hold)
     except psycopg.Error as exc:  # the transcript is worth more than its bill
         log.error("could not record a transcription's usage", error=str(exc))
         return
-    metrics.observe_usage(tenant.id, "transcription", usage.model, float(cost))
     raise_alerts(settings, tenant, alerts, cid)
 
 
