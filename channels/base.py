@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from channels.choices import Choices
+
 MessageKind = Literal["text", "media", "location", "button", "unsupported"]
 WebhookKind = Literal["inbound", "status"]
 """What a webhook path receives: the users' messages, or delivery statuses of ours."""
@@ -65,6 +67,9 @@ class InboundMessage:
     media: tuple[Media, ...] = ()
     payload: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """What the provider sent, kept with the message (verified, PostgreSQL-safe: no NUL)."""
+    choice: str | None = None
+    """For a pressed button or list row (`kind` "button"): the id of the option we sent
+    (`channels.choices.Option.id`); `body` is its title."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,10 @@ class OutboundMessage:
     body: str
     created_at: datetime
     template: Template | None = None
+    choices: Choices | None = None
+    """Buttons or a list to send with `choices.body` instead of `body` (which holds the same
+    reply as numbered text); never set with `template`. A provider that cannot send them
+    sends `body`."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,8 @@ class Channel(Protocol):
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Send one message, with its status callbacks directed to us; raise `SendFailed`
-        with the outcome the provider's error means. Never retries by itself."""
+        with the outcome the provider's error means. Never retries by itself. With
+        `message.choices`, send its body with the options as buttons or a list."""
         ...
 
     def find_sent(self, message: OutboundMessage) -> SendResult | None:

@@ -1,7 +1,8 @@
 """Assemble the assistant graph.
 
 load_context → retrieve_memories → router → one specialist (with its tools) → reply; or
-router → handoff → wait_for_human, which pauses on `interrupt()` until staff resume it.
+router → handoff → wait_for_human, which pauses on `interrupt()` until staff resume it; or,
+when the user pressed one of the options a reply offered, load_context → answer_choice → reply.
 
 `graph` (compiled without a checkpointer) is what `langgraph dev` serves; the worker compiles
 `build_graph()` with the Postgres checkpointer and store. No code differs between the two.
@@ -13,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 
 from graphs.context import Context
 from graphs.state import InputState, OutputState, State
+from nodes.choices import after_context, answer_choice
 from nodes.context import load_context
 from nodes.handoff import handoff, wait_for_human
 from nodes.memory import retrieve_memories
@@ -33,8 +35,11 @@ def build_graph() -> StateGraph[State, Context, InputState, OutputState]:
     builder.add_node("load_context", load_context)
     builder.add_node("retrieve_memories", retrieve_memories)
     builder.add_node("router", route)
+    builder.add_node("answer_choice", answer_choice)
     builder.add_edge(START, "load_context")
-    builder.add_edge("load_context", "retrieve_memories")
+    builder.add_conditional_edges("load_context", after_context,
+                                  ["answer_choice", "retrieve_memories"])  # fmt: skip
+    builder.add_edge("answer_choice", "reply")
     builder.add_edge("retrieve_memories", "router")
     builder.add_conditional_edges("router", _to_route, [*SPECIALISTS, "handoff"])
     for name, specialist in SPECIALISTS.items():

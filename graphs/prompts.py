@@ -65,8 +65,9 @@ keep track of their money. Record expenses and income: the amount exactly as the
 category from the tool's list, in Portuguese or English ("""
     + ", ".join(f"{c.pt}/{c.en}" for c in categories.CATEGORIES)
     + """), with what it was in the description. Report balances and spending by category
-for a period, list recent entries and delete one when asked (list first if you do not know its
-number).
+for a period, list recent entries and delete one when asked: when the user has not said which,
+offer them the list to pick from (offer_entries_to_delete) and ask which one. A recorded entry
+comes with an undo button, so do not ask the user to confirm it.
 """
     + _SPECIALIST_RULES
 )
@@ -76,6 +77,9 @@ RELATIONSHIPS_PROMPT = (
 {user_name} remember the people and dates in their life: people (name, relation, notes),
 birthdays and anniversaries, upcoming dates, and reminders delivered on WhatsApp at a time in the
 user's timezone (when reminders are part of their plan). Confirm what you stored, with dates.
+When the user asks for a reminder, schedule it; when they only mention something to come (a
+bill, an appointment), propose one (propose_reminder) and ask whether they want it: they answer
+with Yes/No buttons.
 {date_notices}
 """
     + _SPECIALIST_RULES

@@ -47,6 +47,15 @@ class State(InputState):
     reply: str = ""
     """The text to send back to the user for this turn."""
 
+    choices: dict[str, Any] | None = None
+    """The buttons or list offered with this turn's reply: `{"button", "options": [{"id",
+    "title", "description"}]}` (an empty button: quick replies), or None."""
+
+    questions: list[dict[str, Any]] = field(default_factory=list)
+    """The questions with options that still stand in this thread, newest last: each with its
+    `id`, the `message_id` of the answer that asked it, the `route` that asked and its
+    `options`, each with the `action` a press of it runs (`nodes.choices`)."""
+
 
 @dataclass
 class OutputState:
@@ -57,3 +66,6 @@ class OutputState:
 
     reply: str = ""
     """The text to send back to the user for this turn."""
+
+    choices: dict[str, Any] | None = None
+    """The buttons or list offered with the reply, if any (see `State.choices`)."""

@@ -61,4 +61,5 @@ def load_context(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "memories": [],
         "handoff": None,
         "reply": "",
+        "choices": None,
     }

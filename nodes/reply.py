@@ -13,19 +13,26 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveM
 
 from graphs.prompts import FALLBACK_REPLY
 from graphs.state import State
+from nodes.choices import ask, turn_offer
 
 HISTORY_WINDOW = 24
 """How many recent messages the thread (and so the model) keeps across turns."""
 
 
 def reply(state: State) -> dict[str, Any]:
-    """Set `reply` to the last AI answer (or a fallback); drop messages past the window."""
+    """Set `reply` to the last AI answer (or a fallback), with the options this turn's tools
+    offered (`nodes.choices`); drop messages past the window."""
     last = state.messages[-1] if state.messages else None
-    text = last.text.strip() if isinstance(last, AIMessage) and not last.tool_calls else ""
-    update: dict[str, Any] = {"reply": text or FALLBACK_REPLY[state.language]}
+    answer = last if isinstance(last, AIMessage) and not last.tool_calls else None
+    text = answer.text.strip() if answer is not None else ""
+    update: dict[str, Any] = {"reply": text or FALLBACK_REPLY[state.language], "choices": None}
+    offered = turn_offer(state.messages)
+    if answer is not None and text and offered is not None:
+        update |= ask(state, answer, offered)
     stale = stale_messages(state.messages, HISTORY_WINDOW)
     if stale:
-        update["messages"] = [RemoveMessage(id=m.id) for m in stale if m.id]
+        removed = [RemoveMessage(id=m.id) for m in stale if m.id]
+        update["messages"] = [*removed, *update.get("messages", [])]
     return update
 
 

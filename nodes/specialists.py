@@ -40,12 +40,17 @@ from tools.finance import FINANCE_TOOLS
 from tools.handoff import request_human
 from tools.memory import MEMORY_TOOLS
 from tools.relationships import RELATIONSHIP_TOOLS
-from tools.reminders import cancel_reminder, list_reminders, schedule_reminder
+from tools.reminders import cancel_reminder, list_reminders, propose_reminder, schedule_reminder
 
 MAX_TOOL_ROUNDS = 5
 """Model calls with tools per turn before the specialist must answer in text."""
 
-_REMINDER_TOOLS: tuple[BaseTool, ...] = (schedule_reminder, list_reminders, cancel_reminder)
+_REMINDER_TOOLS: tuple[BaseTool, ...] = (
+    schedule_reminder,
+    propose_reminder,
+    list_reminders,
+    cancel_reminder,
+)
 
 TOOLSETS: Mapping[str, tuple[BaseTool, ...]] = {
     "memory": tuple(MEMORY_TOOLS),

@@ -19,9 +19,9 @@ from store.records import Message
 _MSG = columns(Message)
 
 
-# store_inbound_message's body: store/migrations/0015_provider_ids.sql
+# store_inbound_message's body: store/migrations/0019_choices.sql
 _STORE_INBOUND = f"""select {_MSG} from store_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s,
-                                                               %s, %s, %s)"""
+                                                               %s, %s, %s, %s)"""
 
 
 class InboundFields(TypedDict):
@@ -38,6 +38,8 @@ class InboundFields(TypedDict):
     media: list[dict[str, Any]]
     payload: dict[str, Any]
     correlation_id: str
+    choice: NotRequired[str | None]
+    """The id of the option a pressed button or list row names (`InboundMessage.choice`)."""
     enroll: NotRequired[bool]
     """A user seen for the first time is enabled when true (the tenant's auto-enrolment)."""
 
@@ -45,7 +47,8 @@ class InboundFields(TypedDict):
 def _store_inbound_params(m: InboundFields) -> tuple[Any, ...]:
     return (m["tenant_id"], m["provider_message_id"], m["wa_id"], m["from_address"],
             m["profile_name"], m.get("enroll", True), m["kind"], m["body"], m["to_address"],
-            Jsonb(m["media"]), Jsonb(m["payload"]), m["correlation_id"])  # fmt: skip
+            Jsonb(m["media"]), Jsonb(m["payload"]), m["correlation_id"],
+            m.get("choice"))  # fmt: skip
 
 
 def store_inbound(conn: psycopg.Connection, **message: Unpack[InboundFields]) -> Message | None:
@@ -73,12 +76,15 @@ async def store_inbound_async(
 _STORE_INBOUND_BATCH = f"""
     select {", ".join(f"m.{name}" for name in _MSG.split(", "))}
     from unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[],
-                %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::text[])
+                %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::text[],
+                %s::text[])
          with ordinality as r(tenant, provider_message_id, wa_id, from_address, profile_name,
-                              enroll, kind, body, to_address, media, payload, correlation_id, n)
+                              enroll, kind, body, to_address, media, payload, correlation_id,
+                              choice, n)
     left join lateral store_inbound_message(
         r.tenant, r.provider_message_id, r.wa_id, r.from_address, r.profile_name, r.enroll,
-        r.kind, r.body, r.to_address, r.media, r.payload, r.correlation_id) as m on true
+        r.kind, r.body, r.to_address, r.media, r.payload, r.correlation_id, r.choice) as m
+        on true
     order by r.n"""
 
 

@@ -6,6 +6,7 @@ Every function takes an open `psycopg.Connection`; the caller owns the transacti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -30,22 +31,25 @@ def insert_outbound(
     purpose: str = "reply",
     sent_by: str | None = None,
     template_variables: Mapping[str, str] | None = None,
+    choices: Mapping[str, Any] | None = None,
 ) -> Message:
     """Queue a message in the outbox; a second call with the same key returns the first row.
 
     `template_variables` are the named values its template takes if the 24-hour window is
-    closed when it is sent (`server.jobs.templating`)."""
+    closed when it is sent (`server.jobs.templating`); `choices` the buttons or list it offers
+    (`channels.choices.Choices.to_json`), with `body` the same reply as numbered text."""
     inserted = one(
         conn,
         Message,
         f"""insert into messages (tenant_id, conversation_id, direction, idempotency_key,
                 body, from_address, to_address, status, correlation_id, purpose, sent_by,
-                template_variables)
-            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s, %s, %s, %s)
+                template_variables, choices)
+            values (%s, %s, 'outbound', %s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s)
             on conflict (tenant_id, idempotency_key) do nothing
             returning {_MSG}""",
         (tenant_id, conversation_id, idempotency_key, body, from_address, to_address,
-         correlation_id, purpose, sent_by, Jsonb(dict(template_variables or {}))),
+         correlation_id, purpose, sent_by, Jsonb(dict(template_variables or {})),
+         Jsonb(dict(choices)) if choices is not None else None),
     )  # fmt: skip
     if inserted is not None:
         return inserted
@@ -70,10 +74,12 @@ def insert_outbound_parts(
     correlation_id: str,
     purpose: str,
     template_variables: Mapping[str, str] | None = None,
+    choices: Mapping[str, Any] | None = None,
 ) -> list[Message]:
     """Queue the parts of one answer in order, each once (`key:index`), from the tenant's sender.
 
-    Each part carries `template_variables` (a template's `text` defaults to the part's body)."""
+    Each part carries `template_variables` (a template's `text` defaults to the part's body);
+    the last one carries the answer's `choices`, if it offers any."""
     queued = []
     for index, body in enumerate(parts):
         queued.append(insert_outbound(
@@ -81,6 +87,7 @@ def insert_outbound_parts(
             idempotency_key=f"{key}:{index}", body=body, from_address=tenant.whatsapp_sender,
             to_address=to_address, correlation_id=correlation_id, purpose=purpose,
             template_variables=template_variables,
+            choices=choices if index == len(parts) - 1 else None,
         ))  # fmt: skip
     return queued
 

@@ -117,6 +117,11 @@ class Message:
     template_variables: dict[str, Any] = field(default_factory=dict)
     """The named variables this outbound message fills its template with outside the 24-hour
     window (e.g. a reminder's `text` and `when`); see `server.jobs.templating`."""
+    choices: dict[str, Any] | None = None
+    """The buttons or list an outbound message offers (`channels.choices.Choices.to_json`);
+    its `body` is the same reply as numbered text."""
+    choice: str | None = None
+    """The id of the option an inbound message pressed (a button or list row of ours)."""
 
     @property
     def awaits_transcript(self) -> bool:

@@ -54,6 +54,7 @@ def test_the_tools_and_their_schemas(settings: Settings) -> None:
         "get_balance",
         "spending_by_category",
         "list_transactions",
+        "offer_entries_to_delete",
         "delete_transaction",
     ]
     for tool in FINANCE_TOOLS:

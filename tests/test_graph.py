@@ -29,7 +29,7 @@ def test_english_message_gets_an_english_system_prompt(scripted: ScriptedModel) 
 
     result = _run("Hello, who are you?", Context(tenant_name="Acme", user_name="Ana"))
 
-    assert result == {"route": "general", "reply": "Hi Ana!"}
+    assert result == {"route": "general", "reply": "Hi Ana!", "choices": None}
     system = scripted.requests[0]["messages"][0]["content"]
     assert "Answer in English" in system and "Acme" in system and "Ana" in system
 
@@ -47,7 +47,11 @@ def test_unclear_language_follows_the_locale(scripted: ScriptedModel) -> None:
 def test_empty_model_answer_becomes_a_polite_fallback(scripted: ScriptedModel) -> None:
     scripted.say("   ")
 
-    assert _run("Oi", Context()) == {"route": "general", "reply": FALLBACK_REPLY["pt"]}
+    assert _run("Oi", Context()) == {
+        "route": "general",
+        "reply": FALLBACK_REPLY["pt"],
+        "choices": None,
+    }
 
 
 def test_local_time_uses_the_timezone_and_survives_a_bad_one(scripted: ScriptedModel) -> None:

@@ -90,7 +90,7 @@ def test_without_json_schema_routing_uses_function_calling_and_reaches_the_speci
 
     first = _turn("gastei 50 reais no mercado", graph)
 
-    assert first == {"route": "finance", "reply": "Anotado: 50 reais no mercado."}
+    assert first == {"route": "finance", "reply": "Anotado: 50 reais no mercado.", "choices": None}
     refused, router, specialist = server.requests
     assert _kind(refused) == "json_schema", "json_schema is tried first"
     assert _kind(router) == "forced:RouteDecision"
@@ -132,7 +132,9 @@ def test_a_forced_json_schema_on_a_server_without_it_falls_back_and_is_counted(
         monkeypatch.setattr(router, "log", structlog.get_logger(router.__name__))
         result = _turn("gastei 50 reais", graph)
 
-    assert result == {"route": "general", "reply": "Posso ajudar com isso."}, "the user is answered"
+    assert result == {"route": "general", "reply": "Posso ajudar com isso.", "choices": None}, (
+        "the user is answered"
+    )
     assert [_kind(r) for r in server.requests] == ["json_schema", "tools"], "no retry when forced"
     assert _fallbacks("refused") - before == 1
     (warning,) = [e for e in logs if e["event"].startswith("routing call failed")]

@@ -257,8 +257,10 @@ TOOL_CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
      {"period": "this_month"}),
     ("finance", "pt", "Mostra meus últimos 5 gastos", "list_transactions", {"limit": 5}),
     ("finance", "pt", "Apaga o lançamento 12", "delete_transaction", {"transaction_id": 12}),
-    ("finance", "pt", "Apaga aquele gasto errado", "list_transactions", {}),
+    ("finance", "pt", "Apaga aquele gasto errado", "offer_entries_to_delete", {}),
     ("finance", "pt", "Quero falar com um atendente", "request_human", {}),
+    ("relationships", "pt", "Tenho que pagar a conta de luz amanhã às 9h", "propose_reminder",
+     {"text": "pagar a conta de luz", "when": "amanhã às 9h"}),
     # finance, English
     ("finance", "en", "I spent $20 on lunch yesterday", "record_transaction",
      {"kind": "expense", "amount": "20", "currency": "USD", "category": "food",

@@ -23,7 +23,7 @@ from tools.relationships import (
     remember_person,
     upcoming_dates,
 )
-from tools.reminders import cancel_reminder, list_reminders, schedule_reminder
+from tools.reminders import cancel_reminder, list_reminders, propose_reminder, schedule_reminder
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ def test_the_tools_and_their_schemas() -> None:
         "add_important_date",
         "upcoming_dates",
         "schedule_reminder",
+        "propose_reminder",
         "list_reminders",
         "cancel_reminder",
     ]
@@ -52,6 +53,7 @@ def test_a_run_without_tenant_and_user_cannot_use_the_tools(settings: Settings) 
         (add_important_date, {"person_name": "Ana", "kind": "birthday", "date": "12/03"}),
         (upcoming_dates, {}),
         (schedule_reminder, {"text": "x", "when": "em 5 minutos"}),
+        (propose_reminder, {"text": "x", "when": "em 5 minutos"}),
         (list_reminders, {}),
         (cancel_reminder, {"reminder_id": 1}),
     ]

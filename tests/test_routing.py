@@ -131,7 +131,11 @@ def test_without_the_handoff_feature_the_request_goes_to_the_general_assistant(
 
     result = Thread([]).say("quero falar com um atendente")
 
-    assert result == {"route": "general", "reply": "Isso não faz parte do seu plano."}
+    assert result == {
+        "route": "general",
+        "reply": "Isso não faz parte do seu plano.",
+        "choices": None,
+    }
 
 
 def test_the_router_offers_only_enabled_routes_and_the_specialist_only_enabled_tools(
@@ -148,7 +152,7 @@ def test_the_router_offers_only_enabled_routes_and_the_specialist_only_enabled_t
         "remember_person", "add_important_date", "upcoming_dates", "request_human",
     ]  # fmt: skip
     assert "relationships specialist" in specialist["messages"][0]["content"]
-    assert result == {"route": "relationships", "reply": "Anotado!"}
+    assert result == {"route": "relationships", "reply": "Anotado!", "choices": None}
 
 
 def test_a_user_without_finance_never_sees_finance(scripted: ScriptedModel) -> None:
@@ -167,7 +171,7 @@ def test_a_route_outside_the_plan_falls_back_instead_of_failing(scripted: Script
     thread = Thread(["relationships"])
     result = thread.say("gastei 50 reais")
 
-    assert result == {"route": "general", "reply": "Posso ajudar com datas."}
+    assert result == {"route": "general", "reply": "Posso ajudar com datas.", "choices": None}
     assert "Routing failed" in thread.values["route_reason"]
 
 

@@ -54,6 +54,15 @@ def scope_of(context: Context | None) -> Scope:
     return Scope(context.tenant_id, context.user_id, context.timezone, context.locale)
 
 
+def turn_language(runtime: ToolRuntime, scope: Scope) -> str:
+    """The turn's language ("pt" or "en"): the graph's choice, else the user's locale."""
+    state = runtime.state
+    chosen = state.get("language") if isinstance(state, dict) else getattr(state, "language", "")
+    if chosen in ("pt", "en"):
+        return str(chosen)
+    return "en" if scope.locale.lower().startswith("en") else "pt"
+
+
 def call_key(runtime: ToolRuntime) -> str:
     """Return the idempotency key of this tool call: its run step, its place and its id.
 

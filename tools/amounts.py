@@ -95,3 +95,11 @@ def _number(clean: str) -> str | None:
     if re.fullmatch(rf"{commas}\.\d{{1,2}}", clean):
         return clean.replace(",", "")  # "1,234.56"
     return None
+
+
+def describe_amount(amount: Decimal, currency: str, language: str) -> str:
+    """An amount as the user writes it: "R$ 30,00" or "BRL 30.00"."""
+    if language == "pt":
+        number = f"{amount:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".")
+        return f"R$ {number}" if currency == "BRL" else f"{currency} {number}"
+    return f"{currency} {amount:,.2f}"

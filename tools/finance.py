@@ -24,8 +24,9 @@ from store import categories
 from store import finance as entries
 from store.finance import Entry
 from tools._args import MAX_ID, ToolArgs
-from tools._runtime import Scope, ToolError, call_key, scope_of, tool_db
-from tools.amounts import FORMS, parse_amount
+from tools._offers import offer, option
+from tools._runtime import Scope, ToolError, call_key, scope_of, tool_db, turn_language
+from tools.amounts import FORMS, describe_amount, parse_amount
 from tools.dates import local_now, resolve_date, resolve_period
 
 
@@ -50,15 +51,6 @@ def _describe(entry: Entry, language: str) -> str:
         f"{categories.display(entry.category, language)}, on {entry.occurred_on.isoformat()}"
     )
     return text + (f" ({entry.description})" if entry.description else "")
-
-
-def _language(runtime: ToolRuntime, scope: Scope) -> str:
-    """The turn's language ("pt" or "en"): the graph's choice, else the user's locale."""
-    state = runtime.state
-    chosen = state.get("language") if isinstance(state, dict) else getattr(state, "language", "")
-    if chosen in ("pt", "en"):
-        return str(chosen)
-    return "en" if scope.locale.lower().startswith("en") else "pt"
 
 
 def parse_category(text: str) -> str:
@@ -121,7 +113,7 @@ class RecordTransactionArgs(ToolArgs):
     )
 
 
-@tool(args_schema=RecordTransactionArgs)
+@tool(args_schema=RecordTransactionArgs, response_format="content_and_artifact")
 def record_transaction(
     kind: Literal["expense", "income"],
     amount: str | int | float,
@@ -130,10 +122,11 @@ def record_transaction(
     currency: str = "BRL",
     description: str = "",
     date: str = "today",
-) -> str:
+) -> tuple[str, dict[str, Any]]:
     """Record an expense or an income of the user, with its amount, category and date.
 
-    Returns the entry's number, which the user needs to delete it later.
+    Returns the entry's number, which the user needs to delete it later. The user gets an
+    undo button with your answer.
     """
     scope = scope_of(runtime.context)
     value, code = parse_amount(amount), parse_currency(currency)
@@ -150,7 +143,13 @@ def record_transaction(
             entry = entries.entry_by_call(conn, scope.tenant_id, scope.user_id, call_id)
             if entry is None:
                 raise ToolError("This tool call id was already used; call the tool again.")
-    return "Recorded " + _describe(entry, _language(runtime, scope)) + "."
+    language = turn_language(runtime, scope)
+    undo = option(f"{_UNDO[language]} #{entry.id}", {"do": "undo_entry", "entry": entry.id})
+    return "Recorded " + _describe(entry, language) + ".", offer([undo])
+
+
+_UNDO = {"pt": "Desfazer", "en": "Undo"}
+_CHOOSE = {"pt": "Escolher", "en": "Choose"}
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -204,7 +203,7 @@ def spending_by_category(runtime: ToolRuntime, period: str = "this_month") -> st
     first, last = resolve_period(period, _today(scope))
     with tool_db(scope) as conn:
         rows = entries.expenses_by_category(conn, scope.tenant_id, scope.user_id, first, last)
-    language = _language(runtime, scope)
+    language = turn_language(runtime, scope)
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:  # entries stored before the canonical list may still use a synonym
         found = categories.find(r.category)
@@ -238,7 +237,7 @@ def list_transactions(runtime: ToolRuntime, limit: int = 10) -> str:
     Returns JSON: a list of entries (id, kind, amount, currency, category, description, date).
     """
     scope = scope_of(runtime.context)
-    language = _language(runtime, scope)
+    language = turn_language(runtime, scope)
     with tool_db(scope) as conn:
         rows = entries.recent_entries(conn, scope.tenant_id, scope.user_id, limit)
     listed = [
@@ -285,7 +284,46 @@ def delete_transaction(transaction_id: int, runtime: ToolRuntime) -> str:
                 raise ToolError(f"Entry #{transaction_id} was already deleted.")
         else:
             entries.delete_entry(conn, transaction_id, call_id)
-    return "Deleted " + _describe(entry, _language(runtime, scope)) + "."
+    return "Deleted " + _describe(entry, turn_language(runtime, scope)) + "."
+
+
+class OfferDeletionArgs(ToolArgs):
+    """Arguments of `offer_entries_to_delete`."""
+
+    limit: int = Field(default=10, ge=1, le=10, description="How many, newest first (1-10).")
+
+
+@tool(args_schema=OfferDeletionArgs, response_format="content_and_artifact")
+def offer_entries_to_delete(runtime: ToolRuntime, limit: int = 10) -> tuple[str, dict[str, Any]]:
+    """Show the user their most recent entries as a list to pick the one to delete.
+
+    Use it when the user wants to delete an entry but has not said which one: your answer
+    (e.g. "Which entry should I delete?") goes out with the list, and the user's pick deletes
+    it without you. Returns the entries offered, as JSON.
+    """
+    scope = scope_of(runtime.context)
+    language = turn_language(runtime, scope)
+    with tool_db(scope) as conn:
+        rows = entries.recent_entries(conn, scope.tenant_id, scope.user_id, limit)
+    if not rows:
+        raise ToolError("The user has no entries to delete. Tell them so.")
+    options = [
+        option(
+            f"#{r.id} {describe_amount(r.amount, r.currency, language)}",
+            {"do": "delete_entry", "entry": r.id},
+            _row_description(r, language),
+        )
+        for r in rows
+    ]
+    listed = [{"id": r.id, "amount": _money(r.amount), "category": r.category} for r in rows]
+    return json.dumps({"offered": listed}), offer(options, button=_CHOOSE[language])
+
+
+def _row_description(entry: Entry, language: str) -> str:
+    """An entry's category, day and description, as a list row shows them under its amount."""
+    parts = (categories.display(entry.category, language), entry.occurred_on.strftime("%d/%m"),
+             entry.description)  # fmt: skip
+    return " · ".join(p for p in parts if p)
 
 
 FINANCE_TOOLS = [
@@ -293,6 +331,7 @@ FINANCE_TOOLS = [
     get_balance,
     spending_by_category,
     list_transactions,
+    offer_entries_to_delete,
     delete_transaction,
 ]
 """The finance specialist's tools, in the order the model sees them."""

@@ -22,7 +22,7 @@ from store.relationships import SavedDate
 from tools._args import ToolArgs
 from tools._runtime import ToolError, call_key, scope_of, tool_db
 from tools.dates import local_now, next_occurrence, resolve_date, resolve_month_day
-from tools.reminders import cancel_reminder, list_reminders, schedule_reminder
+from tools.reminders import cancel_reminder, list_reminders, propose_reminder, schedule_reminder
 
 _MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
                 "September", "October", "November", "December")  # fmt: skip
@@ -185,6 +185,7 @@ RELATIONSHIP_TOOLS = [
     add_important_date,
     upcoming_dates,
     schedule_reminder,
+    propose_reminder,
     list_reminders,
     cancel_reminder,
 ]

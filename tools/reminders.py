@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import structlog
@@ -25,7 +26,16 @@ from graphs.features import REMINDERS
 from store import reminders
 from store.reminders import Reminder, Scheduled
 from tools._args import MAX_ID, ToolArgs
-from tools._runtime import Scope, ToolError, bound_scheduler, call_key, scope_of, tool_db
+from tools._offers import offer, option
+from tools._runtime import (
+    Scope,
+    ToolError,
+    bound_scheduler,
+    call_key,
+    scope_of,
+    tool_db,
+    turn_language,
+)
 from tools.dates import local_now, zone
 from tools.times import resolve_datetime
 
@@ -66,18 +76,7 @@ def schedule_reminder(text: str, when: str, runtime: ToolRuntime) -> str:
     Returns the reminder's number (needed to cancel it) and its time in the user's timezone.
     """
     scope = _reminders_allowed(runtime.context)
-    text = text.strip()
-    if not text:
-        raise ToolError("The reminder's text is empty; say what to remind the user of.")
-    now = local_now(scope.timezone)
-    due = resolve_datetime(when, now).replace(microsecond=0)
-    if due <= now:
-        raise ToolError(
-            f"{when!r} is {due:%Y-%m-%d %H:%M}, which has passed (the user's local time is "
-            f"{now:%Y-%m-%d %H:%M}). Ask for a time in the future."
-        )
-    if due - now > MAX_AHEAD:
-        raise ToolError(f"{when!r} is too far ahead; reminders go at most two years ahead.")
+    text, due = _reminder(text, when, scope)
     call_id = call_key(runtime)
     with tool_db(scope) as conn:
         row = reminders.insert_reminder(
@@ -90,11 +89,54 @@ def schedule_reminder(text: str, when: str, runtime: ToolRuntime) -> str:
             if row is None:
                 raise ToolError("This tool call id was already used; call the tool again.")
     if fresh:  # after the commit, so the job always finds the row
-        _queue_delivery(scope, row)
+        queue_delivery(scope, row)
     return f"Scheduled reminder #{row.id} for {_local(row.due_at, scope)} ({scope.timezone})."
 
 
-def _queue_delivery(scope: Scope, row: Scheduled) -> None:
+def _reminder(text: str, when: str, scope: Scope) -> tuple[str, datetime]:
+    """The reminder's text and local time, or a `ToolError` the model can act on."""
+    text = text.strip()
+    if not text:
+        raise ToolError("The reminder's text is empty; say what to remind the user of.")
+    now = local_now(scope.timezone)
+    due = resolve_datetime(when, now).replace(microsecond=0)
+    if due <= now:
+        raise ToolError(
+            f"{when!r} is {due:%Y-%m-%d %H:%M}, which has passed (the user's local time is "
+            f"{now:%Y-%m-%d %H:%M}). Ask for a time in the future."
+        )
+    if due - now > MAX_AHEAD:
+        raise ToolError(f"{when!r} is too far ahead; reminders go at most two years ahead.")
+    return text, due
+
+
+@tool(args_schema=ScheduleReminderArgs, response_format="content_and_artifact")
+def propose_reminder(text: str, when: str, runtime: ToolRuntime) -> tuple[str, dict[str, Any]]:
+    """Ask the user to confirm a reminder with Yes/No buttons before it is scheduled.
+
+    Use it instead of `schedule_reminder` when the user did not clearly ask for a reminder
+    (they mentioned a bill, an appointment or a date to come) or you had to guess the time:
+    ask in your answer whether they want it; their Yes schedules it without you.
+    """
+    scope = _reminders_allowed(runtime.context)
+    text, due = _reminder(text, when, scope)
+    language = turn_language(runtime, scope)
+    due_utc = due.astimezone(UTC).isoformat()
+    options = [
+        option(_YES[language], {"do": "schedule_reminder", "text": text, "due": due_utc}),
+        option(_NO[language], {"do": "decline_reminder"}),
+    ]
+    return (
+        f"Proposed a reminder of {text!r} for {_local(due, scope)} ({scope.timezone}); the "
+        "user confirms or declines with a button. Do not schedule it yourself."
+    ), offer(options)
+
+
+_YES = {"pt": "Sim", "en": "Yes"}
+_NO = {"pt": "Não", "en": "No"}
+
+
+def queue_delivery(scope: Scope, row: Scheduled) -> None:
     """Schedule the delivery job; without Redis (Studio, evals) the relay's sweep delivers it."""
     schedule = bound_scheduler()
     if schedule is None:

@@ -164,6 +164,13 @@ def _one_result(outcome: ToolOutcome, language: Language) -> str:
         return _categories(parsed, language)
     if name == "list_transactions" and isinstance(parsed, dict):
         return _transactions(parsed.get("transactions") or [], language)
+    if name == "offer_entries_to_delete":
+        return "Qual lançamento você quer apagar?" if pt else "Which entry should I delete?"
+    if name == "propose_reminder":
+        text, when = args.get("text", ""), args.get("when", "")
+        if pt:
+            return f"Quer que eu te lembre de {text} ({when})?"
+        return f"Do you want me to remind you to {text} ({when})?"
     if name == "delete_transaction":
         entry = f"#{args.get('transaction_id', '')}"
         return f"Pronto, apaguei o lançamento {entry}." if pt else f"Done, I deleted entry {entry}."

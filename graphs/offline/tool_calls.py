@@ -120,7 +120,11 @@ def _finance_call(text: str, folded: str, tools: set[str], today: date | None) -
         entry = _ENTRY_ID.search(folded)
         if entry:
             return ToolGuess("delete_transaction", {"transaction_id": int(entry.group(1))})
-        return listing
+        return (
+            ToolGuess("offer_entries_to_delete", {})
+            if "offer_entries_to_delete" in tools
+            else listing
+        )
     if _BY_CATEGORY.search(folded):
         return ToolGuess("spending_by_category", {"period": _period(folded, today)})
     if _LIST.search(folded):
@@ -222,6 +226,8 @@ _WHEN = rx(
           (?:\s+(?:de\s+)?(?:amanha|hoje|tomorrow|today))?
     )"""
 )
+_OBLIGATION = rx(r"\b(?:tenho\s+que|tenho\s+de|preciso|i\s+have\s+to|i\s+need\s+to|i\s+must)\b")
+"""Something to do at a time, said without asking for a reminder: one is proposed."""
 _REMINDER_TRIGGER = rx(
     r"""(?:\bme\s+lembr\w*|\blembr\w*-me|\b(?:cri\w*|coloc\w*|agend\w*|marc\w*|faz\w*)\s+
         (?:um\s+)?lembrete|\blembrete|\bme\s+avis\w*|\bavis\w*-me
@@ -268,6 +274,10 @@ def _relationships_call(
         guess = _reminder(text, folded)
         if guess is not None:
             return guess
+    if not reminderish and "propose_reminder" in tools and _OBLIGATION.search(folded):
+        guess = _reminder(text, folded, _OBLIGATION)
+        if guess is not None:
+            return ToolGuess("propose_reminder", guess.args)
     kind = _DATE_KIND.search(folded)
     written = DATE.search(folded)
     if kind and written and not re.search(r"\?\s*$", folded):
@@ -294,11 +304,13 @@ def _relationships_call(
     return None
 
 
-def _reminder(text: str, folded: str) -> ToolGuess | None:
+def _reminder(
+    text: str, folded: str, trigger: re.Pattern[str] = _REMINDER_TRIGGER
+) -> ToolGuess | None:
     when = _WHEN.search(folded)
     if when is None:
         return None
-    spans = [when.span(), *(m.span() for m in _REMINDER_TRIGGER.finditer(folded))]
+    spans = [when.span(), *(m.span() for m in trigger.finditer(folded))]
     rest = clean(cut(text, spans))
     rest = re.sub(r"(?i)^(?:de|para|pra|que|to|about|that|of|por favor|please)\s+", "", rest)
     rest = clean(rest)

@@ -180,6 +180,7 @@ async def _store(
                     media=[asdict(m) for m in inbound.media],
                     payload=dict(inbound.payload),
                     correlation_id=cid,
+                    choice=inbound.choice,
                     enroll=tenant.auto_enroll,
                 )
                 for inbound in messages

@@ -72,6 +72,8 @@ class RunResult:
     answered: list[int] | None = None
     """The inbound message ids the run answered, when not all it was given: a crashed run
     finished first answers only its own messages; the newer ones are the next turn's."""
+    choices: dict[str, Any] | None = None
+    """The buttons or list offered with the reply (`graphs.state.State.choices`)."""
 
 
 def compile_graph(conn: Conn) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -124,7 +126,9 @@ def human_message(message: Message) -> HumanMessage:
         parts.append(f"[attached {item.get('content_type') or 'a file'}, which you cannot open]")
     if not parts:
         parts = [f"[{message.kind} message]"]
-    return HumanMessage(content="\n".join(parts), id=f"wa-{message.id}")
+    # A press names the option it answers (`nodes.choices`); the model reads only its title.
+    pressed = {"choice": message.choice} if message.choice else {}
+    return HumanMessage(content="\n".join(parts), id=f"wa-{message.id}", additional_kwargs=pressed)
 
 
 def _history(conn: Conn, conversation: Conversation, before: int) -> list[AnyMessage]:
@@ -312,6 +316,7 @@ def _result(snapshot: StateSnapshot, *, resumed: bool, usage: dict[str, Any]) ->
     interrupted = waiting_for_human(snapshot)
     return RunResult(
         reply=str(values.get("reply") or "") or None,
+        choices=values.get("choices") or None,
         route=values.get("route") or None,
         route_reason=values.get("route_reason") or None,
         interrupted=interrupted,

@@ -17,6 +17,7 @@ import psycopg
 import structlog
 
 from channels.base import Channel, OutboundMessage, SendFailed, SendOutcome, Template
+from channels.choices import Choices
 from channels.policy import window_open
 from channels.ratelimit import SenderRateLimiter
 from channels.registry import channel_for
@@ -88,8 +89,12 @@ def send_whatsapp_message(
             unlock(conn, lock)
 
 
-def _outbound(message: Message, template: TemplateSend | None = None) -> OutboundMessage:
-    """The outbox row as the channel sends it: its body, or the template it goes out as."""
+def _outbound(
+    message: Message, template: TemplateSend | None = None, *, plain: bool = False
+) -> OutboundMessage:
+    """The outbox row as the channel sends it: its body (with its buttons or list unless
+    `plain`), or the template it goes out as."""
+    offered = message.choices is not None and template is None and not plain
     return OutboundMessage(
         message_id=message.id,
         to=message.to_address,
@@ -97,6 +102,7 @@ def _outbound(message: Message, template: TemplateSend | None = None) -> Outboun
         body=message.body,
         created_at=message.created_at,
         template=Template(template.content_sid, template.content_variables) if template else None,
+        choices=Choices.from_json(message.choices) if offered and message.choices else None,
     )
 
 
@@ -158,13 +164,19 @@ def _create(
     user: User,
     *,
     use_template: TemplateSend | None,
+    plain: bool = False,
 ) -> str:
     SenderRateLimiter(redis_for(settings), settings.send_rate_per_second).acquire(
         tenant.whatsapp_sender
     )
     try:
-        sent = channel.send(_outbound(message, use_template))
+        sent = channel.send(_outbound(message, use_template, plain=plain))
     except SendFailed as failed:
+        if _options_refused(message, use_template, plain, failed):
+            log.warning("the provider refused the options; sending them as numbered text",
+                        error=failed.reason, code=failed.code)  # fmt: skip
+            return _create(conn, settings, channel, message, tenant, user,
+                           use_template=None, plain=True)  # fmt: skip
         return _refused(conn, settings, channel, message, tenant, user, use_template, failed)
     template_id = use_template.content_sid if use_template is not None else None
     with conn.transaction():  # sent and billed together: never one without the other
@@ -177,6 +189,15 @@ def _create(
     log.info("sent", provider_message_id=sent.provider_message_id, status=sent.status,
              template=bool(template_id))  # fmt: skip
     return "sent"
+
+
+def _options_refused(
+    message: Message, use_template: TemplateSend | None, plain: bool, failed: SendFailed
+) -> bool:
+    """Whether a permanent refusal may be of the buttons or list themselves (a provider that
+    does not draw them for this sender): then the same reply goes out as numbered text."""
+    offered = message.choices is not None and use_template is None and not plain
+    return offered and failed.outcome is SendOutcome.FAIL
 
 
 def _charge(

@@ -16,6 +16,7 @@ import psycopg
 import structlog
 from redis import RedisError
 
+from channels.choices import Choices, Option, make_choices
 from channels.policy import NOTICES, is_data_request, is_opt_in, is_opt_out
 from channels.registry import channel_for
 from channels.splitting import split_body
@@ -119,14 +120,19 @@ class Turn:
         """Answer the turn with one of the channel's fixed notices (no model)."""
         self.finish([NOTICES[notice][self.language]], kind=notice, purpose=purpose)
 
-    def finish(self, parts: list[str], *, kind: str, purpose: str) -> None:
-        """Put the answer in the outbox and close the messages, atomically; then send."""
+    def finish(
+        self, parts: list[str], *, kind: str, purpose: str, choices: Choices | None = None
+    ) -> None:
+        """Put the answer in the outbox and close the messages, atomically; then send. The
+        last part offers `choices`, if any (its body: the same reply as numbered text)."""
         key = f"{kind}:{self.ids[0]}-{self.ids[-1]}"
+        if choices is not None:
+            parts = [*parts[:-1], choices.as_text()]
         with self.conn.transaction():
             outbox.insert_outbound_parts(
                 self.conn, tenant=self.tenant, conversation_id=self.conversation.id,
                 to_address=self.user.address, parts=parts, key=key, correlation_id=self.cid,
-                purpose=purpose,
+                purpose=purpose, choices=choices.to_json() if choices is not None else None,
             )  # fmt: skip
             inbox.mark_processed(self.conn, self.ids, "answered")
         log.info("turn answered", parts=len(parts), purpose=purpose)
@@ -215,11 +221,28 @@ def _answer(
         handoff.handed_off(conn, settings, tenant, conversation.id, result)
     if result is not None and result.reply:
         purpose = "handoff" if result.interrupted else "reply"
-        turn.finish(split_body(result.reply), kind="reply", purpose=purpose)
+        parts = split_body(result.reply)
+        turn.finish(parts, kind="reply", purpose=purpose, choices=_choices(result, parts[-1]))
     elif result is not None:
         turn.close("answered", "The run ended without a reply.")
     if result is not None and LONG_TERM_MEMORY.name in rights.features:
         _enqueue_extraction(turn)
+
+
+def _choices(result: runner.RunResult, body: str) -> Choices | None:
+    """The buttons or list the run offered, ready for the providers, asked after `body` (the
+    reply's last part); None when it offered none, or none a provider could draw."""
+    offered = result.choices
+    if not offered:
+        return None
+    options = [Option(str(o["id"]), str(o["title"]), str(o.get("description") or ""))
+               for o in offered["options"]]  # fmt: skip
+    try:
+        return make_choices(body, options, button=str(offered.get("button") or ""))
+    except ValueError as exc:
+        log.warning("the run offered options no provider draws; sending the text alone",
+                    error=str(exc))  # fmt: skip
+        return None
 
 
 def _fold_into_next(turn: Turn, rights: identity.Entitlement, used: int) -> bool:
