@@ -63,7 +63,7 @@ class TwilioApi:
             )
         if path.startswith("/v1/Content"):
             account, _ = authenticate(authorization, None)
-            return self._contents.dispatch(method, path, account, body)
+            return self._contents.dispatch(method, path, account, body, query)
         if path == _TYPING_PATH:
             account, _ = authenticate(authorization, None)
             if method == "POST":
@@ -90,7 +90,7 @@ class TwilioApi:
         self._records.take_error("messages", first(form, "To"))
         message = new_message(account_sid, form)
         if message["content_sid"]:
-            message["body"] = self._contents.render(
+            message["body"], message["choices"] = self._contents.render_message(
                 account_sid, message["content_sid"], message["content_variables"]
             )
         self._records.add("messages", message, token)

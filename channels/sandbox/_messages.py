@@ -2,7 +2,8 @@
 
 Stateless: validating a Messages create form into the sandbox's record of the message (with
 Twilio's error codes and SMS segment count), the Message resource Twilio returns for a record,
-the typing indicator form, and Twilio's filtering and paging of message lists.
+the typing indicator form, Twilio's filtering and paging of message lists, and the inbound
+form fields of a press on a message's button or list row (:func:`press_form`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ MAX_PAGE_SIZE = 1000
 MAX_BODY_CHARS = 1600
 
 # Fields kept in the sandbox's records that Twilio's Message resource does not return.
-SANDBOX_FIELDS = ("content_sid", "content_variables", "status_callback", "media_urls")
+SANDBOX_FIELDS = ("content_sid", "content_variables", "status_callback", "media_urls", "choices")
 
 _GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -47,7 +48,8 @@ def _num_segments(body: str, to: str) -> int:
 def new_message(account_sid: str, form: Mapping[str, list[str]]) -> dict[str, Any]:
     """Validate a Messages create form and build the sandbox's record of the message.
 
-    The record is Twilio's Message resource plus the :data:`SANDBOX_FIELDS`.
+    The record is Twilio's Message resource plus the :data:`SANDBOX_FIELDS`; ``choices`` (the
+    buttons or list the user sees) is filled in once the content is rendered.
     """
     to = first(form, "To")
     from_ = first(form, "From")
@@ -102,6 +104,7 @@ def new_message(account_sid: str, form: Mapping[str, list[str]]) -> dict[str, An
         "content_variables": content_variables,
         "status_callback": first(form, "StatusCallback"),
         "media_urls": media_urls,
+        "choices": None,
     }
 
 
@@ -110,6 +113,24 @@ def resource(message: Mapping[str, Any]) -> dict[str, Any]:
     result = {k: v for k, v in message.items() if k not in SANDBOX_FIELDS}
     result["subresource_uris"] = dict(message["subresource_uris"])
     return result
+
+
+def press_form(message: Mapping[str, Any], number: int) -> dict[str, str]:
+    """Return the fields Twilio adds to the inbound form when the user presses option `number`
+    (from 1) of the recorded `message`: ``ButtonText``/``ButtonPayload`` for a button,
+    ``ListId``/``ListTitle`` (and ``ListDescription``) for a list row."""
+    choices = message.get("choices")
+    if not choices:
+        raise ValueError(f"message {message.get('sid')} has no buttons or list to press")
+    options = choices["options"]
+    if not 1 <= number <= len(options):
+        raise ValueError(f"option {number} out of 1..{len(options)}")
+    option = options[number - 1]
+    form = {"Body": option["title"], "OriginalRepliedMessageSid": str(message["sid"])}
+    if choices["type"] == "buttons":
+        return form | {"ButtonText": option["title"], "ButtonPayload": option["id"]}
+    form |= {"ListId": option["id"], "ListTitle": option["title"]}
+    return form | ({"ListDescription": option["description"]} if option["description"] else {})
 
 
 def typing_fields(form: Mapping[str, list[str]]) -> tuple[str, str]:

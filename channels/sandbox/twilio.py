@@ -22,6 +22,10 @@ WhatsApp templates live in the Content API (``POST /v1/Content``, approval statu
 ``GET /v1/Content/{sid}/ApprovalRequests``; :meth:`TwilioSandbox.add_content` registers one
 directly). A message created with ``ContentSid`` + ``ContentVariables`` is stored with the
 template's text, placeholders filled, as its ``body``: tests assert the words the user reads.
+Quick-reply and list-picker content (session content, no approval) is listed at
+``GET /v1/Content``; a message sent with it also records ``choices`` (``{"type": "buttons" or
+"list", "button", "options": [{"id", "title", "description"}]}``, None for any other message),
+and :func:`press_form` gives the inbound form fields of a press on one of its options.
 
 Run it standalone with ``python -m channels.sandbox.twilio --port 5050``.
 """
@@ -41,11 +45,12 @@ from channels.sandbox._cli import parse_args, serve_until_signalled
 from channels.sandbox._content import ContentStore
 from channels.sandbox._control import control
 from channels.sandbox._media import Media, MediaStore
+from channels.sandbox._messages import press_form
 from channels.sandbox._server import SandboxServer
 from channels.sandbox._store import Records
 from channels.sandbox._wire import API_VERSION, MESSAGE_STATUSES, RawReply, Reply
 
-__all__ = ["API_VERSION", "TwilioSandbox", "main"]
+__all__ = ["API_VERSION", "TwilioSandbox", "main", "press_form"]
 
 logger = logging.getLogger(__name__)
 

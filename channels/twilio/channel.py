@@ -27,6 +27,8 @@ from channels.base import (
     WebhookReply,
     WebhookRequest,
 )
+from channels.choices import Choices, interactive
+from channels.twilio import content
 from channels.twilio.client import twilio_for
 from channels.twilio.errors import FAILURES, OUTSIDE_WINDOW, describe, send_failed
 from channels.twilio.inbound import (
@@ -67,6 +69,14 @@ class TwilioWebhooks:
         return _ACCEPTED if kind == "inbound" else _RECORDED
 
 
+def _content_options(sid: str, variables: Mapping[str, str]) -> dict[str, str]:
+    """A message create's fields for content `sid` filled with `variables`."""
+    return {
+        "content_sid": sid,
+        "content_variables": json.dumps(dict(variables), ensure_ascii=False),
+    }
+
+
 class TwilioChannel:
     """One tenant's Twilio account (the sandbox's when TWILIO_API_BASE_URL is set)."""
 
@@ -95,17 +105,38 @@ class TwilioChannel:
         return WebhookEvents(statuses=(parse_status(form.fields),))
 
     def send(self, message: OutboundMessage) -> SendResult:
-        """Create the message at Twilio: the body, or the template's ContentSid and variables."""
+        """Create the message at Twilio: the body, the template's ContentSid and variables, or
+        the choices as quick-reply buttons or a list picker (as the numbered `body` when they
+        cannot go out as either)."""
         options: dict[str, Any] = {"to": message.to, "from_": message.sender}
         if self._settings.twilio_status_callbacks:
             options["status_callback"] = self._settings.public_url(STATUS_PATH)
         if message.template is not None:
-            options |= {
-                "content_sid": message.template.id,
-                "content_variables": json.dumps(message.template.variables, ensure_ascii=False),
-            }
+            options |= _content_options(message.template.id, message.template.variables)
+        elif message.choices is not None and interactive(message.choices):
+            return self._send_choices(options, message.choices)
         else:
             options["body"] = message.body
+        return self._create(options)
+
+    def _send_choices(self, options: dict[str, Any], choices: Choices) -> SendResult:
+        """Send `choices` through the account's content resource of their shape."""
+        account = self._tenant.twilio_account_sid
+        shape, variables = content.variables(choices)
+        try:
+            sid = content.content_sid(self.client, account, shape)
+        except FAILURES as exc:
+            raise send_failed(exc) from exc
+        try:
+            return self._create(options | _content_options(sid, variables))
+        except SendFailed as failed:
+            if failed.code != content.CONTENT_SID_INVALID:
+                raise
+            content.forget(account, shape)  # deleted at Twilio: the retry creates it again
+            raise SendFailed(SendOutcome.RETRY, failed.reason, failed.code) from failed
+
+    def _create(self, options: dict[str, Any]) -> SendResult:
+        """Create one message at Twilio, its refusal as `SendFailed`."""
         try:
             sent = self.client.messages.create(**options)
         except FAILURES as exc:
@@ -115,7 +146,7 @@ class TwilioChannel:
     def find_sent(self, message: OutboundMessage) -> SendResult | None:
         """Twilio keeps no key of ours, so match by recipient, sender, time and body: an
         interrupted template send carries the template's text, is not recognised, and goes out
-        again."""
+        again. A send with choices shows the content's body (or, sent as text, `body`)."""
         try:
             sent = self.client.messages.list(
                 to=message.to,
@@ -125,7 +156,8 @@ class TwilioChannel:
             )
         except FAILURES as exc:
             raise SendFailed(SendOutcome.RETRY, describe(exc)) from exc
-        earlier = next((s for s in sent if s.body == message.body), None)
+        bodies = {message.body} | ({message.choices.body} if message.choices else set())
+        earlier = next((s for s in sent if s.body in bodies), None)
         if earlier is None:
             return None
         return SendResult(str(earlier.sid), str(earlier.status or "queued"))

@@ -16,6 +16,7 @@ from channels.base import (
     MessageKind,
     StatusUpdate,
 )
+from channels.choices import OPTION_ID_CHARS
 
 MAX_ID_LENGTH = 256
 """Twilio's SIDs are 34 characters and its addresses a few dozen; ids are unique keys in
@@ -135,6 +136,7 @@ def parse_inbound(form: Mapping[str, str]) -> InboundMessage:
         for i in range(num_media)
     )
     body = form.get("Body") or ""
+    choice = _choice(form)
     kind: MessageKind
     if media:
         kind = "media"
@@ -143,9 +145,9 @@ def parse_inbound(form: Mapping[str, str]) -> InboundMessage:
         place = " — ".join(p for p in (form.get("Label"), form.get("Address")) if p)
         coordinates = f"{form['Latitude']}, {form['Longitude']}"
         body = f"{place} ({coordinates})" if place else coordinates
-    elif form.get("ButtonPayload") or form.get("ButtonText"):
+    elif pressed := form.get("ListId") or form.get("ButtonPayload") or form.get("ButtonText"):
         kind = "button"
-        body = body or form.get("ButtonText") or form.get("ButtonPayload") or ""
+        body = body or form.get("ListTitle") or form.get("ButtonText") or pressed
     elif body.strip():
         kind = "text"
     else:
@@ -163,7 +165,17 @@ def parse_inbound(form: Mapping[str, str]) -> InboundMessage:
         profile_name=(form.get("ProfileName") or "").strip() or None,
         media=media,
         payload=dict(form),
+        choice=choice if kind == "button" else None,
     )
+
+
+def _choice(form: Mapping[str, str]) -> str | None:
+    """The id of the option a press chose: a list row's `ListId`, a quick reply's
+    `ButtonPayload` (ours, or a template button's), or None. An id longer than any we send
+    names none of our options: the press is kept as the user's words (its title), since a
+    refused post is never delivered again."""
+    choice = form.get("ListId") or form.get("ButtonPayload") or None
+    return choice if choice is not None and len(choice) <= OPTION_ID_CHARS else None
 
 
 def parse_status(form: Mapping[str, str]) -> StatusUpdate:
