@@ -25,6 +25,7 @@ from channels.base import (
     WebhookReply,
     WebhookRequest,
 )
+from channels.choices import Choices, Option, interactive
 from channels.cloud.errors import OUTSIDE_WINDOW, refused, unreachable
 from channels.cloud.inbound import (
     MEDIA_ID,
@@ -85,17 +86,52 @@ def _digits(address: str) -> str:
     return "".join(ch for ch in address if ch.isdigit())
 
 
+def meta_language(language: str | None) -> str:
+    """The language code Meta names a template's translation by: "pt-BR" is `pt_BR`; a bare
+    "pt" is Brazilian Portuguese (Meta has no plain `pt`); none given is `pt_BR`."""
+    if not language:
+        return DEFAULT_TEMPLATE_LANGUAGE
+    code = language.replace("-", "_")
+    return DEFAULT_TEMPLATE_LANGUAGE if code.lower() == "pt" else code
+
+
 def _template(template: Template) -> dict[str, Any]:
-    """A template send: its name, language (the `language` variable, else pt_BR) and the body
-    parameters, from the numbered variables in their order."""
+    """A template send: its name, language (the template's, else the `language` variable,
+    else pt_BR) and the body parameters, from the numbered variables in their order."""
     variables = dict(template.variables)
-    language = variables.pop("language", None) or DEFAULT_TEMPLATE_LANGUAGE
+    language = meta_language(template.language or variables.pop("language", None))
+    variables.pop("language", None)
     numbered = sorted((int(k), v) for k, v in variables.items() if str(k).isdigit())
     body: dict[str, Any] = {"name": template.id, "language": {"code": language}}
     if numbered:
         parameters = [{"type": "text", "text": str(value)} for _, value in numbered]
         body["components"] = [{"type": "body", "parameters": parameters}]
     return body
+
+
+SECTION_TITLE_CHARS = 24
+"""Meta's limit on a list section's title (a list of ours has one section, titled like its
+button, whose label is shorter)."""
+
+
+def _interactive(choices: Choices) -> dict[str, Any]:
+    """Meta's `interactive` object for `choices`: reply buttons, or one section of list rows
+    behind the `choices.button` label."""
+    body = {"text": choices.body}
+    if choices.kind == "buttons":
+        buttons = [{"type": "reply", "reply": {"id": o.id, "title": o.title}}
+                   for o in choices.options]  # fmt: skip
+        return {"type": "button", "body": body, "action": {"buttons": buttons}}
+    section = {"title": choices.button[:SECTION_TITLE_CHARS],
+               "rows": [_row(o) for o in choices.options]}  # fmt: skip
+    return {"type": "list", "body": body,
+            "action": {"button": choices.button, "sections": [section]}}  # fmt: skip
+
+
+def _row(option: Option) -> dict[str, str]:
+    """A list row; a row without a description is sent without the field, not with a blank."""
+    row = {"id": option.id, "title": option.title}
+    return (row | {"description": option.description}) if option.description else row
 
 
 class CloudChannel:
@@ -175,8 +211,9 @@ class CloudChannel:
             )
 
     def send(self, message: OutboundMessage) -> SendResult:
-        """Send the body as text, or the template; `biz_opaque_callback_data` carries our outbox
-        id, so Meta's status webhooks for this send name it too."""
+        """Send the body as text, the template, or the choices as reply buttons or a list (as
+        the numbered `body` when they cannot go out as either); `biz_opaque_callback_data`
+        carries our outbox id, so Meta's status webhooks for this send name it too."""
         to = _digits(message.to)
         if not to:
             raise SendFailed(SendOutcome.FAIL, f"{message.to[:40]!r} is not a phone number")
@@ -188,6 +225,8 @@ class CloudChannel:
         }
         if message.template is not None:
             payload |= {"type": "template", "template": _template(message.template)}
+        elif message.choices is not None and interactive(message.choices):
+            payload |= {"type": "interactive", "interactive": _interactive(message.choices)}
         else:
             payload |= {"type": "text", "text": {"preview_url": False, "body": message.body}}
         answer = self._post(payload)

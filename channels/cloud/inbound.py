@@ -212,12 +212,22 @@ def _coordinate(location: Mapping[str, Any], name: str) -> float:
     return float(value)
 
 
-def _content(raw: Mapping[str, Any], kind_name: str) -> tuple[MessageKind, str, tuple[Media, ...]]:
-    """What a message of `kind_name` says: its kind, its text and its attachments."""
+@dataclass(frozen=True)
+class _Content:
+    """What a message says: its kind, its text, its attachments and the option it chose."""
+
+    kind: MessageKind
+    body: str
+    media: tuple[Media, ...] = ()
+    choice: str | None = None
+
+
+def _content(raw: Mapping[str, Any], kind_name: str) -> _Content:
+    """What a message of `kind_name` says."""
     what = f"A {kind_name} message"
     if kind_name == "text":
         body = _string(_object(raw, "text", what), "body", what, required=False)
-        return ("text" if body.strip() else "unsupported"), body, ()
+        return _Content("text" if body.strip() else "unsupported", body)
     if kind_name in _MEDIA_TYPES:
         attachment = _object(raw, kind_name, what)
         media_id = _string(attachment, "id", what)
@@ -225,26 +235,44 @@ def _content(raw: Mapping[str, Any], kind_name: str) -> tuple[MessageKind, str, 
             raise InvalidRequest("invalid_message", f"{what} has a malformed media id.")
         mime = _string(attachment, "mime_type", what, required=False)
         caption = _string(attachment, "caption", what, required=False)
-        return "media", caption, (Media(f"{MEDIA_SCHEME}{media_id}", mime),)
+        return _Content("media", caption, (Media(f"{MEDIA_SCHEME}{media_id}", mime),))
     if kind_name == "location":
         location = _object(raw, "location", what)
         coordinates = f"{_coordinate(location, 'latitude')}, {_coordinate(location, 'longitude')}"
         parts = (_string(location, k, what, required=False).strip() for k in ("name", "address"))
         place = " — ".join(p for p in parts if p)
-        return "location", f"{place} ({coordinates})" if place else coordinates, ()
+        return _Content("location", f"{place} ({coordinates})" if place else coordinates)
     if kind_name == "interactive":
-        interactive = _object(raw, "interactive", what)
-        reply_type = interactive.get("type")
-        if reply_type in ("button_reply", "list_reply"):
-            reply = _object(interactive, str(reply_type), what)
-            _identifier(reply, "id", what)
-            return "button", _string(reply, "title", what, required=False), ()
-        return "unsupported", "", ()
+        return _reply(_object(raw, "interactive", what), what)
     if kind_name == "button":  # a template's quick-reply button
         button = _object(raw, "button", what)
+        payload = _string(button, "payload", what, required=False)
         text = _string(button, "text", what, required=False)
-        return "button", text or _string(button, "payload", what, required=False), ()
-    return "unsupported", "", ()  # reaction, sticker-less system notices, orders, unknown types
+        choice = _choice_id(payload, what) if payload.strip() else None
+        return _Content("button", text or payload, choice=choice)
+    return _Content("unsupported", "")  # reaction, system notices, orders, unknown types
+
+
+def _reply(interactive: Mapping[str, Any], what: str) -> _Content:
+    """A press on one of our reply buttons or list rows: the option's id, its title as the
+    text (a list row's description is left in the payload)."""
+    reply_type = interactive.get("type")
+    if reply_type not in ("button_reply", "list_reply"):
+        return _Content("unsupported", "")  # a flow's or a product's reply: not ours to read
+    reply = _object(interactive, str(reply_type), what)
+    choice = _choice_id(_string(reply, "id", what), what)
+    return _Content("button", _string(reply, "title", what, required=False), choice=choice)
+
+
+def _choice_id(value: str, what: str) -> str:
+    """The option id a press brings back. Meta allows up to 256 characters (ours are at most
+    `channels.choices.OPTION_ID_CHARS`); a longer one is not Meta's."""
+    choice = value.strip()
+    if len(choice) > MAX_ID_LENGTH:
+        raise InvalidRequest(
+            "invalid_message", f"{what}: the option id is over {MAX_ID_LENGTH} characters."
+        )
+    return choice
 
 
 def parse_message(raw: Any, recipient: str, profiles: Mapping[str, str]) -> InboundMessage:
@@ -255,17 +283,18 @@ def parse_message(raw: Any, recipient: str, profiles: Mapping[str, str]) -> Inbo
     wa_id = _string(raw, "from", "A message").strip()
     if not _DIGITS.fullmatch(wa_id):
         raise InvalidRequest("invalid_message", "A message's from is not a WhatsApp id (digits).")
-    kind, body, media = _content(raw, _string(raw, "type", "A message"))
+    content = _content(raw, _string(raw, "type", "A message"))
     return InboundMessage(
         provider_message_id=wamid,
         sender=f"whatsapp:+{wa_id}",
         recipient=recipient,
         wa_id=wa_id,
-        kind=kind,
-        body=body,
+        kind=content.kind,
+        body=content.body,
         profile_name=profiles.get(wa_id),
-        media=media,
+        media=content.media,
         payload=dict(raw),
+        choice=content.choice,
     )
 
 

@@ -28,6 +28,7 @@ _MEDIA = re.compile(r"^/(?P<media>[0-9]+)$")
 DOWNLOAD_PREFIX = "/whatsapp_business/attachments/"
 ENDPOINTS = ("messages", "typing", "media")
 MAX_TEXT = 4096
+MAX_INTERACTIVE_BODY = 1024
 _PLACEHOLDER = re.compile(r"\{\{([0-9]+)\}\}")
 
 FollowUp = Callable[[dict[str, Any]], Callable[[], None] | None]
@@ -223,7 +224,8 @@ class CloudApi:
         kind = payload.get("type", "text")  # Meta's default
         record: dict[str, Any] = {
             "id": new_wamid(), "phone_number_id": number.phone_number_id, "to": to, "type": kind,
-            "body": None, "template": None, "interactive": None, "status": "accepted",
+            "body": None, "template": None, "interactive": None, "choices": None,
+            "status": "accepted",
             "opaque": payload.get("biz_opaque_callback_data"), "payload": payload,
             "at": time.time(),
         }  # fmt: skip
@@ -242,7 +244,7 @@ class CloudApi:
             record["interactive"] = interactive = _need(
                 payload, "interactive", "An interactive message"
             )
-            _check_interactive(interactive)
+            record["choices"] = _check_interactive(interactive)
             record["body"] = interactive["body"]["text"]
         else:
             raise GraphError(
@@ -317,34 +319,94 @@ class CloudApi:
         return RawReply(200, {"Content-Type": found.mime_type}, found.data)
 
 
-def _check_interactive(interactive: Any) -> None:
-    """Refuse an interactive message Meta would: reply buttons (1-3, titles up to 20 characters)
-    or a list (a button label, sections of rows, at most 10 rows in all)."""
+def _invalid(details: str) -> GraphError:
+    """Meta's refusal of a value it reads but does not take (a count, a length, a repeat)."""
+    return GraphError(131009, 400, details=details)
+
+
+def _text(parent: Any, name: str, what: str, limit: int) -> str:
+    """A required string of 1 to `limit` characters."""
+    value = _need(parent, name, what)
+    if not isinstance(value, str):
+        raise GraphError(100, 400, "Invalid parameter", f"{what}.{name} must be a string")
+    if len(value) > limit:
+        raise _invalid(f"{what} {name} length invalid. Min length: 1, Max length: {limit}")
+    return value
+
+
+def _optional_text(parent: Mapping[str, Any], name: str, what: str, limit: int) -> str:
+    return _text(parent, name, what, limit) if parent.get(name) not in (None, "") else ""
+
+
+def _unique(values: list[str], what: str) -> None:
+    if len(set(values)) != len(values):
+        raise _invalid(f"{what} must be unique within the message")
+
+
+def _check_interactive(interactive: Any) -> dict[str, Any]:
+    """Refuse an interactive message Meta would, with Meta's codes (100 for a missing or
+    mistyped field, 131009 for a value out of its limits); return its options normalised
+    (`{"type": "buttons" or "list", "button", "options": [{"id", "title", "description"}]}`).
+
+    Reply buttons: 1 to 3, ids up to 256 characters, titles up to 20, both unique. A list: a
+    button label up to 20, 1 to 10 sections (titled, up to 24, when more than one) with 1 to
+    10 rows in all, row ids up to 200 and unique, titles up to 24, descriptions up to 72. The
+    body is up to 1024 characters, a footer up to 60."""
     kind = _need(interactive, "type", "interactive")
-    _need(_need(interactive, "body", "interactive"), "text", "interactive.body")
+    _text(_need(interactive, "body", "interactive"), "text", "Body", MAX_INTERACTIVE_BODY)
+    if isinstance(footer := interactive.get("footer"), dict):
+        _optional_text(footer, "text", "Footer", 60)
     action = _need(interactive, "action", "interactive")
     if kind == "button":
-        buttons = _need(action, "buttons", "interactive.action")
-        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
-            raise GraphError(100, 400, "Invalid parameter", "1 to 3 reply buttons")
-        for button in buttons:
-            reply = _need(button, "reply", "a button")
-            _need(reply, "id", "a button")
-            if len(str(_need(reply, "title", "a button"))) > 20:
-                raise GraphError(
-                    100, 400, "Invalid parameter", "button titles: up to 20 characters"
-                )
-    elif kind == "list":
-        _need(action, "button", "interactive.action")
-        sections = _need(action, "sections", "interactive.action")
-        rows = [row for s in sections if isinstance(s, dict) for row in s.get("rows") or []]
-        if not 1 <= len(rows) <= 10 or any(
-            not isinstance(r, dict) or not r.get("id") for r in rows
-        ):
-            raise GraphError(
-                100, 400, "Invalid parameter", "a list has 1 to 10 rows, each with an id"
-            )
-    else:
-        raise GraphError(
-            100, 400, "Invalid parameter", f"The sandbox does not send interactive {kind!r}"
+        return {"type": "buttons", "button": "", "options": _buttons(action)}
+    if kind == "list":
+        button = _text(action, "button", "Button", 20)
+        return {"type": "list", "button": button, "options": _rows(action)}
+    raise GraphError(
+        100, 400, "Invalid parameter", f"The sandbox does not send interactive {kind!r}"
+    )
+
+
+def _buttons(action: Any) -> list[dict[str, str]]:
+    buttons = _need(action, "buttons", "interactive.action")
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+        count = len(buttons) if isinstance(buttons, list) else 0
+        raise _invalid(
+            f"Invalid buttons count. Min allowed buttons: 1, Max allowed buttons: 3 ({count})"
         )
+    options = []
+    for button in buttons:
+        if _need(button, "type", "a button") != "reply":
+            raise GraphError(100, 400, "Invalid parameter", "a reply button's type is reply")
+        reply = _need(button, "reply", "a button")
+        options.append({"id": _text(reply, "id", "Button id", 256),
+                        "title": _text(reply, "title", "Button title", 20),
+                        "description": ""})  # fmt: skip
+    _unique([o["id"] for o in options], "Button ids")
+    _unique([o["title"] for o in options], "Button titles")
+    return options
+
+
+def _rows(action: Any) -> list[dict[str, str]]:
+    sections = _need(action, "sections", "interactive.action")
+    if not isinstance(sections, list) or not 1 <= len(sections) <= 10:
+        raise _invalid("Invalid sections count. Min allowed sections: 1, Max allowed sections: 10")
+    options = []
+    for section in sections:
+        if not isinstance(section, dict):
+            raise GraphError(100, 400, "Invalid parameter", "a section must be an object")
+        if len(sections) > 1:
+            _text(section, "title", "Section title", 24)
+        else:
+            _optional_text(section, "title", "Section title", 24)
+        rows = _need(section, "rows", "a section")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise GraphError(100, 400, "Invalid parameter", "a section's rows must be objects")
+        options += [{"id": _text(row, "id", "Row id", 200),
+                     "title": _text(row, "title", "Row title", 24),
+                     "description": _optional_text(row, "description", "Row description", 72)}
+                    for row in rows]  # fmt: skip
+    if len(options) > 10:
+        raise _invalid("Total row count exceed max allowed count: 10")
+    _unique([o["id"] for o in options], "Row ids")
+    return options

@@ -24,6 +24,8 @@ ERROR_TITLES: dict[int, str] = {
     80007: "Rate limit issues",
     130429: "Rate limit hit",
     131000: "Something went wrong",
+    131008: "Required parameter is missing",
+    131009: "Parameter value is not valid",
     131026: "Message undeliverable",
     131047: "Re-engagement message",
     131048: "Spam rate limit hit",
@@ -126,6 +128,22 @@ def user_message(
     if context is not None:
         message["context"] = dict(context)
     return message
+
+
+def press_content(choices: Mapping[str, Any], number: int) -> dict[str, Any]:
+    """The `interactive` object of a user's message pressing option `number` (from 1) of our
+    normalised `choices`: a `button_reply`, or a `list_reply` (with the row's description)."""
+    options = choices["options"]
+    if not 1 <= number <= len(options):
+        raise ValueError(f"option {number} out of 1..{len(options)}")
+    option = options[number - 1]
+    if choices["type"] == "buttons":
+        return {"type": "button_reply",
+                "button_reply": {"id": option["id"], "title": option["title"]}}  # fmt: skip
+    reply = {"id": option["id"], "title": option["title"]}
+    if option.get("description"):
+        reply["description"] = option["description"]
+    return {"type": "list_reply", "list_reply": reply}
 
 
 def status_item(

@@ -4,9 +4,11 @@ Each business number is registered with `add_number(phone_number_id, display_pho
 token, app_secret)`; requests must carry that number's bearer token. The sandbox answers:
 
 * ``POST /{phone-number-id}/messages``: text, template (registered with `add_template`, rendered
-  into ``body``) and interactive (reply buttons, lists) messages, each recorded in `messages`
-  and answered with a ``wamid``; the read receipt (``"status": "read"``, with or without
-  ``typing_indicator``) is recorded in `typing`.
+  into ``body``) and interactive (reply buttons, lists, within Meta's limits) messages, each
+  recorded in `messages` and answered with a ``wamid``; an interactive one also records
+  ``choices`` (``{"type": "buttons" or "list", "button", "options": [{"id", "title",
+  "description"}]}``, None for any other message), as the Twilio sandbox does. The read
+  receipt (``"status": "read"``, with or without ``typing_indicator``) is recorded in `typing`.
 * ``GET /{media-id}`` (a file added with `add_media`) answers its URL, on the sandbox itself;
   that URL serves the bytes to the same bearer token, each try recorded in `media_fetches`.
 * `fail_next` makes the next requests fail with the Graph API's error body and code.
@@ -14,7 +16,8 @@ token, app_secret)`; requests must carry that number's bearer token. The sandbox
 With a `webhook_url`, every accepted message gets ``sent`` then ``delivered`` status webhooks,
 signed with the number's app secret, from a background thread (recorded in `status_callbacks`);
 `send_status` posts one at once. `signed_inbound` and `signed_webhook` build the signed POST Meta
-would make for a user's message, for tests and the chat. Other processes use ``/healthz`` and
+would make for a user's message, and `signed_press` the one for a press on one of our buttons or
+list rows, for tests and the chat. Other processes use ``/healthz`` and
 ``/sandbox/{messages,typing,errors,reset}``. Run it with ``python -m channels.sandbox.cloud``.
 """
 
@@ -38,6 +41,7 @@ from channels.sandbox._cloud_api import CloudApi, CloudState, ErrorRule, MediaFi
 from channels.sandbox._cloud_wire import (
     STATUSES,
     GraphError,
+    press_content,
     signed,
     status_item,
     user_message,
@@ -166,7 +170,8 @@ class CloudSandbox:
     @property
     def messages(self) -> list[dict[str, Any]]:
         """Every accepted message: id (the wamid), phone_number_id, to, type, body (the text,
-        the rendered template or the interactive body), template, interactive, status, payload."""
+        the rendered template or the interactive body), template, interactive, choices (an
+        interactive message's options, normalised), status, payload."""
         return self._state.all("messages")
 
     def wait_for_messages(
@@ -250,6 +255,39 @@ class CloudSandbox:
                                context=context)  # fmt: skip
         profiles = {from_wa_id: profile_name} if profile_name else None
         return self.signed_webhook(phone_number_id, messages=[message], profiles=profiles)
+
+    def signed_press(
+        self,
+        phone_number_id: str,
+        wa_id: str,
+        message: Mapping[str, Any] | str,
+        number: int,
+        *,
+        wamid: str | None = None,
+        profile_name: str | None = "Sandbox User",
+    ) -> tuple[bytes, dict[str, str]]:
+        """Meta's signed POST of user `wa_id` pressing option `number` (from 1) of one of our
+        interactive messages (its record in `messages`, or its wamid): a `button_reply` or
+        `list_reply`, with the `context` naming our message, as Meta sends it."""
+        record = self._message(message) if isinstance(message, str) else message
+        choices = record.get("choices")
+        if not choices:
+            raise ValueError(f"message {record.get('id')} has no buttons or list to press")
+        if (record.get("phone_number_id"), record.get("to")) != (phone_number_id, wa_id):
+            raise ValueError(f"message {record.get('id')} was not sent by {phone_number_id} "
+                             f"to {wa_id}")  # fmt: skip
+        context = {"from": self._number(phone_number_id).display_phone_number, "id": record["id"]}
+        return self.signed_inbound(
+            phone_number_id, wa_id, kind="interactive", content=press_content(choices, number),
+            profile_name=profile_name, wamid=wamid, context=context,
+        )  # fmt: skip
+
+    def _message(self, wamid: str) -> dict[str, Any]:
+        """A copy of the record of our message `wamid`."""
+        found = [m for m in self.messages if m["id"] == wamid]
+        if not found:
+            raise KeyError(f"no sandbox message {wamid!r}")
+        return found[0]
 
     def send_status(
         self, wamid: str, status: str, error_code: int | None = None, url: str | None = None
