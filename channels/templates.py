@@ -44,6 +44,30 @@ TEMPLATE_MAX_CHARS: Final = 1024
 """The most characters WhatsApp accepts in a template's text, placeholders filled."""
 CONTENT_SID: Final = r"^HX[0-9a-fA-F]{32}$"
 """A Twilio Content SID, the id of a template in Twilio's Content API."""
+META_TEMPLATE_NAME: Final = r"^[a-z0-9_]{1,512}$"
+"""A template's name on Meta's WhatsApp Cloud API, which sends a template by name and language."""
+_TEMPLATE_IDS: Final[dict[str, tuple[re.Pattern[str], str]]] = {
+    "twilio": (re.compile(CONTENT_SID), "a Twilio Content SID (HX and 32 hex digits)"),
+    "cloud": (
+        re.compile(META_TEMPLATE_NAME),
+        "the template's name on Meta (1 to 512 lowercase letters, digits and underscores)",
+    ),
+}
+"""How each provider names a template, and that form in words for an error."""
+
+
+def template_id_problem(channel: str, template_id: str) -> str | None:
+    """Say why `template_id` cannot name a template on a tenant's `channel` (None: it can).
+
+    Twilio sends a template by its Content SID, Meta's Cloud API by its name, so the same
+    field holds either, and only the tenant's provider tells which one it must be."""
+    form = _TEMPLATE_IDS.get(channel)
+    if form is None:
+        return f"the {channel!r} channel has no templates; use one of {', '.join(_TEMPLATE_IDS)}."
+    pattern, expected = form
+    if pattern.fullmatch(template_id):
+        return None
+    return f"must be {expected} for a tenant on the {channel} channel, not {template_id[:80]!r}."
 
 
 def template_purpose(outbox_purpose: str) -> TemplatePurpose:

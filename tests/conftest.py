@@ -161,6 +161,7 @@ def settings(
 ) -> Iterator[Settings]:
     """Settings pointing at the test servers, exported so jobs read the same."""
     sandbox.reset()
+    sandbox.auto_status = ()  # a test that serves the API over HTTP turns status callbacks on
     env = {
         "APP_ENV": "test",
         "DATABASE_URL": db,

@@ -25,7 +25,6 @@ from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
 from tests.providers import Provider, provider
-from tests.templating import register_template
 from tests.test_brain import give_plan
 
 __all__ = ["provider"]  # the fixture that runs a test through each WhatsApp provider
@@ -405,109 +404,85 @@ def _answer_without_sending(settings: Settings, tenant: Tenant) -> tuple[int, st
 
 
 def test_closed_window_without_template_fails_with_the_reason(
-    client: TestClient,
-    settings: Settings,
-    tenant: Tenant,
-    sandbox: TwilioSandbox,
-    llm: ScriptedModel,
+    settings: Settings, tenant: Tenant, provider: Provider, llm: ScriptedModel
 ) -> None:
     llm.say("Tarde demais.")
-    _say(client, settings, tenant, "Oi")
+    assert provider.say("Oi") == 200
     outbound_id, cid = _answer_without_sending(settings, tenant)
     _close_window(settings)
 
     assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "failed"
-    assert sandbox.messages == []
+    assert provider.bodies() == []
     ((status, code, error),) = rows(
         settings, "select status, error_code, error from messages where id = %s", outbound_id
     )
-    assert (status, code) == ("failed", 63016)
+    assert (status, code) == ("failed", provider.window_closed_code)
     assert "24 hours" in error and "no approved template for purpose 're_engagement'" in error
 
 
 def test_closed_window_sends_the_reply_inside_the_re_engagement_template(
-    client: TestClient,
-    settings: Settings,
-    tenant: Tenant,
-    sandbox: TwilioSandbox,
-    llm: ScriptedModel,
+    settings: Settings, tenant: Tenant, provider: Provider, llm: ScriptedModel
 ) -> None:
-    sid = register_template(
-        settings,
-        sandbox,
-        tenant,
-        "re_engagement",
-        "Olá {{1}}! Sobre a sua mensagem: {{2}}",
-        {"1": "name", "2": "text"},
+    template = provider.add_template(
+        "re_engagement", "Olá {{1}}! Sobre a sua mensagem: {{2}}", {"1": "name", "2": "text"}
     )
     llm.say("Tarde demais.")
-    _say(client, settings, tenant, "Oi")
+    assert provider.say("Oi") == 200
     outbound_id, cid = _answer_without_sending(settings, tenant)
     _close_window(settings)
 
     assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
-    (sent,) = sandbox.messages
-    assert sent["content_sid"] == sid
-    assert sent["body"] == "Olá Demo User! Sobre a sua mensagem: Tarde demais."
+    assert provider.sent_templates() == [template]
+    assert provider.bodies() == [
+        f"Olá {provider.profile_name}! Sobre a sua mensagem: Tarde demais."
+    ]
     assert rows(settings, "select template_sid from messages where id = %s", outbound_id) == [
-        (sid,)
+        (template,)
     ]
 
 
 def test_closed_window_falls_back_to_the_legacy_tenant_template(
-    client: TestClient,
-    settings: Settings,
-    tenant: Tenant,
-    sandbox: TwilioSandbox,
-    llm: ScriptedModel,
+    settings: Settings, tenant: Tenant, provider: Provider, llm: ScriptedModel
 ) -> None:
     """Without a 're_engagement' template, a reply goes out as the tenant's old fixed one."""
-    sandbox.add_content("Olá {{1}}, responda para continuar.",
-                        account_sid=tenant.twilio_account_sid, sid=TEMPLATE)  # fmt: skip
+    template = provider.approve_template("Olá {{1}}, responda para continuar.")
     _configure(
         settings,
         tenant,
-        closed_window_template_sid=TEMPLATE,
+        closed_window_template_sid=template,
         closed_window_template_variables={"1": "Ana"},
     )
     llm.say("Tarde demais.")
-    _say(client, settings, tenant, "Oi")
+    assert provider.say("Oi") == 200
     outbound_id, cid = _answer_without_sending(settings, tenant)
     _close_window(settings)
 
     assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
-    (sent,) = sandbox.messages
-    assert sent["content_sid"] == TEMPLATE and sent["content_variables"] == '{"1": "Ana"}'
-    assert sent["body"] == "Olá Ana, responda para continuar."
+    assert provider.sent_templates() == [template]
+    assert provider.bodies() == ["Olá Ana, responda para continuar."]
 
 
 @pytest.mark.parametrize("template", [True, False])
-def test_twilio_63016_falls_back_to_the_template(
-    client: TestClient,
-    settings: Settings,
-    tenant: Tenant,
-    sandbox: TwilioSandbox,
-    llm: ScriptedModel,
-    template: bool,
+def test_the_providers_closed_window_refusal_falls_back_to_the_template(
+    settings: Settings, provider: Provider, llm: ScriptedModel, template: bool
 ) -> None:
+    """Twilio's 63016 or Meta's 131047: the window closed without our knowing it."""
     if template:
-        register_template(settings, sandbox, tenant, "re_engagement", "Novidade: {{1}}",
-                          {"1": "text"})  # fmt: skip
+        sid = provider.add_template("re_engagement", "Novidade: {{1}}", {"1": "text"})
     llm.say("Olá!")
-    sandbox.inject_error(
-        63016, 400, "Failed to send freeform message because you are outside the allowed window."
-    )
-    _say(client, settings, tenant, "Oi")
+    provider.fail_next(provider.window_closed_code)
+    assert provider.say("Oi") == 200
     run_jobs(settings)
 
     if template:
-        assert [m["body"] for m in sandbox.messages] == ["Novidade: Olá!"]
+        assert provider.bodies() == ["Novidade: Olá!"]
+        assert provider.sent_templates() == [sid]
     else:
-        assert sandbox.messages == []
+        assert provider.bodies() == []
         ((status, code),) = rows(
             settings, "select status, error_code from messages where direction = 'outbound'"
         )
-        assert (status, code) == ("failed", 63016)
+        assert (status, code) == ("failed", provider.window_closed_code)
 
 
 @pytest.mark.parametrize("code", [21211, 21614, 63003, 21610])

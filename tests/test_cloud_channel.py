@@ -25,7 +25,7 @@ from channels.base import (
     Template,
     WebhookRequest,
 )
-from channels.cloud.channel import WEBHOOK_PATH, CloudChannel, CloudWebhooks
+from channels.cloud.channel import WEBHOOK_PATH, CloudChannel, CloudWebhooks, meta_language
 from channels.cloud.inbound import verify_subscription
 from channels.media import MediaPolicy, MediaRefused, download_media
 from channels.sandbox._cloud_wire import signature, status_item, user_message
@@ -420,3 +420,13 @@ def test_a_voice_note_downloads_in_two_steps_with_the_bearer_token(
         channel.media_source(replace(media, url="cloud-media:../../me"))
     with pytest.raises(MediaRefused):
         channel.media_source(replace(media, url="https://evil.example/x"))
+
+
+@pytest.mark.parametrize(
+    ("registered", "sent"),
+    [("pt", "pt_BR"), ("pt-BR", "pt_BR"), ("en", "en"), ("en-US", "en_US"), (None, "pt_BR")],
+)
+def test_a_template_goes_out_in_the_language_it_was_registered_in(
+    registered: str | None, sent: str
+) -> None:
+    assert meta_language(registered) == sent

@@ -1,7 +1,8 @@
 """Many turns at once in one worker process, and a dead worker's turns finished elsewhere at once.
 
 Real processes (`conversa serve`, `conversa worker`), the real queue and database; the model is
-the echo model, slowed per message with `sleep=<seconds>`, as a hosted model is slow.
+the echo model, slowed per message with `sleep=<seconds>`, as a hosted model is slow. The
+guarantees a user sees (order, one reply each) are run through each WhatsApp provider.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from server.settings import QUEUE_PROCESS, Settings
 from store.records import Tenant
 from tests.conftest import inbound_form, rows, wait_until
 from tests.fakes import EchoModel
+from tests.providers import Provider, provider
 from tests.test_operations import _worker_names
 from tests.test_traffic import Stack, _answered, echo, live_sandbox, stack
 
-__all__ = ["echo", "live_sandbox", "stack"]  # fixtures shared with tests/test_traffic.py
+__all__ = ["echo", "live_sandbox", "provider", "stack"]  # fixtures shared with other tests
 
 BIN = Path(sys.executable).parent
 
@@ -55,8 +57,9 @@ def _delivered(settings: Settings) -> int:
 
 @pytest.mark.stack_env(INBOUND_DEBOUNCE_SECONDS="0", WORKER_CONCURRENCY="8")
 def test_forty_conversations_on_two_workers_of_eight_lanes_keep_every_guarantee(
-    stack: Stack, settings: Settings, tenant: Tenant, live_sandbox: TwilioSandbox, echo: EchoModel
+    stack: Stack, settings: Settings, provider: Provider, echo: EchoModel
 ) -> None:
+    stack.env |= provider.serve(stack.url)
     stack.start_api()
     workers = [stack.start_worker(), stack.start_worker()]
     for worker in workers:
@@ -65,8 +68,7 @@ def test_forty_conversations_on_two_workers_of_eight_lanes_keep_every_guarantee(
     texts = {u: [f"u{u} m{i} sleep=0.5" for i in range(3)] for u in users}
     for i in range(3):
         for u, user in users.items():
-            form = inbound_form(tenant, texts[u][i], user=user, ProfileName=f"Pessoa{u}")
-            assert stack.post(tenant, form) == 200
+            assert provider.say_as(texts[u][i], user=user, profile_name=f"Pessoa{u}") == 200
     wait_until(_answered(settings, 120), timeout=180, what="all 120 messages answered")
     sent = "select count(*) from ai_results where not superseded"
     wait_until(lambda: [(_delivered(settings),)] == rows(settings, sent), what="every reply")
@@ -74,7 +76,7 @@ def test_forty_conversations_on_two_workers_of_eight_lanes_keep_every_guarantee(
     assert max(echo.max_concurrent.values()) == 1, "never two runs of one conversation at once"
     assert echo.peak > 2, f"turns ran side by side in a worker (at most {echo.peak} at once)"
     for u, user in users.items():
-        replies = [m["body"] for m in live_sandbox.messages if m["to"] == user]
+        replies = provider.bodies_to(user)
         answered = [text for reply in replies for text in reply.removeprefix("re: ").split(" | ")]
         assert answered == texts[u], "each message answered exactly once, in arrival order"
     outbound = rows(settings, "select count(*) from messages where direction = 'outbound'")
@@ -88,16 +90,16 @@ def test_forty_conversations_on_two_workers_of_eight_lanes_keep_every_guarantee(
     STALE_JOB_SECONDS="600", WORKER_HEARTBEAT_SECONDS="0.5", WORKER_DEAD_AFTER_SECONDS="2",
 )  # fmt: skip
 def test_a_sigkilled_worker_running_eight_turns_has_all_eight_finished_by_another_once(
-    stack: Stack, settings: Settings, tenant: Tenant, live_sandbox: TwilioSandbox, echo: EchoModel
+    stack: Stack, settings: Settings, provider: Provider, echo: EchoModel
 ) -> None:
+    stack.env |= provider.serve(stack.url)
     stack.start_api()
     doomed = stack.start_worker()
     wait_until(lambda: _registered(settings, doomed, 8), what="the first worker's eight lanes")
     users = [_user(100 + n) for n in range(8)]
     echo.hold()  # the first worker's eight turns wait on the model until it is dead
     for n, user in enumerate(users):
-        form = inbound_form(tenant, f"conta {n} sleep=1", user=user, ProfileName=f"Conta{n}")
-        assert stack.post(tenant, form) == 200
+        assert provider.say_as(f"conta {n} sleep=1", user=user, profile_name=f"Conta{n}") == 200
     wait_until(lambda: echo.running == 8, what="eight turns waiting on the model at once")
     survivor = stack.start_worker()
     wait_until(lambda: _registered(settings, survivor, 8), what="the second worker")
@@ -111,8 +113,7 @@ def test_a_sigkilled_worker_running_eight_turns_has_all_eight_finished_by_anothe
     time.sleep(1)  # time for a duplicate to show up
 
     for n, user in enumerate(users):
-        replies = [m["body"] for m in live_sandbox.messages if m["to"] == user]
-        assert replies == [f"re: conta {n} sleep=1"], "each turn answered once"
+        assert provider.bodies_to(user) == [f"re: conta {n} sleep=1"], "each turn answered once"
     assert rows(settings, "select count(*) from messages where direction = 'outbound'") == [(8,)]
     names = _worker_names(settings)
     assert {process_of(name) for name in names} == {process_of(_lane_of(settings, survivor))}, (

@@ -19,6 +19,9 @@ from server.settings import QUEUE_PROCESS, QUEUE_SEND, Settings, get_settings
 from store.records import Tenant
 from tests.conftest import inbound_form, post_inbound, queued_jobs, rows, run_jobs
 from tests.fakes import ScriptedModel
+from tests.providers import Provider, provider
+
+__all__ = ["provider"]  # the fixture that runs a test through each WhatsApp provider
 
 
 def test_model_failure_is_recorded_on_the_message_and_in_ai_results(
@@ -139,18 +142,14 @@ def test_jobs_for_unknown_messages_do_nothing(settings: Settings) -> None:
 
 
 def test_a_burst_stored_before_the_run_is_answered_in_one_turn(
-    client: TestClient,
-    settings: Settings,
-    tenant: Tenant,
-    sandbox: TwilioSandbox,
-    llm: ScriptedModel,
+    settings: Settings, provider: Provider, llm: ScriptedModel
 ) -> None:
     llm.say("Anotei as três coisas.")
     for text in ("Oi", "gastei 10 reais", "no mercado"):
-        post_inbound(client, settings, tenant, inbound_form(tenant, text))
+        assert provider.say(text) == 200
     run_jobs(settings)
 
-    assert [m["body"] for m in sandbox.messages] == ["Anotei as três coisas."]
+    assert provider.bodies() == ["Anotei as três coisas."]
     contents = [m["content"] for m in llm.requests[0]["messages"] if m["role"] == "user"]
     assert contents == ["Oi", "gastei 10 reais", "no mercado"]
     assert rows(settings, "select distinct status from messages where direction = 'inbound'") == [

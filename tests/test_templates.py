@@ -16,7 +16,7 @@ from channels.sandbox.twilio import TwilioSandbox
 from server.api.auth import Role, mint_token
 from server.jobs.reminders import deliver_reminder
 from server.settings import Settings
-from store import outbox
+from store import outbox, tenants
 from store.records import Tenant, User
 from tests.conftest import rows, run_jobs
 from tests.templating import register_template
@@ -252,6 +252,109 @@ def test_bad_templates_are_422_and_nothing_is_written(
     assert response.status_code == 422, response.text
     assert says in response.json()["error"]["message"]
     assert rows(settings, "select count(*) from message_templates") == [(0,)]
+
+
+def _on_cloud(settings: Settings, tenant: Tenant) -> None:
+    """Move the tenant to Meta's Cloud API, where a template is sent by its name."""
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        tenants.set_channel(conn, tenant.id, "cloud", "106540352242922", "EAAG-token", "secret")
+
+
+TWILIO_SID = "HX" + "c" * 32
+CLOUD_NAME = "lembrete_diario_2"
+
+
+@pytest.mark.parametrize(
+    ("channel", "content_sid", "says"),
+    [
+        ("twilio", TWILIO_SID, None),
+        ("twilio", CLOUD_NAME, "must be a Twilio Content SID (HX and 32 hex digits)"),
+        ("cloud", CLOUD_NAME, None),
+        ("cloud", "a" * 512, None),
+        ("cloud", TWILIO_SID, "must be the template's name on Meta (1 to 512 lowercase letters"),
+        ("cloud", "Lembrete_diario", "for a tenant on the cloud channel"),
+        ("cloud", "lembrete diario", "for a tenant on the cloud channel"),
+        ("cloud", "lembrete-diario", "for a tenant on the cloud channel"),
+        ("cloud", "a" * 513, "content_sid"),
+        ("cloud", "", "content_sid"),
+    ],
+)
+def test_a_template_is_registered_by_the_id_its_tenants_provider_sends_it_by(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    channel: str,
+    content_sid: str,
+    says: str | None,
+) -> None:
+    if channel == "cloud":
+        _on_cloud(settings, tenant)
+    response = client.post(f"{PREFIX}/tenants/{tenant.id}/templates",
+                           headers=auth(settings, tenant),
+                           json=_body(content_sid=content_sid))  # fmt: skip
+
+    if says is None:
+        assert response.status_code == 201, response.text
+        assert rows(settings, "select content_sid from message_templates") == [(content_sid,)]
+    else:
+        assert response.status_code == 422, response.text
+        assert says in response.json()["error"]["message"]
+        assert rows(settings, "select count(*) from message_templates") == [(0,)]
+
+
+def test_a_cloud_tenants_template_changes_to_another_name_but_not_to_a_twilio_sid(
+    client: TestClient, settings: Settings, tenant: Tenant
+) -> None:
+    _on_cloud(settings, tenant)
+    base = f"{PREFIX}/tenants/{tenant.id}/templates"
+    created = client.post(base, headers=auth(settings, tenant), json=_body(content_sid=CLOUD_NAME))
+    item = f"{base}/{created.json()['id']}"
+
+    sid = client.patch(item, headers=auth(settings, tenant), json={"content_sid": TWILIO_SID})
+    renamed = client.patch(item, headers=auth(settings, tenant), json={"content_sid": "lembrete_3"})
+    sync = client.post(f"{item}/sync", headers=auth(settings, tenant))
+
+    assert sid.status_code == 422 and sid.json()["error"]["code"] == "invalid_content_sid"
+    assert renamed.status_code == 200 and renamed.json()["content_sid"] == "lembrete_3"
+    assert sync.status_code == 422 and sync.json()["error"]["code"] == "sync_unsupported"
+    assert "Set the status by hand" in sync.json()["error"]["message"]
+    assert rows(settings, "select content_sid from message_templates") == [("lembrete_3",)]
+
+
+@pytest.mark.parametrize(
+    ("channel", "template", "accepted"),
+    [
+        ("twilio", TWILIO_SID, True),
+        ("twilio", CLOUD_NAME, False),
+        ("cloud", CLOUD_NAME, True),
+        ("cloud", TWILIO_SID, False),
+        ("cloud", "Reengajamento", False),
+    ],
+)
+def test_the_legacy_closed_window_template_is_named_as_the_tenants_provider_names_it(
+    client: TestClient,
+    settings: Settings,
+    tenant: Tenant,
+    channel: str,
+    template: str,
+    accepted: bool,
+) -> None:
+    if channel == "cloud":
+        _on_cloud(settings, tenant)
+    response = client.patch(f"{PREFIX}/tenants/{tenant.id}", headers=auth(settings, tenant),
+                            json={"closed_window_template_sid": template})  # fmt: skip
+
+    stored = rows(settings, "select closed_window_template_sid from tenants")
+    if accepted:
+        assert response.status_code == 200, response.text
+        assert stored == [(template,)]
+    else:
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid_closed_window_template_sid"
+        assert f"for a tenant on the {channel} channel" in error["message"]
+        assert stored == [(None,)]
 
 
 def test_a_change_must_keep_text_and_variables_matching(

@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
 from channels.registry import PROVIDERS
-from channels.templates import CONTENT_SID
+from channels.templates import template_id_problem
 from graphs import features
 from server.api._resource import (
     ALL_ROLES,
@@ -91,7 +91,12 @@ class TenantChange(Change):
         "mask or refuse; masked traces make `keep` act as `mask`.",
     )
     typing_indicator: bool | None = None
-    closed_window_template_sid: str | None = Field(default=None, pattern=CONTENT_SID)
+    closed_window_template_sid: str | None = Field(
+        default=None, min_length=1, max_length=512,
+        description="The template sent outside the 24-hour window when no 're_engagement' one "
+        "is approved: Twilio's Content SID (HX...), or for a Cloud API tenant the Meta template "
+        "name. Checked against the tenant's channel.",
+    )  # fmt: skip
     closed_window_template_variables: dict[str, str] | None = None
     handoff_message: str | None = Field(default=None, max_length=1000)
     handoff_return_message: str | None = Field(default=None, max_length=1000)
@@ -154,6 +159,14 @@ def _tenant_values(body: TenantChange, *, exclude_unset: bool) -> dict[str, Any]
     return values
 
 
+def _check_closed_window_template(values: dict[str, Any], channel: str) -> None:
+    """Refuse a closed-window template id that is not how `channel` names a template."""
+    template_id = values.get("closed_window_template_sid")
+    if template_id is not None and (problem := template_id_problem(channel, template_id)):
+        raise ApiError(422, "invalid_closed_window_template_sid",
+                       f"closed_window_template_sid {problem}")  # fmt: skip
+
+
 TENANTS = resources.Table("tenants", TENANT_COLUMNS)
 
 
@@ -196,6 +209,7 @@ def create_tenant(
 ) -> dict[str, Any]:
     """A new tenant (platform admins only; audited)."""
     values = _tenant_values(body, exclude_unset=False)
+    _check_closed_window_template(values, values.get("channel") or "twilio")
     try:
         with services.pool.connection() as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
@@ -226,6 +240,11 @@ def update_tenant(
         raise ApiError(422, "empty_update", "Send at least one field to change.")
     try:
         with scoped(services, principal, tenant_id, "update tenant") as conn:
+            if "closed_window_template_sid" in values:
+                current = resources.get_row(conn, TENANTS, tenant_id, tenant_id)
+                if current is None:
+                    raise not_found("tenant")
+                _check_closed_window_template(values, values.get("channel") or current["channel"])
             row = resources.update_row(conn, TENANTS, tenant_id, tenant_id, values)
     except psycopg.Error as exc:
         raise db_error(exc, "tenant") from exc

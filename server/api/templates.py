@@ -2,9 +2,10 @@
 
 Outside WhatsApp's 24-hour window a message goes out only as the tenant's approved template for
 its purpose (`channels.templates`, `server.jobs.templating`). Tenant admins (and platform admins)
-register each template Twilio holds (its HX Content SID, its approved text with {{1}}...
-placeholders, and which named variable fills each placeholder), and record its approval
-status, by hand or read from Twilio's Content API (`POST .../templates/{id}/sync`). Support
+register each template their provider holds (its id there, in `content_sid`: Twilio's HX
+Content SID, or for a tenant on Meta's Cloud API the template's name; its approved text with
+{{1}}... placeholders; and which named variable fills each placeholder), and record its approval
+status, by hand or, on Twilio, read from its Content API (`POST .../templates/{id}/sync`). Support
 staff may read them. Bad input is a 422 and writes nothing; a second template for the same
 purpose and language is a 409.
 """
@@ -22,10 +23,10 @@ from pydantic import Field, model_validator
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from channels.templates import (
-    CONTENT_SID,
     TEMPLATE_MAX_CHARS,
     TemplatePurpose,
     definition_problems,
+    template_id_problem,
 )
 from channels.twilio.client import twilio_for
 from server.api._resource import (
@@ -59,6 +60,17 @@ _TWILIO_STATUS: dict[str, Status] = {
     "pending": "pending", "received": "pending", "unsubmitted": "draft",
 }  # fmt: skip
 """WhatsApp approval status at Twilio -> ours."""
+TemplateId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=512,
+        description="The template's id at the tenant's provider: Twilio's Content SID (HX...) "
+        "for a Twilio tenant; for a Cloud API tenant, the Meta template name (lowercase letters, "
+        "digits and underscores). Checked against the tenant's channel.",
+    ),
+]
+"""`content_sid`: its form depends on the tenant's channel, so the routes check it."""
 
 
 def _rule(method: str, path: str, roles: frozenset[Role]) -> str:
@@ -67,11 +79,12 @@ def _rule(method: str, path: str, roles: frozenset[Role]) -> str:
 
 
 class TemplateCreate(Strict):
-    """A template Twilio holds (created in its Content API or console), for one purpose."""
+    """A template the tenant's provider holds (Twilio's Content API or console, or Meta's
+    WhatsApp Manager), for one purpose."""
 
     purpose: TemplatePurpose
     language: str = Field(pattern=LOCALE, description="'pt', 'en', or a locale ('pt-BR').")
-    content_sid: str = Field(pattern=CONTENT_SID, description="Twilio's Content SID (HX...).")
+    content_sid: TemplateId
     body: str = Field(min_length=1, max_length=TEMPLATE_MAX_CHARS,
                       description="The approved text, {{1}}...")  # fmt: skip
     variables: dict[str, str] = Field(
@@ -92,7 +105,7 @@ class TemplateChange(Change):
     """Fields of a template that may change (its purpose may not: create another one)."""
 
     language: str | None = Field(default=None, pattern=LOCALE)
-    content_sid: str | None = Field(default=None, pattern=CONTENT_SID)
+    content_sid: TemplateId | None = None
     body: str | None = Field(default=None, min_length=1, max_length=TEMPLATE_MAX_CHARS)
     variables: dict[str, str] | None = None
     status: Status | None = None
@@ -106,6 +119,15 @@ def _shown(template: store.MessageTemplate) -> dict[str, Any]:
 def _new_content(current: store.MessageTemplate, changes: dict[str, Any]) -> bool:
     """Whether `changes` give the template other words or another Twilio content."""
     return any(k in changes and changes[k] != getattr(current, k) for k in ("content_sid", "body"))
+
+
+def _check_template_id(conn: psycopg.Connection[Any], tenant_id: UUID, content_sid: str) -> None:
+    """Refuse a `content_sid` that is not how the tenant's provider names a template."""
+    tenant = tenants.tenant_by_id(conn, tenant_id)
+    if tenant is None:
+        raise not_found("tenant")
+    if problem := template_id_problem(tenant.channel, content_sid):
+        raise ApiError(422, "invalid_content_sid", f"content_sid {problem}")
 
 
 @router.get(_rule("GET", BASE, ALL_ROLES), tags=["templates"], summary="List templates")
@@ -136,6 +158,7 @@ def create_template(
     """Register a template for a purpose and language (409 if that pair has one already)."""
     try:
         with scoped(services, principal, tenant_id, "create template") as conn:
+            _check_template_id(conn, tenant_id, body.content_sid)
             template = store.create_template(conn, tenant_id, **body.model_dump())
     except psycopg.Error as exc:
         raise db_error(exc, "template for this purpose and language") from exc
@@ -163,6 +186,8 @@ def update_template(
             current = store.get_template(conn, tenant_id, item_id, lock=True)
             if current is None:
                 raise not_found("template")
+            if "content_sid" in changes:
+                _check_template_id(conn, tenant_id, changes["content_sid"])
             merged = {**asdict(current), **changes}
             problems = definition_problems(current.purpose, merged["body"], merged["variables"])
             if problems:
@@ -207,6 +232,14 @@ def sync_template(
         tenant = tenants.tenant_by_id(conn, tenant_id)
     if template is None or tenant is None:
         raise not_found("template")
+    if tenant.channel != "twilio":
+        raise ApiError(
+            422,
+            "sync_unsupported",
+            "Only Twilio's Content API reports a template's approval here; this tenant is on "
+            f"the {tenant.channel} channel. Set the status by hand (PATCH the template with "
+            '{"status": "approved"}).',
+        )
     client = twilio_for(services.settings, tenant)
     try:
         approval = client.content.v1.contents(template.content_sid).approval_fetch().fetch()
