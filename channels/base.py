@@ -108,6 +108,8 @@ class Template:
 
     id: str
     variables: Mapping[str, str]
+    language: str | None = None
+    """The language the tenant registered it in ("pt-BR", "en"), when it says."""
 
 
 @dataclass(frozen=True)

@@ -115,5 +115,10 @@ def make_choices(body: str, options: Sequence[Option], *, button: str = "") -> C
 
 
 def interactive(choices: Choices | None) -> bool:
-    """Whether `choices` can go out as buttons or a list (else as numbered text)."""
-    return choices is not None and 0 < len(choices.body) <= BODY_CHARS
+    """Whether `choices` can go out as buttons or a list (else as numbered text): a body a
+    provider takes, and titles told apart (WhatsApp refuses two alike, which cutting long
+    titles to their limit can make)."""
+    if choices is None or not 0 < len(choices.body) <= BODY_CHARS:
+        return False
+    titles = [o.title.casefold() for o in choices.options]
+    return len(set(titles)) == len(titles)

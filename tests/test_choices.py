@@ -16,6 +16,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
+from channels.choices import Choices, Option, interactive, make_choices
 from graphs.assistant import build_graph
 from graphs.context import Context
 from nodes.choices import NO_LONGER, OPEN_QUESTIONS, _schedule
@@ -284,3 +285,47 @@ def test_an_english_turn_gets_english_buttons(
     [undo] = result["choices"]["options"]
     assert undo["title"].startswith("Undo #")
     assert thread.say("Undo", choice=undo["id"])["reply"].startswith("Undone: I deleted entry")
+
+
+# -- the options as the providers take them (channels.choices) ----------------------------------
+
+
+def test_make_choices_fits_titles_and_the_text_numbers_them() -> None:
+    choices = make_choices(
+        " Qual? ",
+        [Option("a", "Cartão de crédito do banco"), Option("b", "Pix")],
+    )
+    assert [o.title for o in choices.options] == ["Cartão de crédito d…", "Pix"]
+    assert choices.kind == "buttons" and interactive(choices)
+    assert choices.as_text() == "Qual?\n\n1. Cartão de crédito d…\n2. Pix"
+    assert Choices.from_json(choices.to_json()) == choices
+    rows = make_choices("Qual?", [Option("a", "Almoço", "x" * 100)], button="Escolher")
+    assert rows.kind == "list" and len(rows.options[0].description) == 72
+
+
+@pytest.mark.parametrize(
+    ("options", "button", "error"),
+    [
+        ([], "", "at least one"),
+        ([Option(str(n), f"t{n}") for n in range(4)], "", "at most 3 buttons"),
+        ([Option(str(n), f"t{n}") for n in range(11)], "Ver", "at most 10 rows"),
+        ([Option("a", "x"), Option("a", "y")], "", "unique"),
+        ([Option("", "x")], "", "unique"),
+        ([Option("a" * 201, "x")], "", "unique"),
+        ([Option("a", "   ")], "", "title"),
+        ([Option("a", "x")], "   ", "button label"),
+    ],
+)
+def test_make_choices_refuses_what_no_provider_sends(
+    options: list[Option], button: str, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        make_choices("Qual?", options, button=button)
+
+
+def test_alike_titles_or_a_long_body_go_out_as_numbered_text() -> None:
+    alike = make_choices("Qual?", [Option("a", "Cartão de crédito Nubank"),
+                                   Option("b", "Cartão de crédito Nubank PJ")])  # fmt: skip
+    assert not interactive(alike), "WhatsApp refuses two buttons titled alike"
+    assert not interactive(make_choices("x" * 1025, [Option("a", "Sim")]))
+    assert not interactive(None)

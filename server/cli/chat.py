@@ -11,15 +11,16 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import requests
 from twilio.base.exceptions import TwilioException
 
+from channels.sandbox.twilio import press_form
 from channels.twilio.client import make_twilio_client
 from channels.twilio.inbound import sign
 from server.settings import Settings
@@ -81,6 +82,7 @@ def whatsapp_form(
 
 
 AUDIO_COMMAND = "/audio "
+PRESS_COMMAND = "/press "
 """A chat line `/audio path/to/file.ogg` sends that file as a voice note."""
 
 _AUDIO_TYPES = {".ogg": "audio/ogg", ".opus": "audio/ogg", ".oga": "audio/ogg",
@@ -105,12 +107,40 @@ def _read_audio(path: Path) -> tuple[bytes, str]:
         raise ChatError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+def render(body: str, choices: Mapping[str, Any] | None) -> str:
+    """A message as the chat prints it: its body, then its buttons or list, numbered."""
+    if not choices:
+        return body
+    options = choices.get("options") or []
+    lines = [f"  [{n}] {o['title']}" + (f" — {o['description']}" if o.get("description") else "")
+             for n, o in enumerate(options, 1)]  # fmt: skip
+    label = f"list «{choices['button']}»" if choices.get("button") else "buttons"
+    return "\n".join([body, *lines, f"  ({label}: /press N to tap one)"])
+
+
 class Chat:
     """What `converse` needs of a chat, whichever provider carries it."""
+
+    offered: dict[str, Any] | None = None
+    """The sandbox's record of the latest message that offered buttons or a list."""
 
     def send(self, body: str) -> None:
         """Post `body` to the service's webhook as the provider would."""
         raise NotImplementedError
+
+    def press(self, number: int) -> None:
+        """Tap option `number` (1-based) of the latest message that offered some."""
+        raise NotImplementedError
+
+    def _pressable(self, number: int) -> dict[str, Any]:
+        """The record whose option `number` the user taps, or a `ChatError` saying why not."""
+        record = self.offered
+        if record is None:
+            raise ChatError("no reply has offered buttons or a list yet")
+        count = len(record["choices"]["options"])
+        if not 1 <= number <= count:
+            raise ChatError(f"choose an option from 1 to {count}")
+        return record
 
     def send_audio(self, path: Path) -> None:
         """Send an audio file as a voice note."""
@@ -162,8 +192,14 @@ class ChatClient(Chat):
         self._http = httpx.Client(base_url=self.api_url, timeout=30)
         self._seen.update(m.sid for m in self._twilio.messages.list(to=self.user, limit=200))
 
-    def send(self, body: str, media: Sequence[tuple[str, str]] = ()) -> None:
-        """Post `body` (and `media`, URL and content type) to the webhook as Twilio would."""
+    def send(
+        self,
+        body: str,
+        media: Sequence[tuple[str, str]] = (),
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        """Post `body` (and `media`, URL and content type; `extra` form fields) to the webhook
+        as Twilio would."""
         form = whatsapp_form(
             account_sid=self.account_sid,
             sender=self.sender,
@@ -172,6 +208,7 @@ class ChatClient(Chat):
             profile_name=self.profile_name,
             media=media,
         )
+        form.update(extra or {})
         signature = sign(
             self.auth_token, self.public_base_url.rstrip("/") + "/webhooks/inbound", form
         )
@@ -196,6 +233,19 @@ class ChatClient(Chat):
             raise ChatError(f"the sandbox refused the file: {stored.text}")
         self.send("", media=[(stored.json()["url"], content_type)])
 
+    def press(self, number: int) -> None:
+        """Tap an option as Twilio posts it (`ButtonPayload`, or `ListId` for a list row)."""
+        fields = press_form(self._pressable(number), number)
+        self.send(fields.pop("Body", ""), extra=fields)
+
+    def _records(self) -> dict[str, dict[str, Any]]:
+        """The sandbox's records of what was sent, by SID (their buttons and lists)."""
+        if not self.twilio_api_base_url:
+            return {}
+        found = httpx.get(self.twilio_api_base_url.rstrip("/") + "/sandbox/messages", timeout=30)
+        found.raise_for_status()
+        return {str(m["sid"]): m for m in found.json()["messages"]}
+
     def unseen(self) -> list[str]:
         """Messages to this user not shown yet (replies, reminders, staff), oldest first."""
         with self._lock:
@@ -205,7 +255,15 @@ class ChatClient(Chat):
                 if m.sid not in self._seen
             ]
             self._seen.update(str(m.sid) for m in fresh)
-        return [str(m.body) for m in fresh]
+            records = self._records() if fresh else {}
+            shown = []
+            for message in fresh:
+                record = records.get(str(message.sid))
+                choices = record.get("choices") if record else None
+                if choices:
+                    self.offered = record
+                shown.append(render(str(message.body), choices))
+        return shown
 
     def close(self) -> None:
         """Close the HTTP clients."""
@@ -253,13 +311,21 @@ class CloudChatClient(Chat):
             profile_name=self.profile_name,
         ))  # fmt: skip
 
+    def press(self, number: int) -> None:
+        """Tap an option as Meta posts it (an interactive `button_reply` or `list_reply`)."""
+        record = self._pressable(number)
+        self._post(self.sandbox.signed_press(self.phone_number_id, self._wa_id, record, number))
+
     def unseen(self) -> list[str]:
         """Messages the sandbox took for this user not shown yet, oldest first."""
         with self._lock:
             fresh = [m for m in self.sandbox.messages
                      if m["to"] == self._wa_id and str(m["id"]) not in self._seen]  # fmt: skip
             self._seen.update(str(m["id"]) for m in fresh)
-        return [str(m.get("body") or "") for m in fresh]
+            for record in fresh:
+                if record.get("choices"):
+                    self.offered = record
+        return [render(str(m.get("body") or ""), m.get("choices")) for m in fresh]
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -294,6 +360,8 @@ def converse(
             try:
                 if text.startswith(AUDIO_COMMAND):
                     client.send_audio(Path(text[len(AUDIO_COMMAND) :].strip()).expanduser())
+                elif text.startswith(PRESS_COMMAND.strip()):
+                    client.press(_option_number(text[len(PRESS_COMMAND.strip()) :]))
                 else:
                     client.send(text)
                 if not interactive:
@@ -315,6 +383,13 @@ def converse(
     return 0
 
 
+def _option_number(text: str) -> int:
+    number = text.strip()
+    if not number.isdigit():
+        raise ChatError("usage: /press N, the option's number")
+    return int(number)
+
+
 def _print_arrivals(client: Chat, stop: threading.Event, out: Callable[[str], None]) -> None:
     while not stop.wait(0.5):
         try:
@@ -325,7 +400,10 @@ def _print_arrivals(client: Chat, stop: threading.Event, out: Callable[[str], No
 
 
 def _prompt_lines() -> Iterable[str]:
-    print("Type a message and press Enter (Ctrl-D to quit); /audio FILE.ogg sends a voice note.")
+    print(
+        "Type a message and press Enter (Ctrl-D to quit); /audio FILE.ogg sends a voice note;"
+        " /press N taps a reply's button."
+    )
     while True:
         try:
             yield input("you> ")

@@ -101,7 +101,11 @@ def _outbound(
         sender=message.from_address,
         body=message.body,
         created_at=message.created_at,
-        template=Template(template.content_sid, template.content_variables) if template else None,
+        template=(
+            Template(template.content_sid, template.content_variables, template.language)
+            if template
+            else None
+        ),
         choices=Choices.from_json(message.choices) if offered and message.choices else None,
     )
 
