@@ -242,9 +242,10 @@ class ChatClient(Chat):
         """The sandbox's records of what was sent, by SID (their buttons and lists)."""
         if not self.twilio_api_base_url:
             return {}
-        found = httpx.get(self.twilio_api_base_url.rstrip("/") + "/sandbox/messages", timeout=30)
+        found = httpx.get(self.twilio_api_base_url.rstrip("/") + "/sandbox/messages",
+                          params={"to": self.user}, timeout=30)  # fmt: skip
         found.raise_for_status()
-        return {str(m["sid"]): m for m in found.json()["messages"]}
+        return {str(m["sid"]): m for m in found.json()}
 
     def unseen(self) -> list[str]:
         """Messages to this user not shown yet (replies, reminders, staff), oldest first."""
