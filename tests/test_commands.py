@@ -267,3 +267,33 @@ def test_langgraph_dev_serves_the_assistant_graph(langgraph_dev: str) -> None:
     assert "offline" in reply and "Oi, tudo bem?" in reply
     state = httpx.get(f"{langgraph_dev}/threads/{thread['thread_id']}/state", timeout=30).json()
     assert [m["type"] for m in state["values"]["messages"]] == ["human", "ai"]
+
+
+@pytest.mark.parametrize("channel", [None, "cloud"])
+def test_the_demo_taps_the_buttons_and_list_a_reply_offers(
+    tmp_path: Path, channel: str | None
+) -> None:
+    result = _demo(
+        tmp_path,
+        "gastei 30 reais no almoço",
+        "/press 1",
+        "/press 1",
+        "gastei 12,50 no café",
+        "quero apagar um lançamento",
+        "/press 1",
+        "tenho que pagar a conta de luz amanhã às 9h",
+        "/press 1",
+        channel=channel,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    replies = re.findall(r"^assistant> (.*?)(?=^you> |^assistant> |\Z)", result.stdout, re.S | re.M)
+    expense, undone, stale, coffee, listed, deleted, proposed, scheduled = replies
+    assert "[1] Desfazer #1" in expense and "/press N" in expense
+    assert undone.startswith("Desfeito: apaguei o lançamento #1")
+    assert stale.startswith("Essa pergunta não vale mais")
+    assert "[1] Desfazer #2" in coffee
+    assert "«Escolher»" in listed and "[1] #2 R$ 12,50" in listed
+    assert deleted.startswith("Apaguei o lançamento #2")
+    assert "[1] Sim" in proposed and "[2] Não" in proposed
+    assert scheduled.startswith("Combinado: lembrete #1")

@@ -24,6 +24,7 @@ from graphs.offline.lexicon import (
     fold,
     rx,
 )
+from graphs.offline.tool_calls import something_to_do_at_a_time
 
 
 def _route_of(feature: Feature) -> str:
@@ -58,6 +59,8 @@ def _preferred_route(folded: str) -> RouteGuess:
         return RouteGuess(HANDOFF.name, "The user asks for a person.")
     if REMINDER.search(folded):
         return RouteGuess(_RELATIONSHIPS, "The user asks for a reminder.")
+    if something_to_do_at_a_time(folded):
+        return RouteGuess(_RELATIONSHIPS, "Something to do at a time: a reminder to propose.")
     if MONEY.search(folded):
         return RouteGuess(_FINANCE, "The message is about money.")
     if PEOPLE_DATES.search(folded) or (

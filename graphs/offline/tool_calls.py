@@ -227,7 +227,14 @@ _WHEN = rx(
     )"""
 )
 _OBLIGATION = rx(r"\b(?:tenho\s+que|tenho\s+de|preciso|i\s+have\s+to|i\s+need\s+to|i\s+must)\b")
-"""Something to do at a time, said without asking for a reminder: one is proposed."""
+
+
+def something_to_do_at_a_time(folded: str) -> bool:
+    """Whether the user mentions something to do at a time without asking for a reminder
+    ("tenho que pagar a luz amanhã às 9h"): the relationships specialist proposes one."""
+    return bool(_OBLIGATION.search(folded) and _WHEN.search(folded))
+
+
 _REMINDER_TRIGGER = rx(
     r"""(?:\bme\s+lembr\w*|\blembr\w*-me|\b(?:cri\w*|coloc\w*|agend\w*|marc\w*|faz\w*)\s+
         (?:um\s+)?lembrete|\blembrete|\bme\s+avis\w*|\bavis\w*-me
@@ -274,7 +281,7 @@ def _relationships_call(
         guess = _reminder(text, folded)
         if guess is not None:
             return guess
-    if not reminderish and "propose_reminder" in tools and _OBLIGATION.search(folded):
+    if not reminderish and "propose_reminder" in tools and something_to_do_at_a_time(folded):
         guess = _reminder(text, folded, _OBLIGATION)
         if guess is not None:
             return ToolGuess("propose_reminder", guess.args)
