@@ -5,10 +5,7 @@ with Meta's codes, and a press comes back as the option's id, signed as Meta sig
 from __future__ import annotations
 
 import json
-import secrets
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,49 +25,9 @@ from channels.cloud.channel import WEBHOOK_PATH, CloudChannel, CloudWebhooks
 from channels.sandbox._cloud_wire import user_message
 from channels.sandbox.cloud import CloudSandbox
 from store.records import Tenant
+from tests.test_cloud_channel import USER, USER_WA_ID, channel, cloud, tenant
 
-USER_WA_ID = "5511987654321"
-USER = f"whatsapp:+{USER_WA_ID}"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the channel reads of the service's settings."""
-
-    cloud_api_base_url: str | None
-
-    def public_url(self, path: str) -> str:
-        return f"https://bot.example.com{path}"
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[CloudSandbox]:
-    """The local Graph API (no status webhooks)."""
-    with CloudSandbox(auto_status=()) as server:
-        yield server
-
-
-@pytest.fixture
-def tenant(cloud: CloudSandbox) -> Tenant:
-    """A tenant on the Cloud API whose number the sandbox serves (fresh ids and secrets)."""
-    number_id = str(100000000000000 + secrets.randbelow(10**14))
-    display = f"1555{secrets.randbelow(10**7):07d}"
-    token, app_secret = "EAA" + secrets.token_hex(20), secrets.token_hex(16)
-    cloud.add_number(number_id, display, token, app_secret)
-    return Tenant(
-        id=uuid.uuid4(), slug="acme", name="Acme", whatsapp_sender=f"whatsapp:+{display}",
-        twilio_account_sid="", twilio_auth_token="", default_locale="pt-BR",
-        timezone="America/Sao_Paulo", persona="", typing_indicator=True,
-        closed_window_template_sid=None, closed_window_template_variables={},
-        default_plan_id=None, auto_enroll=True, trace_privacy="none", system_prompt=None,
-        channel="cloud", cloud_phone_number_id=number_id, cloud_access_token=token,
-        cloud_app_secret=app_secret,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def channel(cloud: CloudSandbox, tenant: Tenant) -> CloudChannel:
-    return CloudChannel(Settings(cloud.url), tenant)
+__all__ = ["channel", "cloud", "tenant"]  # the Cloud API channel tests' fixtures
 
 
 def _outbound(tenant: Tenant, choices: Choices | None, body: str | None = None) -> OutboundMessage:
