@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from nodes.choices import NO_LONGER
+from server.jobs.send import send_whatsapp_message
 from server.settings import Settings
 from store.records import Tenant
 from tests.conftest import rows, run_jobs
 from tests.fakes import ScriptedModel
 from tests.providers import Provider, provider
 from tests.test_brain import give_plan
+from tests.test_channel import _answer_without_sending, _close_window
 
 __all__ = ["provider"]  # the fixture that runs a test through each WhatsApp provider
 
@@ -173,3 +175,24 @@ def test_options_a_provider_refuses_go_out_again_as_numbered_text(
     provider.say("1")
     run_jobs(settings)
     assert provider.bodies()[-1].startswith("Desfeito"), "the number answers it"
+
+
+def test_outside_the_window_the_options_go_numbered_inside_the_template(
+    settings: Settings, tenant: Tenant, provider: Provider, llm: ScriptedModel
+) -> None:
+    give_plan(settings, tenant, FEATURES)
+    template = provider.add_template("re_engagement", "Sobre a sua mensagem: {{1}}", {"1": "text"})
+    _record(llm, "30", "almoço")
+    assert provider.say("gastei 30 no almoço") == 200
+    outbound_id, cid = _answer_without_sending(settings, tenant)
+    _close_window(settings)
+
+    assert send_whatsapp_message(str(tenant.id), outbound_id, cid) == "sent"
+
+    [(entry,)] = _live(settings)
+    assert provider.sent_templates() == [template]
+    assert provider.choices() is None
+    # A template's variable is one line: the options follow the reply, numbered.
+    assert provider.bodies() == [
+        f"Sobre a sua mensagem: Anotei R$ 30 em almoço. 1. Desfazer #{entry}"
+    ]
