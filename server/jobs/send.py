@@ -17,7 +17,7 @@ import psycopg
 import structlog
 
 from channels.base import Channel, OutboundMessage, SendFailed, SendOutcome, Template
-from channels.choices import Choices
+from channels.choices import Choices, interactive
 from channels.policy import window_open
 from channels.ratelimit import SenderRateLimiter
 from channels.registry import channel_for
@@ -200,8 +200,9 @@ def _options_refused(
 ) -> bool:
     """Whether a permanent refusal may be of the buttons or list themselves (a provider that
     does not draw them for this sender): then the same reply goes out as numbered text."""
-    offered = message.choices is not None and use_template is None and not plain
-    return offered and failed.outcome is SendOutcome.FAIL
+    if message.choices is None or use_template is not None or plain:
+        return False
+    return failed.outcome is SendOutcome.FAIL and interactive(Choices.from_json(message.choices))
 
 
 def _charge(
