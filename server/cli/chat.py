@@ -82,8 +82,9 @@ def whatsapp_form(
 
 
 AUDIO_COMMAND = "/audio "
-PRESS_COMMAND = "/press "
 """A chat line `/audio path/to/file.ogg` sends that file as a voice note."""
+PRESS_COMMAND = "/press"
+"""A chat line `/press 2` taps option 2 of the latest reply that offered buttons or a list."""
 
 _AUDIO_TYPES = {".ogg": "audio/ogg", ".opus": "audio/ogg", ".oga": "audio/ogg",
                 ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".aac": "audio/aac",
@@ -361,8 +362,8 @@ def converse(
             try:
                 if text.startswith(AUDIO_COMMAND):
                     client.send_audio(Path(text[len(AUDIO_COMMAND) :].strip()).expanduser())
-                elif text.startswith(PRESS_COMMAND.strip()):
-                    client.press(_option_number(text[len(PRESS_COMMAND.strip()) :]))
+                elif text.split(maxsplit=1)[0] == PRESS_COMMAND:
+                    client.press(_option_number(text[len(PRESS_COMMAND) :]))
                 else:
                     client.send(text)
                 if not interactive:
