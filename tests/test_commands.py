@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from graphs.prompts import USER_DATA_RULE
+from server.cli.chat import Chat, converse
 from server.cli.demo import stop_process
 from store.embedded import free_port
 from tests.conftest import ROOT
@@ -297,3 +298,45 @@ def test_the_demo_taps_the_buttons_and_list_a_reply_offers(
     assert deleted.startswith("Apaguei o lançamento #2")
     assert "[1] Sim" in proposed and "[2] Não" in proposed
     assert scheduled.startswith("Combinado: lembrete #1")
+
+
+class _Offering(Chat):
+    """A chat whose latest reply offered two buttons; it records what was tapped."""
+
+    def __init__(self) -> None:
+        self.offered = {
+            "choices": {
+                "button": "",
+                "options": [{"id": "a", "title": "Sim"}, {"id": "b", "title": "Não"}],
+            }
+        }
+        self.tapped: list[int] = []
+
+    def press(self, number: int) -> None:
+        self._pressable(number)
+        self.tapped.append(number)
+
+    def unseen(self) -> list[str]:
+        return [f"tapped {self.tapped.pop()}"] if self.tapped else []
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [("/press", "usage: /press N"), ("/press dois", "usage: /press N"),
+     ("/press 3", "from 1 to 2"), ("/press 0", "from 1 to 2")],
+)  # fmt: skip
+def test_the_chat_refuses_a_press_it_cannot_make(line: str, error: str) -> None:
+    chat, printed = _Offering(), []
+    assert converse(chat, [line], timeout=1, out=printed.append) == 1
+    assert any(error in p for p in printed), printed
+    assert chat.tapped == []
+    nothing = _Offering()
+    nothing.offered = None
+    assert converse(nothing, ["/press 1"], timeout=1, out=printed.append) == 1
+    assert "no reply has offered" in printed[-1]
+
+
+def test_the_chat_taps_the_option_asked_for() -> None:
+    printed: list[str] = []
+    assert converse(_Offering(), ["/press 2"], timeout=5, out=printed.append) == 0
+    assert printed == ["you> /press 2", "assistant> tapped 2"]

@@ -273,10 +273,13 @@ def test_a_tenant_admin_exports_everything_held_about_a_user(
     (conversation,) = doc["conversations"]
     messages = conversation["messages"]
     bodies = [m["body"] for m in messages]
-    for text in ("gastei 45,90 na feira orgânica ontem", "Anotei R$ 45,90 da feira orgânica.",
-                 "quero falar com um atendente", "Oi, aqui é o Caio.",
-                 "ainda está aí? pergunta pendente da Ana"):  # fmt: skip
+    for text in ("gastei 45,90 na feira orgânica ontem", "quero falar com um atendente",
+                 "Oi, aqui é o Caio.", "ainda está aí? pergunta pendente da Ana"):  # fmt: skip
         assert text in bodies
+    # The recorded expense's reply, with the undo button it offered.
+    recorded = next(m for m in messages if m["body"].startswith("Anotei R$ 45,90 da feira"))
+    assert recorded["choices"]["body"] == "Anotei R$ 45,90 da feira orgânica."
+    assert [o["title"][:10] for o in recorded["choices"]["options"]] == ["Desfazer #"]
     assert "oi de novo" not in bodies and "gastei 12 na padaria" not in bodies, "Bia's"
     voiced = next(m for m in messages if m["transcript"])
     assert voiced["transcript"] == "transcrição do áudio da Ana sobre o jardim"
