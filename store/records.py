@@ -16,8 +16,9 @@ class Tenant:
     slug: str
     name: str
     whatsapp_sender: str
-    twilio_account_sid: str
-    twilio_auth_token: str = field(repr=False)
+    twilio_account_sid: str | None
+    """None for a tenant on another provider (`channel`)."""
+    twilio_auth_token: str | None = field(repr=False)
     default_locale: str
     timezone: str
     persona: str

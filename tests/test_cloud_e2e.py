@@ -209,3 +209,54 @@ def test_a_tenant_cannot_switch_to_the_cloud_api_half_configured(
     assert rows(settings, "select channel, cloud_phone_number_id from tenants") == [
         ("twilio", None)
     ]
+
+
+def _platform(settings: Settings) -> dict[str, str]:
+    bearer = mint_token(settings, subject="root", role=Role.platform_admin, tenant_id=None)
+    return {"Authorization": f"Bearer {bearer}"}
+
+
+def test_a_tenant_is_created_on_the_cloud_api_with_no_twilio_account(
+    api: TestClient, settings: Settings, cloud: CloudSandbox, llm: ScriptedModel
+) -> None:
+    cloud.add_number("106540352299999", "15550009999", TOKEN, SECRET)
+    new = {"slug": "loja", "name": "Loja", "whatsapp_sender": "whatsapp:+15550009999",
+           "channel": "cloud", "cloud_phone_number_id": "106540352299999",
+           "cloud_access_token": TOKEN, "cloud_app_secret": SECRET}  # fmt: skip
+    created = api.post("/api/v1/tenants", headers=_platform(settings), json=new)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["channel"], body["twilio_account_sid"]) == ("cloud", None)
+    assert TOKEN not in created.text and SECRET not in created.text
+
+    llm.say("Olá, loja aqui!")
+    signed = cloud.signed_inbound("106540352299999", "5511955554444", "Oi")
+    assert _post(api, signed).status_code == 200
+    run_jobs(settings)
+    (sent,) = cloud.wait_for_messages(1)
+    assert (sent["to"], sent["body"]) == ("5511955554444", "Olá, loja aqui!")
+
+    # It cannot move to Twilio without a Twilio account.
+    url, auth = f"/api/v1/tenants/{body['id']}", _platform(settings)
+    assert api.patch(url, headers=auth, json={"channel": "twilio"}).status_code == 422
+    assert rows(settings, "select channel from tenants where slug = 'loja'") == [("cloud",)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "missing"),
+    [
+        ({}, "twilio_account_sid, twilio_auth_token"),
+        ({"channel": "twilio", "twilio_account_sid": "AC" + "a" * 32}, "twilio_auth_token"),
+        ({"channel": "cloud", "cloud_phone_number_id": "1", "cloud_access_token": TOKEN},
+         "cloud_app_secret"),
+        ({"channel": "cloud"}, "cloud_phone_number_id, cloud_access_token, cloud_app_secret"),
+    ],
+)  # fmt: skip
+def test_a_tenant_is_not_created_without_its_providers_credentials(
+    api: TestClient, settings: Settings, fields: dict[str, str], missing: str
+) -> None:
+    new = {"slug": "loja", "name": "Loja", "whatsapp_sender": "whatsapp:+15550009999", **fields}
+    refused = api.post("/api/v1/tenants", headers=_platform(settings), json=new)
+    assert refused.status_code == 422, refused.text
+    assert missing in refused.text
+    assert rows(settings, "select count(*) from tenants where slug = 'loja'") == [(0,)]

@@ -83,7 +83,10 @@ class TwilioChannel:
     window_closed_code = OUTSIDE_WINDOW
 
     def __init__(self, settings: TwilioSettings, tenant: Tenant) -> None:
+        if tenant.twilio_account_sid is None or tenant.twilio_auth_token is None:
+            raise ValueError(f"tenant {tenant.slug} has no Twilio account ({tenant.channel})")
         self._settings, self._tenant = settings, tenant
+        self._account_sid, self._auth_token = tenant.twilio_account_sid, tenant.twilio_auth_token
 
     @cached_property
     def client(self) -> Client:
@@ -94,9 +97,7 @@ class TwilioChannel:
         """Check `X-Twilio-Signature` with the tenant's auth token, then read the form."""
         form = parse_form(request.headers.get("content-type"), request.body)
         signature = request.headers.get("x-twilio-signature")
-        if not is_valid_signature(
-            self._tenant.twilio_auth_token, request.url, form.sent, signature
-        ):
+        if not is_valid_signature(self._auth_token, request.url, form.sent, signature):
             raise BadSignature("X-Twilio-Signature is missing or wrong.")
         if form.cleaned:
             log.info("removed NUL characters from a signed form")
@@ -121,7 +122,7 @@ class TwilioChannel:
 
     def _send_choices(self, options: dict[str, Any], choices: Choices) -> SendResult:
         """Send `choices` through the account's content resource of their shape."""
-        account = self._tenant.twilio_account_sid
+        account = self._account_sid
         shape, variables = content.variables(choices)
         try:
             sid = content.content_sid(self.client, account, shape)
@@ -170,5 +171,5 @@ class TwilioChannel:
 
     def media_source(self, media: Media) -> MediaSource:
         """Twilio serves media at its URL to the account's SID and auth token (HTTP Basic)."""
-        auth = httpx.BasicAuth(self._tenant.twilio_account_sid, self._tenant.twilio_auth_token)
+        auth = httpx.BasicAuth(self._account_sid, self._auth_token)
         return MediaSource(media.url, auth)

@@ -93,7 +93,10 @@ def make_twilio_client(
 
 
 def twilio_for(settings: TwilioSettings, tenant: Tenant) -> Client:
-    """Return the Twilio client of `tenant` (the sandbox when TWILIO_API_BASE_URL is set)."""
+    """Return the Twilio client of `tenant` (the sandbox when TWILIO_API_BASE_URL is set);
+    raise `ValueError` for a tenant with no Twilio account (one on another provider)."""
+    if tenant.twilio_account_sid is None or tenant.twilio_auth_token is None:
+        raise ValueError(f"tenant {tenant.slug} has no Twilio account (channel {tenant.channel})")
     return make_twilio_client(
         tenant.twilio_account_sid,
         tenant.twilio_auth_token,

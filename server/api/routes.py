@@ -10,7 +10,7 @@ from zoneinfo import available_timezones
 import psycopg
 from fastapi import APIRouter, Depends, Query, Response
 from psycopg.rows import dict_row
-from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from channels.registry import PROVIDERS
 from channels.templates import template_id_problem
@@ -73,7 +73,10 @@ class TenantChange(Change):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     whatsapp_sender: str | None = Field(default=None, pattern=SENDER)
-    channel: str | None = Field(default=None, description="The WhatsApp provider: twilio.")
+    channel: str | None = Field(
+        default=None,
+        description="The WhatsApp provider: twilio (the default) or cloud (Meta's Cloud API).",
+    )
     twilio_account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
     twilio_auth_token: SecretStr | None = Field(
         default=None, min_length=1, description="Write-only."
@@ -147,8 +150,19 @@ class TenantCreate(TenantChange):
     slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
     name: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
     whatsapp_sender: str = Field(pattern=SENDER)  # type: ignore[assignment]
-    twilio_account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")  # type: ignore[assignment]
-    twilio_auth_token: SecretStr = Field(min_length=1)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _provider_credentials(self) -> TenantCreate:
+        """A tenant is created with the credentials of the provider it speaks through: Twilio's
+        account SID and auth token, or the Cloud API's number id, access token and app secret."""
+        needed = {
+            "twilio": ("twilio_account_sid", "twilio_auth_token"),
+            "cloud": ("cloud_phone_number_id", "cloud_access_token", "cloud_app_secret"),
+        }.get(self.channel or "twilio", ())
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a tenant on {self.channel or 'twilio'} needs {', '.join(missing)}")
+        return self
 
 
 def _tenant_values(body: TenantChange, *, exclude_unset: bool) -> dict[str, Any]:
