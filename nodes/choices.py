@@ -157,7 +157,7 @@ def _find(state: State) -> tuple[HumanMessage, Found]:
     message = _press(state.messages)
     assert message is not None
     choice = str(message.additional_kwargs.get("choice") or "")
-    if choice:
+    if choice.startswith(ID_PREFIX):
         for question in reversed(state.questions):
             for candidate in question["options"]:
                 if candidate["id"] == choice:

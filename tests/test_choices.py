@@ -245,6 +245,20 @@ def test_forged_and_foreign_presses_change_nothing(
     assert len(_live(settings)) == 1
 
 
+def test_a_template_button_titled_like_a_standing_option_answers_that_option(
+    settings: Settings, thread: Thread, scripted: ScriptedModel
+) -> None:
+    scripted.structured(_route("relationships")).call_tool(
+        "propose_reminder", {"text": "dentista", "when": "amanhã às 10h"}
+    ).say("Quer um lembrete?")
+    thread.say("tenho dentista amanhã às 10h")
+
+    # The tenant's template button "Sim" carries its own payload: its words answer the question.
+    answer = thread.say("Sim", choice="TEMPLATE_YES")
+
+    assert answer["reply"].startswith("Combinado: lembrete #")
+
+
 def test_a_press_after_the_plan_lost_the_feature_does_nothing(
     settings: Settings, tenant: Tenant, scripted: ScriptedModel
 ) -> None:
