@@ -292,8 +292,8 @@ def provider(
         get_settings.cache_clear()
         assert settings.database_url
         with psycopg.connect(settings.database_url) as conn:
-            secrets = (CLOUD_NUMBER_ID, CLOUD_TOKEN, CLOUD_SECRET)
-            tenants.set_channel(conn, tenant.id, "cloud", *secrets)
+            credentials = (CLOUD_NUMBER_ID, CLOUD_TOKEN, CLOUD_SECRET)
+            tenants.set_channel(conn, tenant.id, "cloud", *credentials)
         on_cloud = _Cloud(client, cloud)
         on_cloud.settings, on_cloud.tenant = settings, tenant  # for registering its templates
         yield on_cloud
