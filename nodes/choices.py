@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
@@ -136,26 +136,13 @@ def _typed(text: str, question: Mapping[str, Any]) -> dict[str, Any] | None:
     return next((o for o in options if o["title"].casefold() == typed), None)
 
 
-def answered(state: State) -> Literal["press", "typed", "no"]:
-    """Whether this turn answers a question with options: a press of ours ("press", standing
-    or not), the number or title of the question the last answer asked ("typed"), or not."""
+def _answer_to(state: State) -> tuple[HumanMessage, Found] | None:
+    """The turn's answer to a question with options, if it is one: a press of ours, with the
+    question and option it names (None when that question no longer stands), or the number or
+    title of an option of the question the last answer asked; None for anything else."""
     message = _press(state.messages)
     if message is None:
-        return "no"
-    if str(message.additional_kwargs.get("choice") or "").startswith(ID_PREFIX):
-        return "press"
-    if not state.questions:
-        return "no"
-    newest = state.questions[-1]
-    before = state.messages[:-1]
-    if newest["message_id"] != _last_answer_id(before) or _typed(message.text, newest) is None:
-        return "no"
-    return "typed"
-
-
-def _find(state: State) -> tuple[HumanMessage, Found]:
-    message = _press(state.messages)
-    assert message is not None
+        return None
     choice = str(message.additional_kwargs.get("choice") or "")
     if choice.startswith(ID_PREFIX):
         for question in reversed(state.questions):
@@ -163,14 +150,18 @@ def _find(state: State) -> tuple[HumanMessage, Found]:
                 if candidate["id"] == choice:
                     return message, (question, candidate)
         return message, None
+    if not state.questions:
+        return None
     newest = state.questions[-1]
+    if newest["message_id"] != _last_answer_id(state.messages[:-1]):
+        return None
     picked = _typed(message.text, newest)
-    return message, ((newest, picked) if picked is not None else None)
+    return (message, (newest, picked)) if picked is not None else None
 
 
 def after_context(state: State) -> str:
     """Answer a question's option without the model, or go on to the memories and router."""
-    return "answer_choice" if answered(state) != "no" else "retrieve_memories"
+    return "answer_choice" if _answer_to(state) is not None else "retrieve_memories"
 
 
 def answer_choice(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -178,7 +169,9 @@ def answer_choice(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     stands. The question is answered either way: it leaves the open questions."""
     context = runtime.context or Context()
     language = state.language
-    message, found = _find(state)
+    answer = _answer_to(state)
+    assert answer is not None, "routed here by after_context"
+    message, found = answer
     if found is None:
         log.info("a press of a question that no longer stands")
         return {"messages": [AIMessage(NO_LONGER[language])], "route": GENERAL.name,
