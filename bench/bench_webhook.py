@@ -69,12 +69,17 @@ class SetupError(RuntimeError):
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu(pid: int) -> float:
+def _proc_cpu(pid: int, *, reaped: bool = False) -> float:
+    """CPU seconds `pid` used; with `reaped`, also its children that exited and it waited for
+    (PostgreSQL's backends of closed connections, counted by the postmaster)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    used = int(fields[11]) + int(fields[12])  # utime + stime
+    if reaped:
+        used += int(fields[13]) + int(fields[14])  # cutime + cstime
+    return used / _TICK
 
 
 def _children(ppid: int) -> list[int]:
@@ -108,7 +113,7 @@ class CpuMeter:
         postgres = 0.0
         if self.postmaster_pid:
             pids = [self.postmaster_pid, *_children(self.postmaster_pid)]
-            postgres = sum(_proc_cpu(pid) for pid in pids)
+            postgres = sum(_proc_cpu(pid, reaped=pid == self.postmaster_pid) for pid in pids)
         busy, total = _machine_busy()
         return {
             "wall": time.monotonic(),

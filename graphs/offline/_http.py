@@ -47,6 +47,10 @@ class Owner(Protocol):
         """Return the assistant message answering ``request`` (may raise anything)."""
         ...
 
+    def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Return the ``/v1/embeddings`` answer to ``request`` (or raise `RequestError`)."""
+        ...
+
 
 class CompletionsHTTPServer(ThreadingHTTPServer):
     """Track open connections so that stopping the server closes them too."""
@@ -115,7 +119,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(not_found(self.path))
 
     def do_POST(self) -> None:
-        """Serve ``/v1/chat/completions``."""
+        """Serve ``/v1/chat/completions`` and ``/v1/embeddings``."""
+        if self._route == "/embeddings":
+            try:
+                self._send_json(HTTPStatus.OK, self.server.owner.embed(self._read_json_body()))
+            except RequestError as exc:
+                self._send_error(exc)
+            return
         if self._route != "/chat/completions":
             self._discard_body()
             self._send_error(not_found(self.path))

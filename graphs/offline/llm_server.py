@@ -6,7 +6,8 @@ is pointed at a :class:`ChatCompletionsServer` running in a daemon thread of the
 current process. The server speaks just enough of the OpenAI Chat Completions
 API for ChatOpenAI: plain calls, tool calls (``bind_tools``), structured output
 (``response_format`` json_schema or a forced ``tool_choice``) and streaming
-(Server-Sent Events with ``chat.completion.chunk`` objects).
+(Server-Sent Events with ``chat.completion.chunk`` objects). It also answers
+``/v1/embeddings`` with cheap hashed vectors (:mod:`graphs.offline.embeddings`).
 
 What the model "says" is decided by a :data:`Responder`: a callable that takes
 the parsed request JSON and returns an assistant message dict. The
@@ -30,6 +31,7 @@ from typing import Any, Self
 
 from graphs.offline._http import CompletionsHTTPServer
 from graphs.offline._responses import DEFAULT_MODEL_ID
+from graphs.offline.embeddings import embeddings_payload
 from graphs.offline.latency import Latency
 
 logger = logging.getLogger(__name__)
@@ -61,16 +63,19 @@ class ChatCompletionsServer:
         *,
         refuse_json_schema: bool = False,
         latency: Latency = NO_LATENCY,
+        embedding_latency: Latency = NO_LATENCY,
     ) -> None:
         """Prepare (but do not start) a server answering with ``responder``.
 
         With ``refuse_json_schema``, a ``response_format`` of type ``json_schema`` is refused
         with a 400 error, as OpenAI-compatible servers without strict structured output do.
-        Each call waits its ``latency`` before it answers, as a hosted model would.
+        Each call waits its ``latency`` before it answers, as a hosted model would; an
+        embeddings request (`graphs.offline.embeddings`) waits its ``embedding_latency``.
         """
         self.responder = responder
         self.refuse_json_schema = refuse_json_schema
         self.latency = latency
+        self.embedding_latency = embedding_latency
         self.host = host
         self.port = port
         self._httpd: CompletionsHTTPServer | None = None
@@ -178,6 +183,12 @@ class ChatCompletionsServer:
         the call's latency (on the request's own thread, so concurrent calls overlap)."""
         time.sleep(self.latency.draw())
         return _normalize_message(self.responder(request))
+
+    def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer a ``/v1/embeddings`` request with hashed vectors, after its latency."""
+        payload = embeddings_payload(request)  # refuses a bad request before any wait
+        time.sleep(self.embedding_latency.draw())
+        return payload
 
 
 def _normalize_message(message: Any) -> dict[str, Any]:
