@@ -73,6 +73,39 @@ def scope_session(conn: psycopg.Connection[Any], tenant_id: UUID | str) -> None:
     conn.execute("select set_config('app.tenant_id', %s, false)", (str(tenant_id),))
 
 
+def open_connection(database_url: str, role: str | None) -> psycopg.Connection[dict[str, Any]]:
+    """Open a connection as the app role, not yet scoped (`scope_connection`).
+
+    Autocommit with dict rows, as LangGraph's Postgres saver wants.
+    """
+    conn = psycopg.connect(database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+    try:
+        use_role(conn, role)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def scope_connection(
+    conn: psycopg.Connection[Any], *, tenant_id: UUID | str | None = None, platform: bool = False
+) -> None:
+    """Scope a whole connection, until `unscope_connection`: to `tenant_id`, or, for system jobs
+    that work across tenants (`platform`), to the platform (one round trip)."""
+    conn.execute(
+        "select set_config('app.tenant_id', %s, false), set_config('app.platform', %s, false)",
+        ("" if tenant_id is None else str(tenant_id), "on" if platform else ""),
+    )
+
+
+def unscope_connection(conn: psycopg.Connection[Any]) -> None:
+    """Leave a connection as a new one: no scope, no session advisory lock (one round trip)."""
+    conn.execute(
+        "select pg_advisory_unlock_all(), set_config('app.tenant_id', '', false), "
+        "set_config('app.platform', '', false)"
+    )
+
+
 @contextmanager
 def dedicated_connection(
     database_url: str,
@@ -81,19 +114,10 @@ def dedicated_connection(
     tenant_id: UUID | str | None = None,
     platform: bool = False,
 ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """Open a connection of one's own as the app role, scoped for its whole life.
-
-    Autocommit with dict rows, as LangGraph's Postgres saver wants. Scoped to `tenant_id`, or,
-    for system jobs that work across tenants (`platform`), to the platform.
-    """
-    with psycopg.connect(
-        database_url, autocommit=True, prepare_threshold=0, row_factory=dict_row
-    ) as conn:
-        use_role(conn, role)
-        if tenant_id is not None:
-            scope_session(conn, tenant_id)
-        if platform:
-            conn.execute("select set_config('app.platform', 'on', false)")
+    """Open a connection of one's own as the app role, scoped for its whole life (to
+    `tenant_id`, or to the platform), and close it at the end."""
+    with open_connection(database_url, role) as conn:
+        scope_connection(conn, tenant_id=tenant_id, platform=platform)
         yield conn
 
 

@@ -41,6 +41,7 @@ from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
 
 from server import metrics
+from server.jobs.common import kept_connections, release_idle
 from server.jobs.liveness import LANE_PREFIX, Heartbeat, requeue_orphans
 from server.logs import bind_correlation_id
 from server.metrics_env import MetricsPortError
@@ -120,6 +121,7 @@ class Lane(CorrelatedWorker):
             result = super().dequeue_job_and_maintain_ttl(_POLL_SECONDS, _POLL_SECONDS)
             if result is not None:
                 return result
+            release_idle()  # an idle lane lets its database connection go after a while
         raise StopRequested()
 
 
@@ -197,7 +199,10 @@ class WorkerProcess:
 
     def _start(self, lane: Lane, burst: bool) -> threading.Thread:
         def work() -> None:
-            current = lane
+            with kept_connections():  # the lane's jobs share one connection, kept between them
+                run_lane(lane)
+
+        def run_lane(current: Lane) -> None:
             while True:
                 lost = False
                 try:
