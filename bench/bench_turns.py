@@ -836,22 +836,25 @@ def _print_tables(results: list[Result]) -> None:
     header = (
         f"\n{'delay':>5} {'wk':>2} {'offer/s':>7} "
         + " ".join(f"{p[:7]:>7}" for p in PARTS)
-        + f" {'total':>7} {'box%':>5}"
+        + f" {'total':>7} {'box%':>5} {'service':>7} {'cap/s':>5}"
     )
     print(header + "   (CPU ms per answered turn)")
     print("-" * (len(header) + 28))
     for r in results:
-        answered = max(1, r.answered)
-        per = [r.cpu[p] / answered * 1000 for p in PARTS]
+        per = [_cpu_per_turn(r, p) for p in PARTS]
+        service = _service_cpu_per_turn(r)
         print(
             f"{r.scenario.delay:>4g}s {r.scenario.workers:>2} {r.scenario.rate:>7g} "
             + " ".join(f"{v:>7.1f}" for v in per)
-            + f" {sum(per):>7.1f} {r.cpu['machine']:>5.0f}"
+            + f" {sum(per):>7.1f} {r.cpu['machine']:>5.0f} {service:>7.1f} "
+            + f"{_capacity(service):>5.1f}"
         )
     print(
         f"box% = how busy the whole machine ({os.cpu_count()} cores) was during the run, other "
         "work included;\nworkers = every worker process and its children; postgres = every "
-        "backend; relay = the API's children"
+        "backend; relay = the API's children;\nservice = what production runs on the box "
+        f"({', '.join(SERVICE_PARTS)}; not the stand-in model, sandbox or generator); cap/s = "
+        f"the turns/s {os.cpu_count()} cores could answer at that CPU per turn"
     )
     for r in results:
         s = r.scenario
@@ -861,6 +864,24 @@ def _print_tables(results: list[Result]) -> None:
         if r.lag_p99 > 0.005:
             print(f"note: at {s.delay:g}s x {s.workers} x {s.rate:g}/s the generator sent up to "
                   f"{r.lag_p99 * 1000:.0f} ms late (p99); that is inside e2e")  # fmt: skip
+
+
+SERVICE_PARTS = ("api", "relay", "workers", "postgres", "redis")
+"""The processes a deployment runs; the model, the sandbox and the generator stand in for
+what runs elsewhere (OpenAI, Twilio, WhatsApp's users)."""
+
+
+def _cpu_per_turn(result: Result, part: str) -> float:
+    return result.cpu[part] / max(1, result.answered) * 1000
+
+
+def _service_cpu_per_turn(result: Result) -> float:
+    return sum(_cpu_per_turn(result, part) for part in SERVICE_PARTS)
+
+
+def _capacity(service_ms: float) -> float:
+    """Turns/s the box's cores could answer if they ran the service alone at this CPU/turn."""
+    return (os.cpu_count() or 1) * 1000 / service_ms if service_ms > 0 else 0.0
 
 
 def _print_targets(results: list[Result]) -> None:
@@ -880,6 +901,14 @@ def _print_targets(results: list[Result]) -> None:
         f"{best.achieved:.1f} replies/s, {best.scenario.workers} workers x {best.lanes} lanes "
         f"at {best.scenario.rate:g}/s offered; best sustained "
         f"{max(sustained, default=0):.1f}/s)"
+    )
+    leanest = min(slow, key=_service_cpu_per_turn)
+    service = _service_cpu_per_turn(leanest)
+    print(
+        f"  the service used {service:.0f} ms of CPU per turn at best ({leanest.scenario.workers} "
+        f"workers at {leanest.scenario.rate:g}/s): {os.cpu_count()} cores running nothing else "
+        f"would answer at most {_capacity(service):.0f} turns/s; {TARGET_RATE:g}/s needs "
+        f"<= {(os.cpu_count() or 1) * 1000 / TARGET_RATE:.0f} ms"
     )
     heaviest = max(results, key=lambda r: r.rss)
     print(

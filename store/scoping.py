@@ -98,6 +98,11 @@ def scope_connection(
     )
 
 
+def ping_connection(conn: psycopg.Connection[Any]) -> None:
+    """One empty round trip: raises `psycopg.Error` if the server has dropped the connection."""
+    conn.execute("")
+
+
 def unscope_connection(conn: psycopg.Connection[Any]) -> None:
     """Leave a connection as a new one: no scope, no session advisory lock (one round trip)."""
     conn.execute(

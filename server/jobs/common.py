@@ -21,6 +21,7 @@ from server.settings import Settings
 from store.scoping import (
     dedicated_connection,
     open_connection,
+    ping_connection,
     scope_connection,
     unscope_connection,
 )
@@ -52,7 +53,7 @@ class _Kept:
             conn = self.drop()
         if conn is not None and time.monotonic() - self.used_at > _CHECK_AFTER:
             try:
-                conn.execute("")  # one round trip; fails if the server dropped us meanwhile
+                ping_connection(conn)
             except psycopg.Error:
                 conn = self.drop()
         if conn is None:
