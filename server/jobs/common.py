@@ -48,19 +48,18 @@ class _Kept:
         self.used_at = 0.0
 
     def take(self, database_url: str, role: str | None) -> Conn:
-        conn = self.conn
-        if conn is not None and (conn.closed or self.target != (database_url, role)):
-            conn = self.drop()
-        if conn is not None and time.monotonic() - self.used_at > _CHECK_AFTER:
+        if self.conn is not None and (self.conn.closed or self.target != (database_url, role)):
+            self.drop()
+        if self.conn is not None and time.monotonic() - self.used_at > _CHECK_AFTER:
             try:
-                ping_connection(conn)
+                ping_connection(self.conn)
             except psycopg.Error:
-                conn = self.drop()
-        if conn is None:
-            conn = self.conn = open_connection(database_url, role)
+                self.drop()
+        if self.conn is None:
+            self.conn = open_connection(database_url, role)
             self.target = (database_url, role)
         self.busy = True
-        return conn
+        return self.conn
 
     def give_back(self, conn: Conn) -> None:
         """Keep the connection for the next job once it is unscoped, or close it when the job
