@@ -28,6 +28,12 @@ def send_lock(message_id: int) -> str:
     return f"send:{message_id}"
 
 
+def provider_message_lock(provider_message_id: str) -> str:
+    """The lock between recording a provider's id for a send and a status callback for that id
+    (held for a transaction: whichever commits second sees the other's row)."""
+    return f"provider-message:{provider_message_id}"
+
+
 def transcribe_lock(message_id: int) -> str:
     """The lock of one voice note's transcription."""
     return f"transcribe:{message_id}"

@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
+from store.locks import lock_for_transaction, provider_message_lock
 from store.query import columns, one, value
 from store.records import Message, Tenant
 
@@ -99,7 +100,14 @@ def mark_sent(
     status: str,
     template_sid: str | None = None,
 ) -> None:
-    """Record that the provider accepted an outbound message (a callback may already be ahead)."""
+    """Record that the provider accepted an outbound message, in the caller's transaction.
+
+    A status callback for it may already be ahead: it arrived before this id was recorded,
+    found no message, and was kept unapplied in `message_status_events`. The furthest such
+    status is applied here. Both sides hold the id's lock for their transaction, so whichever
+    commits second sees the other's row, and no status is lost between them.
+    """
+    lock_for_transaction(conn, provider_message_lock(provider_message_id))
     # message_status_rank's body: store/migrations/0002_channel.sql
     conn.execute(
         """update messages set provider_message_id = %s, template_sid = %s, error = null,
@@ -109,6 +117,22 @@ def mark_sent(
                status_updated_at = now()
            where id = %s""",
         (provider_message_id, template_sid, status, status, message_id),
+    )
+    conn.execute(
+        """with ahead as (
+               update message_status_events set message_id = %(id)s
+               where provider_message_id = %(sid)s and message_id is null
+                 and tenant_id = (select tenant_id from messages where id = %(id)s)
+               returning status, error_code
+           ), furthest as (
+               select status, error_code from ahead
+               order by message_status_rank(status) desc limit 1
+           )
+           update messages m set status = f.status,
+               error_code = coalesce(f.error_code, m.error_code), status_updated_at = now()
+           from furthest f
+           where m.id = %(id)s and message_status_rank(m.status) < message_status_rank(f.status)""",
+        {"id": message_id, "sid": provider_message_id},
     )
 
 
@@ -176,8 +200,10 @@ def apply_status(
     status: str,
     error_code: int | None,
 ) -> bool:
-    """Record a delivery status the provider reported; it applies only if it moves the message
-    forward."""
+    """Record a delivery status the provider reported, in the caller's transaction; it applies
+    only if it moves the message forward. One for an id no send has recorded yet is kept
+    unapplied, and `mark_sent` applies it (see there)."""
+    lock_for_transaction(conn, provider_message_lock(provider_message_id))
     # message_status_rank's body: store/migrations/0002_channel.sql
     updated = value(
         conn,

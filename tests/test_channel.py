@@ -20,7 +20,7 @@ from server.api.auth import Role, mint_token
 from server.jobs.send import send_whatsapp_message
 from server.jobs.turn import process_ai_response
 from server.settings import QUEUE_SEND, Settings, get_settings
-from store import tenants
+from store import outbox, tenants
 from store.records import Tenant
 from tests.conftest import USER, inbound_form, post_inbound, rows, run_jobs
 from tests.fakes import ScriptedModel
@@ -284,6 +284,41 @@ def test_status_callbacks_move_forward_only(
     assert status() == "read"
     applied = rows(settings, "select status, applied from message_status_events order by id")
     assert applied == [("sent", True), ("read", True), ("delivered", False), ("sent", False)]
+
+
+def test_a_status_that_arrives_before_the_send_is_recorded_is_applied_when_it_is(
+    client: TestClient, settings: Settings, tenant: Tenant, llm: ScriptedModel
+) -> None:
+    """Twilio's callback can beat the worker's commit of the message's SID: the status is kept
+    and applied once the SID is recorded, not lost (the reply would look undelivered)."""
+    llm.say("Oi!")
+    _say(client, settings, tenant, "Oi")
+    ((inbound_id, cid),) = rows(settings, "select id, correlation_id from messages")
+    process_ai_response(str(tenant.id), inbound_id, cid)  # the reply waits in the outbox
+    ((reply_id,),) = rows(settings, "select id from messages where direction = 'outbound'")
+    sid = "SM" + "ab" * 16
+    for status in ("delivered", "sent"):  # ahead of the worker, and out of order
+        form = {
+            "MessageSid": sid,
+            "MessageStatus": status,
+            "To": USER,
+            "AccountSid": tenant.twilio_account_sid,
+            "From": tenant.whatsapp_sender,
+        }
+        signature = sign(tenant.twilio_auth_token, settings.public_url("/webhooks/status"), form)
+        posted = client.post(
+            "/webhooks/status", data=form, headers={"X-Twilio-Signature": signature}
+        )
+        assert posted.status_code == 204
+    assert rows(settings, "select status from messages where id = %s", reply_id) == [("pending",)]
+
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn, conn.transaction():
+        outbox.mark_sent(conn, reply_id, sid, "queued")  # what the send job records
+
+    assert rows(settings, "select status from messages where id = %s", reply_id) == [("delivered",)]
+    events = "select message_id, status from message_status_events order by id"
+    assert rows(settings, events) == [(reply_id, "delivered"), (reply_id, "sent")]
 
 
 def test_twilios_sending_status_does_not_make_a_sent_reply_look_unsent(
