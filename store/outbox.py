@@ -180,7 +180,9 @@ def adopt_send(
     """Record the provider's id on an outbound message it reports as ours (by the outbox id we
     sent with it) that no worker recorded as sent: a worker killed between the provider's
     acceptance and `mark_sent`. Only a message still pending or dispatching, with no provider
-    id, is adopted; return whether it was."""
+    id, is adopted; return whether it was. Takes the id's lock before the row's, in the order
+    `mark_sent` takes them."""
+    lock_for_transaction(conn, provider_message_lock(provider_message_id))
     adopted = value(
         conn,
         """update messages set provider_message_id = %s, processed_at = now(), error = null,
