@@ -37,7 +37,7 @@ from psycopg.rows import dict_row  # noqa: E402
 
 from bench._common import fresh_database, report, timed  # noqa: E402
 from store import memory, tenants  # noqa: E402
-from store.scoping import APP_ROLE, scope_session, use_role  # noqa: E402
+from store.scoping import APP_ROLE, scope_connection, use_role  # noqa: E402
 
 SUBJECTS = [
     "Meu cachorro", "Minha esposa", "Meu filho", "Minha mãe", "Meu chefe", "Minha irmã",
@@ -139,7 +139,7 @@ def main() -> int:
     def run(tenant: str) -> tuple[psycopg.Connection, PostgresStore]:
         conn = psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
         use_role(conn, APP_ROLE)
-        scope_session(conn, tenant)
+        scope_connection(conn, tenant_id=tenant)
         return conn, memory.memory_store(conn, embeddings=memory_embeddings, dims=384)
 
     from store.embeddings import OfflineEmbeddings

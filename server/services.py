@@ -54,8 +54,9 @@ def _idle_too_long(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
     return idle
 
 
-def _check_if_idle(conn: psycopg.Connection) -> None:
-    """Ping a pooled connection that has not been used for a few seconds."""
+def check_if_idle(conn: psycopg.Connection) -> None:
+    """Ping a connection (pooled, or a worker lane's kept one) that has not been used for a few
+    seconds; raise `psycopg.Error` if the server dropped it."""
     if _idle_too_long(conn):
         ConnectionPool.check_connection(conn)
 
@@ -136,7 +137,7 @@ class Services:
             configure=lambda conn: use_role(conn, settings.database_app_role),
             # A connection the server dropped is checked (one round trip) before reuse, but
             # only once it has idled long enough for that to be likely.
-            check=_check_if_idle,
+            check=check_if_idle,
             max_idle=300,
             open=False,
             name="api",

@@ -68,11 +68,6 @@ def tenant_scope(conn: psycopg.Connection[Any], tenant_id: UUID | str) -> Iterat
         yield
 
 
-def scope_session(conn: psycopg.Connection[Any], tenant_id: UUID | str) -> None:
-    """Scope a whole dedicated connection (a job's own) to one tenant."""
-    conn.execute("select set_config('app.tenant_id', %s, false)", (str(tenant_id),))
-
-
 def open_connection(database_url: str, role: str | None) -> psycopg.Connection[dict[str, Any]]:
     """Open a connection as the app role, not yet scoped (`scope_connection`).
 
@@ -96,11 +91,6 @@ def scope_connection(
         "select set_config('app.tenant_id', %s, false), set_config('app.platform', %s, false)",
         ("" if tenant_id is None else str(tenant_id), "on" if platform else ""),
     )
-
-
-def ping_connection(conn: psycopg.Connection[Any]) -> None:
-    """One empty round trip: raises `psycopg.Error` if the server has dropped the connection."""
-    conn.execute("")
 
 
 def unscope_connection(conn: psycopg.Connection[Any]) -> None:

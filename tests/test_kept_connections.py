@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from server.jobs import common
+from server import services
 from server.jobs.common import connect, connect_platform, kept_connections, release_idle
 from server.settings import Settings
 from store.locks import conversation_lock, try_lock
@@ -103,7 +103,7 @@ def test_a_job_that_fails_leaves_no_transaction_behind(settings: Settings) -> No
 def test_a_connection_the_server_dropped_is_replaced_before_a_job_gets_it(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(common, "_CHECK_AFTER", 0.0)  # ping on every take
+    monkeypatch.setattr(services, "_CHECK_AFTER", 0.0)  # ping on every take
     tenant = str(uuid.uuid4())
     with kept_connections():
         with connect(settings, tenant) as conn:

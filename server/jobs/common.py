@@ -16,12 +16,11 @@ from psycopg.pq import TransactionStatus
 from redis import Redis
 from rq import get_current_job
 
-from server.services import redis_client
+from server.services import check_if_idle, redis_client
 from server.settings import Settings
 from store.scoping import (
     dedicated_connection,
     open_connection,
-    ping_connection,
     scope_connection,
     unscope_connection,
 )
@@ -31,9 +30,6 @@ Conn = psycopg.Connection[dict[str, Any]]
 
 KEEP_IDLE_SECONDS = 60.0
 """How long a worker lane keeps its connection while it has no job (`release_idle`)."""
-
-_CHECK_AFTER = 5.0
-"""A kept connection idle this long is pinged before a job gets it (the server may be gone)."""
 
 _lane = threading.local()
 
@@ -50,9 +46,9 @@ class _Kept:
     def take(self, database_url: str, role: str | None) -> Conn:
         if self.conn is not None and (self.conn.closed or self.target != (database_url, role)):
             self.drop()
-        if self.conn is not None and time.monotonic() - self.used_at > _CHECK_AFTER:
+        if self.conn is not None:
             try:
-                ping_connection(self.conn)
+                check_if_idle(self.conn)  # idle a while: the server may have dropped it
             except psycopg.Error:
                 self.drop()
         if self.conn is None:
